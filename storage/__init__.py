@@ -1,0 +1,1 @@
+"""The tuning database (sqlite-utils): machines, runs, workloads, trials, probes, profiles."""

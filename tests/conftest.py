@@ -1,0 +1,61 @@
+"""Shared fixtures. Compiles are expensive (3-25 s cold on 2 cores): tests reuse a few configs
+and shapes so that the whole suite compiles only a handful of graphs, and Inductor's disk cache
+(TORCHINDUCTOR_CACHE_DIR, set by the Makefile/CI) makes reruns cheap."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".inductor-cache"))
+
+import xlstm_kernels as xk  # noqa: E402
+
+# One small odd-length shape for the whole suite: S is not a multiple of any chunk used.
+SHAPE = dict(B=2, NH=4, S=37, DHQK=16, DHV=32)
+
+# Relative tolerance (max |err| / max |ref|) against the float64 reference, per input dtype.
+REF_RTOL = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}
+# Between execution variants of one logical chunk size (canonical equivalence), float32.
+CANON_RTOL = 1e-5
+
+# The configs the suite compiles (keys shared across test files).
+REC_T1 = xk.KernelConfig("recurrent", chunk_size=8, t_inner=1)
+REC_T4 = xk.KernelConfig("recurrent", chunk_size=8, t_inner=4, heads_per_band=2)
+CHUNK_T1 = xk.KernelConfig("chunkwise", chunk_size=8, t_inner=1)
+CHUNK_T4 = xk.KernelConfig("chunkwise", chunk_size=8, t_inner=4, heads_per_band=2)
+CONFIGS = {"rec_t1": REC_T1, "rec_t4": REC_T4, "chunk_t1": CHUNK_T1, "chunk_t4": CHUNK_T4}
+
+
+def make_inputs(B, NH, S, DHQK, DHV, dtype=torch.float32, seed=0, gate_scale=3.0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, NH, S, DHQK, generator=g)
+    k = torch.randn(B, NH, S, DHQK, generator=g)
+    v = torch.randn(B, NH, S, DHV, generator=g)
+    i = torch.randn(B, NH, S, generator=g) * gate_scale
+    f = torch.randn(B, NH, S, generator=g) * gate_scale + 2.0
+    return tuple(x.to(device=device, dtype=dtype) for x in (q, k, v)) + (i.to(device), f.to(device))
+
+
+def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    ref = ref.double().cpu()
+    return ((x.double().cpu() - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
+
+
+@pytest.fixture(scope="session")
+def inputs():
+    return make_inputs(**SHAPE)
+
+
+@pytest.fixture(scope="session")
+def reference(inputs):
+    return xk.mlstm_reference(*inputs)
+
+
+@pytest.fixture(scope="session")
+def results(inputs):
+    """Output of every suite config on the shared inputs, computed once per session."""
+    return {name: xk.mlstm(*inputs, config=cfg) for name, cfg in CONFIGS.items()}

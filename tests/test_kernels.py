@@ -1,0 +1,112 @@
+"""Canonical equivalence of the pseudo-kernels: variants against each other and the float64 reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import xlstm_kernels as xk
+from conftest import CANON_RTOL, CONFIGS, REF_RTOL, SHAPE, make_inputs, rel_err
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_matches_float64_reference(name, results, reference):
+    h, (c, n, m) = results[name]
+    h_ref, (c_ref, n_ref, m_ref) = reference
+    assert h.dtype == torch.float32 and c.dtype == n.dtype == m.dtype == torch.float32
+    assert h.shape == h_ref.shape and c.shape == c_ref.shape and m.shape == (SHAPE["B"], SHAPE["NH"], 1)
+    for got, ref in ((h, h_ref), (c, c_ref), (n, n_ref), (m, m_ref)):
+        assert rel_err(got, ref) < REF_RTOL[torch.float32]
+
+
+@pytest.mark.parametrize("family", ["rec", "chunk"])
+def test_unrolled_block_equals_single_unit(family, results):
+    """step x 1 == step x T_inner (and a different head banding), tight float32 tolerance."""
+    h1, s1 = results[f"{family}_t1"]
+    h4, s4 = results[f"{family}_t4"]
+    assert rel_err(h4, h1) < CANON_RTOL
+    for a, b in zip(s4, s1):
+        assert rel_err(a, b) < CANON_RTOL
+
+
+@pytest.mark.parametrize("name", ["rec_t4", "chunk_t1"])
+def test_carried_states_equal_one_pass(name, inputs, results):
+    """Splitting the sequence and carrying (C, n, m) across gives the one-pass answer."""
+    q, k, v, i, f = inputs
+    cut = 20
+    cfg = CONFIGS[name]
+    h_a, st = xk.mlstm(q[:, :, :cut], k[:, :, :cut], v[:, :, :cut], i[:, :, :cut], f[:, :, :cut], config=cfg)
+    h_b, st = xk.mlstm(q[:, :, cut:], k[:, :, cut:], v[:, :, cut:], i[:, :, cut:], f[:, :, cut:], *st, config=cfg)
+    h_full, st_full = results[name]
+    assert rel_err(torch.cat([h_a, h_b], dim=2), h_full) < CANON_RTOL
+    for a, b in zip(st, st_full):
+        assert rel_err(a, b) < CANON_RTOL
+
+
+def test_initial_states_and_extreme_gates():
+    """Carried-in states and gates far into saturation still match the reference."""
+    q, k, v, i, f = make_inputs(**SHAPE, seed=3, gate_scale=25.0)
+    g = torch.Generator().manual_seed(4)
+    c0 = torch.randn(SHAPE["B"], SHAPE["NH"], SHAPE["DHQK"], SHAPE["DHV"], generator=g)
+    n0 = torch.randn(SHAPE["B"], SHAPE["NH"], SHAPE["DHQK"], generator=g)
+    m0 = torch.randn(SHAPE["B"], SHAPE["NH"], 1, generator=g) * 5
+    h_ref, st_ref = xk.mlstm_reference(q, k, v, i, f, c0, n0, m0)
+    for cfg in (CONFIGS["rec_t4"], CONFIGS["chunk_t1"]):
+        h, st = xk.mlstm(q, k, v, i, f, c0, n0, m0, config=cfg)
+        assert torch.isfinite(h).all()
+        assert rel_err(h, h_ref) < REF_RTOL[torch.float32]
+        for a, b in zip(st, st_ref):
+            assert rel_err(a, b) < REF_RTOL[torch.float32]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_inputs(dtype, reference):
+    q, k, v, i, f = make_inputs(**SHAPE, dtype=dtype)
+    h_ref, (c_ref, _, m_ref) = xk.mlstm_reference(q, k, v, i, f)
+    h, (c, n, m) = xk.mlstm(q, k, v, i, f, config=CONFIGS["chunk_t1"])
+    assert h.dtype == dtype and c.dtype == torch.float32
+    assert rel_err(h, h_ref) < REF_RTOL[dtype]
+    assert rel_err(c, c_ref) < REF_RTOL[torch.float32]
+
+
+def test_return_last_states_false_returns_h_only(inputs, results):
+    h = xk.mlstm(*inputs, return_last_states=False, config=CONFIGS["chunk_t1"])
+    assert isinstance(h, torch.Tensor)
+    assert torch.equal(h, results["chunk_t1"][0])
+
+
+def test_step_matches_reference_and_sequence(inputs, reference):
+    """mlstm_step over the sequence reproduces the reference outputs and terminal states."""
+    q, k, v, i, f = inputs
+    B, NH, S, DHQK = q.shape
+    c = torch.zeros(B, NH, DHQK, v.shape[-1])
+    n = torch.zeros(B, NH, DHQK)
+    m = torch.zeros(B, NH, 1)
+    hs = []
+    for t in range(S):
+        h, (c, n, m) = xk.mlstm_step(q[:, :, t], k[:, :, t], v[:, :, t], i[:, :, t, None], f[:, :, t, None], c, n, m)
+        hs.append(h)
+    h_ref, st_ref = reference
+    assert rel_err(torch.stack(hs, 2), h_ref) < REF_RTOL[torch.float32]
+    for a, b in zip((c, n, m), st_ref):
+        assert rel_err(a, b) < REF_RTOL[torch.float32]
+
+
+def test_bands_are_independent(inputs, results):
+    """A band computed alone equals its slice of the full computation."""
+    q, k, v, i, f = inputs
+    h_band, st_band = xk.mlstm(q[:, :2], k[:, :2], v[:, :2], i[:, :2], f[:, :2], config=CONFIGS["rec_t4"])
+    h_full, st_full = results["rec_t4"]
+    assert torch.equal(h_band, h_full[:, :2])
+    assert torch.equal(st_band[0], st_full[0][:, :2])
+
+
+@pytest.mark.ray
+def test_ray_driver_equals_queued(inputs, results):
+    pytest.importorskip("ray")
+    cfg = CONFIGS["rec_t4"].replace(driver="ray")
+    h, st = xk.mlstm(*inputs, config=cfg)
+    h_q, st_q = results["rec_t4"]
+    assert rel_err(h, h_q) < CANON_RTOL
+    for a, b in zip(st, st_q):
+        assert rel_err(a, b) < CANON_RTOL

@@ -1,0 +1,1 @@
+"""Optuna studies that probe, validate and time candidate kernel configs."""

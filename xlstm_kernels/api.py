@@ -1,0 +1,96 @@
+"""The public mLSTM entry points, signature-compatible with ``mlstm_kernels``' kernels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .compiler import CACHE, CompileKey
+from .config import KernelConfig, dtype_name
+from .drivers import run_sequence
+from .runtime import config_for
+from .validation import check_sequence_inputs, check_step_inputs
+
+States = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _coerce_config(config: KernelConfig | dict[str, Any]) -> KernelConfig:
+    if isinstance(config, KernelConfig):
+        return config
+    if isinstance(config, dict):
+        return KernelConfig.from_dict(config)
+    raise ValueError(f"config must be a KernelConfig, a dict or None, got {type(config).__name__}")
+
+
+def _check_eps(eps: float) -> None:
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps >= 0:
+        raise ValueError(f"eps must be a non-negative float, got {eps!r}")
+
+
+def mlstm(
+    q: torch.Tensor,  # (B, NH, S, DHQK)
+    k: torch.Tensor,  # (B, NH, S, DHQK)
+    v: torch.Tensor,  # (B, NH, S, DHV)
+    i: torch.Tensor,  # (B, NH, S) input gate pre-activations
+    f: torch.Tensor,  # (B, NH, S) forget gate pre-activations
+    c_initial: torch.Tensor | None = None,  # (B, NH, DHQK, DHV)
+    n_initial: torch.Tensor | None = None,  # (B, NH, DHQK)
+    m_initial: torch.Tensor | None = None,  # (B, NH, 1)
+    return_last_states: bool = True,
+    eps: float = 1e-6,
+    config: KernelConfig | dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> torch.Tensor | tuple[torch.Tensor, States]:
+    """The stabilized mLSTM over a sequence, as compiled pseudo-kernels.
+
+    Returns h (B, NH, S, DHV) in q's dtype and, with ``return_last_states``, the float32 terminal
+    (C, n, m). ``config=None`` takes this machine's tuned profile entry (or the default config).
+    Extra keyword arguments of ``mlstm_kernels`` kernels (``chunk_size``, ``autocast_kernel_dtype``,
+    ...) are accepted and ignored so that this can stand in for them.
+    """
+    B, NH, S, DHQK, DHV = check_sequence_inputs(q, k, v, i, f, c_initial, n_initial, m_initial)
+    _check_eps(eps)
+    cfg = config_for(q, v, mode="prefill") if config is None else _coerce_config(config)
+    cfg.bands(NH)  # validates heads_per_band against NH before anything compiles
+    with torch.no_grad():
+        h, states = run_sequence(q, k, v, i, f, c_initial, n_initial, m_initial, cfg, eps)
+    return (h, states) if return_last_states else h
+
+
+def step_key(q: torch.Tensor, v: torch.Tensor, eps: float, compile_mode: str = "default") -> CompileKey:
+    """The compile key of the decode step for these shapes."""
+    B, NH, DHQK = q.shape
+    return CompileKey(
+        family="step", B=B, heads=NH, DHQK=DHQK, DHV=v.shape[-1], dtype=dtype_name(q.dtype),
+        device=str(q.device), t_inner=1, chunk_size=1, compile_mode=compile_mode, eps=float(eps),
+    )
+
+
+def mlstm_step(
+    q: torch.Tensor,  # (B, NH, DHQK)
+    k: torch.Tensor,  # (B, NH, DHQK)
+    v: torch.Tensor,  # (B, NH, DHV)
+    i: torch.Tensor,  # (B, NH, 1)
+    f: torch.Tensor,  # (B, NH, 1)
+    c: torch.Tensor,  # (B, NH, DHQK, DHV)
+    n: torch.Tensor,  # (B, NH, DHQK)
+    m: torch.Tensor,  # (B, NH, 1)
+    eps: float = 1e-6,
+    config: KernelConfig | dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, States]:
+    """One decode step: h (B, NH, DHV) in q's dtype and the new float32 (C, n, m).
+
+    Only ``config.compile_mode`` matters for a step; ``config=None`` takes the profile's decode entry.
+    """
+    check_step_inputs(q, k, v, i, f, c, n, m)
+    _check_eps(eps)
+    cfg = config_for(q, v, mode="decode") if config is None else _coerce_config(config)
+    kernel = CACHE.get(step_key(q, v, eps, cfg.compile_mode))
+    c, n, m = (x if x.dtype == torch.float32 else x.float() for x in (c, n, m))
+    with torch.no_grad():
+        h, c, n, m = kernel(q, k, v, i, f, c, n, m)
+    if cfg.compile_mode == "reduce-overhead":
+        h, c, n, m = h.clone(), c.clone(), n.clone(), m.clone()
+    return h, (c, n, m)

@@ -1,0 +1,197 @@
+"""Compile cache: one ``torch.compile``d pseudo-kernel per shape key.
+
+Dynamo keeps its compiled-graph cache on the *code object* and stops recompiling a code object
+after ``recompile_limit`` (8) variants. Every key here therefore gets its own copy of the block's
+code object, so many shapes never trip that limit, and ``fullgraph=True`` turns a graph break into
+an error instead of a silent slowdown. A first call that compiles no graph (e.g. Dynamo disabled)
+is an eager fallback: it is recorded on the kernel and warned about once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+import types
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .device import synchronize
+from .families import make_chunkwise_block, make_recurrent_block, make_step
+from .settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+class EagerFallbackWarning(RuntimeWarning):
+    """A pseudo-kernel ran eagerly instead of compiled (slow, but still correct)."""
+
+
+@dataclass(frozen=True)
+class CompileKey:
+    """What makes one compiled artifact: DESIGN.md's shape key plus compile options."""
+
+    family: str  # "recurrent" | "chunkwise" | "step"
+    B: int
+    heads: int  # heads in the band
+    DHQK: int
+    DHV: int
+    dtype: str  # dtype fed to the kernel
+    device: str
+    t_inner: int
+    chunk_size: int
+    compile_mode: str = "default"
+    precision: str = "fp32"
+    eps: float = 1e-6
+    inductor_options: tuple[tuple[str, Any], ...] = ()
+
+    def tag(self) -> str:
+        """Short stable hash, used to name the code object (shows up in Inductor's logs)."""
+        return hashlib.sha1(repr(self).encode()).hexdigest()[:10]
+
+
+def _block_fn(key: CompileKey) -> Callable[..., Any]:
+    mixed = key.precision == "mixed"
+    if key.family == "recurrent":
+        return make_recurrent_block(key.t_inner, key.eps, mixed)
+    if key.family == "chunkwise":
+        return make_chunkwise_block(key.t_inner, key.chunk_size, key.eps, mixed)
+    if key.family == "step":
+        return make_step(key.eps)
+    raise ValueError(f"unknown kernel family {key.family!r}")
+
+
+def _fresh_code_copy(fn: Callable[..., Any], tag: str) -> Callable[..., Any]:
+    """The same function with its own code object, hence its own Dynamo cache."""
+    code = fn.__code__.replace(co_name=f"{fn.__name__}_{tag}")
+    return types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
+
+
+def inductor_options(compile_mode: str, extra: tuple[tuple[str, Any], ...] = ()) -> dict[str, Any]:
+    """Inductor options of ``compile_mode`` merged with ``extra`` (torch.compile takes one or the other)."""
+    opts: dict[str, Any] = {}
+    if compile_mode != "default":
+        opts.update(torch._inductor.list_mode_options(compile_mode))
+    opts.update(dict(extra))
+    return opts
+
+
+def ensure_inductor_cache_dir() -> str:
+    """Point Inductor's on-disk cache at the configured directory (macOS purges the default)."""
+    path = get_settings().resolved_inductor_cache_dir()
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        path.mkdir(parents=True, exist_ok=True)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
+    return os.environ["TORCHINDUCTOR_CACHE_DIR"]
+
+
+def _unique_graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+@dataclass
+class CompiledKernel:
+    """A compiled pseudo-kernel and what its compilation cost."""
+
+    key: CompileKey
+    fn: Callable[..., Any]
+    eager_fn: Callable[..., Any]
+    compile_s: float | None = None  # wall time of the first (compiling) call, device-synchronised
+    graphs: int = 0  # graphs Dynamo produced on the first call
+    calls: int = 0
+    eager_fallback: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __call__(self, *args: torch.Tensor) -> Any:
+        if self.calls == 0:
+            with self._lock:
+                if self.calls == 0:
+                    return self._first_call(args)
+        self.calls += 1
+        return self.fn(*args)
+
+    def _first_call(self, args: tuple[torch.Tensor, ...]) -> Any:
+        before = _unique_graphs()
+        t0 = time.perf_counter()
+        try:
+            out = self.fn(*args)
+        except RuntimeError as exc:
+            if "no compiled frames" not in str(exc):  # torch >= 2.12 says so when Dynamo is disabled
+                raise
+            out = None
+        synchronize(self.key.device)
+        self.compile_s = time.perf_counter() - t0
+        self.graphs = _unique_graphs() - before
+        self.eager_fallback = self.graphs == 0
+        self.calls = 1
+        if self.eager_fallback:
+            warnings.warn(
+                f"pseudo-kernel {self.key.family} ({self.key.tag()}) runs eagerly: torch.compile "
+                "produced no graph (is TORCHDYNAMO_DISABLE set?). Results are correct but slow.",
+                EagerFallbackWarning,
+                stacklevel=4,
+            )
+            self.fn = self.eager_fn
+            if out is None:
+                out = self.fn(*args)
+        log.debug("compiled %s in %.2fs (%d graphs)", self.key, self.compile_s, self.graphs)
+        return out
+
+
+class CompileCache:
+    """In-process cache of compiled pseudo-kernels by ``CompileKey``; thread-safe."""
+
+    def __init__(self) -> None:
+        self._kernels: dict[CompileKey, CompiledKernel] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: CompileKey) -> CompiledKernel:
+        """The kernel for ``key``, created (not yet compiled: that happens on its first call) if new."""
+        kernel = self._kernels.get(key)
+        if kernel is not None:
+            return kernel
+        with self._lock:
+            kernel = self._kernels.get(key)
+            if kernel is None:
+                eager = _fresh_code_copy(_block_fn(key), key.tag())
+                kernel = CompiledKernel(key, build_compiled(key, eager), eager)
+                self._kernels[key] = kernel
+            return kernel
+
+    def discard(self, key: CompileKey) -> None:
+        """Drop one key (after a failed compile, so no broken entry stays behind)."""
+        with self._lock:
+            self._kernels.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._kernels.clear()
+
+    def kernels(self) -> list[CompiledKernel]:
+        with self._lock:
+            return list(self._kernels.values())
+
+    def __len__(self) -> int:
+        return len(self._kernels)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._kernels
+
+
+def build_compiled(key: CompileKey, fn: Callable[..., Any] | None = None) -> Callable[..., Any]:
+    """``torch.compile`` the block for ``key`` (lazy: Dynamo compiles at the first call)."""
+    ensure_inductor_cache_dir()
+    fn = fn or _fresh_code_copy(_block_fn(key), key.tag())
+    opts = inductor_options(key.compile_mode, key.inductor_options)
+    return torch.compile(fn, fullgraph=True, dynamic=False, options=opts or None)
+
+
+CACHE = CompileCache()

@@ -1,0 +1,179 @@
+"""Drivers: walk a sequence through compiled blocks, head band by head band, in strict time order.
+
+Notation: B batch, NH heads, nb bands of hb heads, S sequence (padded to S_pad), span = t_inner
+units of the family (1 step or ``chunk_size`` steps), nblk = S_pad / span blocks per band.
+
+A sequence that is not a multiple of the span is padded with steps whose gates make them exact
+no-ops on the state (i = -inf so nothing is written, f = +inf so nothing decays: logsigmoid(+inf)
+is exactly 0), so the terminal (C, n, m) equals the unpadded one; padded outputs are dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .compiler import CACHE, CompileKey
+from .config import KernelConfig, dtype_name
+
+States = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one call is cut into compiled blocks."""
+
+    bands: int
+    heads_per_band: int
+    t_inner: int  # effective: never more units than the sequence has
+    span: int
+    blocks: int
+    padded_len: int
+
+
+def plan(config: KernelConfig, NH: int, S: int) -> Plan:
+    """Bands and blocks for a sequence of ``S`` steps over ``NH`` heads."""
+    nb = config.bands(NH)
+    unit = 1 if config.family == "recurrent" else config.chunk_size
+    t_inner = max(1, min(config.t_inner, math.ceil(S / unit)))
+    span = t_inner * unit
+    nblk = math.ceil(S / span)
+    return Plan(nb, NH // nb, t_inner, span, nblk, nblk * span)
+
+
+def kernel_key(config: KernelConfig, p: Plan, B: int, DHQK: int, DHV: int, dtype: torch.dtype,
+               device: torch.device, eps: float) -> CompileKey:
+    """The compile key of the block a call with this plan runs."""
+    return CompileKey(
+        family=config.family, B=B, heads=p.heads_per_band, DHQK=DHQK, DHV=DHV,
+        dtype=dtype_name(dtype), device=str(device), t_inner=p.t_inner,
+        chunk_size=config.chunk_size if config.family == "chunkwise" else 1,
+        compile_mode=config.compile_mode, precision=config.precision, eps=float(eps),
+    )
+
+
+def _pad_time(x: torch.Tensor, extra: int, value: float, dim_from_end: int) -> torch.Tensor:
+    if extra == 0:
+        return x
+    pad = [0, 0] * (dim_from_end - 1) + [0, extra]
+    return F.pad(x, pad, value=value)
+
+
+def prepare(q, k, v, i, f, c0, n0, m0, config: KernelConfig, p: Plan):
+    """Cast (outside the compiled region), pad, and build float32 initial states."""
+    B, NH, S, DHQK = q.shape
+    DHV = v.shape[-1]
+    kdtype = q.dtype if config.precision == "mixed" else torch.float32
+    extra = p.padded_len - S
+    q, k, v = (_pad_time(x.to(kdtype), extra, 0.0, 2) for x in (q, k, v))
+    i = _pad_time(i.to(torch.float32), extra, float("-inf"), 1)
+    f = _pad_time(f.to(torch.float32), extra, float("inf"), 1)
+    dev = q.device
+    if c0 is None:
+        c0 = torch.zeros(B, NH, DHQK, DHV, dtype=torch.float32, device=dev)
+        n0 = torch.zeros(B, NH, DHQK, dtype=torch.float32, device=dev)
+        m0 = torch.zeros(B, NH, 1, dtype=torch.float32, device=dev)
+    else:
+        c0, n0, m0 = (x.to(torch.float32) for x in (c0, n0, m0))
+    return (q, k, v, i, f), (c0, n0, m0)
+
+
+def _band_states(states: States, p: Plan) -> list[list[torch.Tensor]]:
+    return [
+        [x[:, b * p.heads_per_band:(b + 1) * p.heads_per_band].contiguous() for x in states]
+        for b in range(p.bands)
+    ]
+
+
+def run_queued(inputs, states: States, key: CompileKey, p: Plan) -> tuple[torch.Tensor, States]:
+    """In-process driver: for each block, advance every band; outputs land in one buffer."""
+    q, k, v, i, f = inputs
+    B, NH, S_pad, _ = q.shape
+    DHV = v.shape[-1]
+    kernel = CACHE.get(key)
+    cudagraphs = key.compile_mode == "reduce-overhead"
+    band_states = _band_states(states, p)
+    single = p.bands == 1 and p.blocks == 1
+    h_out = None if single else torch.empty(B, NH, S_pad, DHV, dtype=torch.float32, device=q.device)
+    hb, span = p.heads_per_band, p.span
+    for j in range(p.blocks):
+        t = slice(j * span, (j + 1) * span)
+        for b in range(p.bands):
+            hs = slice(b * hb, (b + 1) * hb)
+            h, c, n, m = kernel(q[:, hs, t], k[:, hs, t], v[:, hs, t], i[:, hs, t], f[:, hs, t],
+                                *band_states[b])
+            if cudagraphs:  # a replay overwrites the previous replay's outputs: keep our own copies
+                c, n, m = c.clone(), n.clone(), m.clone()
+            if single:
+                h_out = h.clone() if cudagraphs else h
+            else:
+                h_out[:, hs, t] = h
+            band_states[b] = [c, n, m]
+    final = tuple(torch.cat([bs[x] for bs in band_states], dim=1) for x in range(3))
+    return h_out, final  # type: ignore[return-value]
+
+
+def _ray_band(key: CompileKey, p: Plan, band_inputs, band_state):
+    """One band, all blocks, inside a Ray worker (tensors travel as CPU tensors)."""
+    dev = torch.device(key.device)
+    q, k, v, i, f = (x.to(dev) for x in band_inputs)
+    c, n, m = (x.to(dev) for x in band_state)
+    kernel = CACHE.get(key)
+    hs = []
+    for j in range(p.blocks):
+        t = slice(j * p.span, (j + 1) * p.span)
+        h, c, n, m = kernel(q[:, :, t], k[:, :, t], v[:, :, t], i[:, :, t], f[:, :, t], c, n, m)
+        hs.append(h.cpu())
+    return torch.cat(hs, dim=2), (c.cpu(), n.cpu(), m.cpu())
+
+
+def _ensure_ray():
+    try:
+        import ray  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise RuntimeError(
+            "the ray driver needs the optional extra: pip install 'xlstm-autotune[ray]'"
+        ) from exc
+    if not ray.is_initialized():
+        env = {k: v for k, v in os.environ.items()
+               if k.startswith(("XLSTM_AUTOTUNE_", "TORCHINDUCTOR_")) or k == "PYTHONPATH"}
+        ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                 runtime_env={"env_vars": env})
+    return ray
+
+
+def run_ray(inputs, states: States, key: CompileKey, p: Plan) -> tuple[torch.Tensor, States]:
+    """Bands as tasks on a local Ray instance (``ray.init`` is called if needed; no local_mode)."""
+    ray = _ensure_ray()
+    dev = inputs[0].device
+    gpus = 1.0 / p.bands if dev.type == "cuda" else 0
+    remote = ray.remote(num_cpus=1, num_gpus=gpus)(_ray_band)
+    hb = p.heads_per_band
+    futures = []
+    for b in range(p.bands):
+        hs = slice(b * hb, (b + 1) * hb)
+        band_inputs = [x[:, hs].contiguous().cpu() for x in inputs]
+        band_state = [x[:, hs].contiguous().cpu() for x in states]
+        futures.append(remote.remote(key, p, band_inputs, band_state))
+    results = ray.get(futures)
+    h = torch.cat([r[0] for r in results], dim=1).to(dev)
+    final = tuple(torch.cat([r[1][x] for r in results], dim=1).to(dev) for x in range(3))
+    return h, final  # type: ignore[return-value]
+
+
+def run_sequence(q, k, v, i, f, c0, n0, m0, config: KernelConfig, eps: float):
+    """h (B, NH, S, DHV) in q's dtype and float32 terminal (C, n, m) for validated inputs."""
+    B, NH, S, DHQK = q.shape
+    DHV = v.shape[-1]
+    p = plan(config, NH, S)
+    inputs, states = prepare(q, k, v, i, f, c0, n0, m0, config, p)
+    key = kernel_key(config, p, B, DHQK, DHV, inputs[0].dtype, q.device, eps)
+    run = run_ray if config.driver == "ray" else run_queued
+    h, final = run(inputs, states, key, p)
+    if p.padded_len != S:
+        h = h[:, :, :S]
+    return h.to(q.dtype), final

@@ -1,0 +1,124 @@
+"""The two kernel families as plain functions that ``torch.compile`` turns into pseudo-kernels.
+
+Notation: B batch, HB heads in the band, T time steps in the block, L chunk size, NC chunks in the
+block (= t_inner), DHQK / DHV head dims. States are float32: C (B, HB, DHQK, DHV), n (B, HB, DHQK),
+m (B, HB, 1). Each factory returns a block function that advances the state by ``t_inner`` units in
+strict time order and returns ``(h, c, n, m)``; static parameters live in its closure so that one
+compiled graph has no Python-level branching left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+BlockFn = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def make_recurrent_block(t_inner: int, eps: float, mixed: bool = False) -> BlockFn:
+    """A block of ``t_inner`` unrolled recurrent steps (the unit is one time step)."""
+
+    def recurrent_block(q, k, v, i, f, c, n, m):
+        # q, k: (B, HB, T, DHQK); v: (B, HB, T, DHV); i, f: (B, HB, T); T == t_inner
+        scale = q.shape[-1] ** -0.5
+        q = q.float() * scale
+        k = k.float()
+        v = v.float()
+        logf = F.logsigmoid(f)  # (B, HB, T)
+        hs = []
+        for t in range(t_inner):
+            lf, it = logf[:, :, t, None], i[:, :, t, None]  # (B, HB, 1)
+            m_new = torch.maximum(lf + m, it)
+            fa = torch.exp(lf + m - m_new)
+            ia = torch.exp(it - m_new)
+            kt, vt, qt = k[:, :, t], v[:, :, t], q[:, :, t]  # (B, HB, D*)
+            c = fa[..., None] * c + (ia * kt)[..., :, None] * vt[..., None, :]  # (B, HB, DHQK, DHV)
+            n = fa * n + ia * kt  # (B, HB, DHQK)
+            m = m_new
+            num = (qt[..., :, None] * c).sum(-2)  # (B, HB, DHV)
+            qn = (qt * n).sum(-1, keepdim=True)  # (B, HB, 1)
+            hs.append(num / (torch.maximum(qn.abs(), torch.exp(-m)) + eps))
+        return torch.stack(hs, dim=2), c, n, m
+
+    return recurrent_block
+
+
+def make_chunkwise_block(t_inner: int, chunk_size: int, eps: float, mixed: bool = False) -> BlockFn:
+    """A block of ``t_inner`` chunks of ``chunk_size`` steps in parallel (chunkwise) form.
+
+    The inter-chunk state recurrence is unrolled over the ``t_inner`` chunks; the intra-chunk
+    quadratic part and the readout run batched over all chunks of the block. With ``mixed`` the
+    q·kᵀ, S·v and q·C products take the input dtype with float32 accumulation.
+    """
+    NC, L = t_inner, chunk_size
+
+    def chunkwise_block(q, k, v, i, f, c, n, m):
+        # q, k: (B, HB, NC*L, DHQK); v: (B, HB, NC*L, DHV); i, f: (B, HB, NC*L)
+        B, HB, _, DHQK = q.shape
+        DHV = v.shape[-1]
+        scale = DHQK**-0.5
+        mm = q.dtype if mixed else torch.float32
+        q = q.view(B, HB, NC, L, DHQK)
+        k = k.view(B, HB, NC, L, DHQK)
+        v = v.view(B, HB, NC, L, DHV)
+        qf, kf, vf = q.float(), k.float(), v.float()
+        i = i.view(B, HB, NC, L)
+        b = F.logsigmoid(f.view(B, HB, NC, L)).cumsum(-1)  # (B, HB, NC, L) cumulative log forget
+        g = b[..., -1]  # (B, HB, NC) log forget through the whole chunk
+        a = g[..., None] - b + i  # (B, HB, NC, L) log weight of step s in the end-of-chunk state
+        a_max = a.amax(-1)  # (B, HB, NC)
+
+        cs, ns, ms = [], [], []
+        m = m[..., 0]  # (B, HB)
+        for j in range(NC):
+            cs.append(c)
+            ns.append(n)
+            ms.append(m)
+            m_next = torch.maximum(g[..., j] + m, a_max[..., j])  # (B, HB)
+            decay = torch.exp(g[..., j] + m - m_next)  # (B, HB)
+            kg = kf[:, :, j] * torch.exp(a[:, :, j] - m_next[..., None])[..., None]  # (B, HB, L, DHQK)
+            c = decay[..., None, None] * c + kg.transpose(-2, -1) @ vf[:, :, j]  # state stays float32
+            n = decay[..., None] * n + kg.sum(-2)
+            m = m_next
+        c_start = torch.stack(cs, dim=2)  # (B, HB, NC, DHQK, DHV)
+        n_start = torch.stack(ns, dim=2)  # (B, HB, NC, DHQK)
+        m_start = torch.stack(ms, dim=2)  # (B, HB, NC)
+
+        causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
+        log_d = torch.where(causal, b[..., :, None] - b[..., None, :], float("-inf")) + i[..., None, :]
+        m_intra = log_d.amax(-1)  # (B, HB, NC, L)
+        m_inter = b + m_start[..., None]  # (B, HB, NC, L)
+        m_comb = torch.maximum(m_inter, m_intra)  # (B, HB, NC, L) == recurrent m_t
+        d = torch.exp(log_d - m_comb[..., None])  # (B, HB, NC, L, L)
+        s = (q.to(mm) @ k.to(mm).transpose(-2, -1)).float() * (scale * d)  # (B, HB, NC, L, L)
+        qg = qf * (torch.exp(m_inter - m_comb) * scale)[..., None]  # (B, HB, NC, L, DHQK)
+        num = (qg.to(mm) @ c_start.to(mm)).float() + (s.to(mm) @ v.to(mm)).float()
+        den = (qg @ n_start[..., None]) + s.sum(-1, keepdim=True)  # (B, HB, NC, L, 1)
+        h = num / (torch.maximum(den.abs(), torch.exp(-m_comb)[..., None]) + eps)
+        return h.reshape(B, HB, NC * L, DHV), c, n, m[..., None]
+
+    return chunkwise_block
+
+
+def make_step(eps: float) -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One decode step: q, k (B, NH, DHQK), v (B, NH, DHV), i, f (B, NH, 1) -> h, c, n, m."""
+
+    def mlstm_decode_step(q, k, v, i, f, c, n, m):
+        scale = q.shape[-1] ** -0.5
+        dtype = q.dtype
+        qf, kf, vf = q.float() * scale, k.float(), v.float()
+        lf = F.logsigmoid(f.float())
+        i = i.float()
+        m_new = torch.maximum(lf + m, i)
+        fa = torch.exp(lf + m - m_new)
+        ia = torch.exp(i - m_new)
+        c = fa[..., None] * c + (ia * kf)[..., :, None] * vf[..., None, :]
+        n = fa * n + ia * kf
+        num = (qf[..., :, None] * c).sum(-2)
+        qn = (qf * n).sum(-1, keepdim=True)
+        h = num / (torch.maximum(qn.abs(), torch.exp(-m_new)) + eps)
+        return h.to(dtype), c, n, m_new
+
+    return mlstm_decode_step

@@ -1,0 +1,48 @@
+"""Float64 reference of the stabilized mLSTM: a plain recurrent loop, no compilation.
+
+Notation: B batch, NH heads, S sequence, DHQK query/key head dim, DHV value head dim.
+Everything is computed in float64 on the CPU (MPS has no float64), then returned there.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def mlstm_reference(
+    q: torch.Tensor,  # (B, NH, S, DHQK)
+    k: torch.Tensor,  # (B, NH, S, DHQK)
+    v: torch.Tensor,  # (B, NH, S, DHV)
+    i: torch.Tensor,  # (B, NH, S)
+    f: torch.Tensor,  # (B, NH, S)
+    c_initial: torch.Tensor | None = None,  # (B, NH, DHQK, DHV)
+    n_initial: torch.Tensor | None = None,  # (B, NH, DHQK)
+    m_initial: torch.Tensor | None = None,  # (B, NH, 1)
+    eps: float = 1e-6,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """h (B, NH, S, DHV) and terminal (C, n, m), all float64 on the CPU."""
+    dd = dict(dtype=torch.float64, device="cpu")
+    q, k, v, i, f = (x.detach().to(**dd) for x in (q, k, v, i, f))
+    B, NH, S, DHQK = q.shape
+    DHV = v.shape[-1]
+    c = torch.zeros(B, NH, DHQK, DHV, **dd) if c_initial is None else c_initial.detach().to(**dd)
+    n = torch.zeros(B, NH, DHQK, **dd) if n_initial is None else n_initial.detach().to(**dd)
+    m = torch.zeros(B, NH, 1, **dd) if m_initial is None else m_initial.detach().to(**dd)
+    scale = DHQK**-0.5
+    hs = []
+    for t in range(S):
+        logf = F.logsigmoid(f[:, :, t, None])  # (B, NH, 1)
+        it = i[:, :, t, None]  # (B, NH, 1)
+        m_new = torch.maximum(logf + m, it)
+        fa = torch.exp(logf + m - m_new)
+        ia = torch.exp(it - m_new)
+        kt, vt, qt = k[:, :, t], v[:, :, t], q[:, :, t] * scale
+        c = fa[..., None] * c + ia[..., None] * (kt[..., :, None] * vt[..., None, :])
+        n = fa * n + ia * kt
+        m = m_new
+        num = torch.einsum("bhd,bhdv->bhv", qt, c)
+        qn = (qt * n).sum(-1, keepdim=True)
+        hs.append(num / (torch.maximum(qn.abs(), torch.exp(-m)) + eps))
+    h = torch.stack(hs, dim=2) if hs else torch.zeros(B, NH, 0, DHV, **dd)
+    return h, (c, n, m)
