@@ -9,6 +9,7 @@ is an eager fallback: it is recorded on the kernel and warned about once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -16,7 +17,7 @@ import threading
 import time
 import types
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +92,25 @@ def ensure_inductor_cache_dir() -> str:
     return os.environ["TORCHINDUCTOR_CACHE_DIR"]
 
 
+@contextlib.contextmanager
+def matmul_precision(key: CompileKey) -> Iterator[None]:
+    """On CUDA, TF32 on for ``precision="tf32"`` and off otherwise, for compile and every call.
+
+    Inductor bakes the flag into its matmul templates at compile time and cuBLAS reads it per call,
+    so a kernel's precision must not depend on what the caller set globally.
+    """
+    if not key.device.startswith("cuda"):
+        yield
+        return
+    flag = torch.backends.cuda.matmul
+    old = flag.allow_tf32
+    flag.allow_tf32 = key.precision == "tf32"
+    try:
+        yield
+    finally:
+        flag.allow_tf32 = old
+
+
 def _unique_graphs() -> int:
     from torch._dynamo.utils import counters
 
@@ -111,12 +131,13 @@ class CompiledKernel:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __call__(self, *args: torch.Tensor) -> Any:
-        if self.calls == 0:
-            with self._lock:
-                if self.calls == 0:
-                    return self._first_call(args)
-        self.calls += 1
-        return self.fn(*args)
+        with matmul_precision(self.key):
+            if self.calls == 0:
+                with self._lock:
+                    if self.calls == 0:
+                        return self._first_call(args)
+            self.calls += 1
+            return self.fn(*args)
 
     def _first_call(self, args: tuple[torch.Tensor, ...]) -> Any:
         before = _unique_graphs()

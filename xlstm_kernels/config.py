@@ -11,7 +11,7 @@ import torch
 Family = Literal["recurrent", "chunkwise"]
 Driver = Literal["queued", "ray"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"]
-Precision = Literal["fp32", "mixed"]
+Precision = Literal["fp32", "tf32", "mixed"]
 Mode = Literal["prefill", "decode"]
 
 FAMILIES: tuple[str, ...] = get_args(Family)
@@ -49,8 +49,9 @@ class KernelConfig:
     t_inner: units unrolled inside one compiled region.
     driver: ``queued`` (in-process) or ``ray`` (bands as Ray tasks; optional extra).
     compile_mode: torch.compile mode; CUDA graphs (``reduce-overhead``) only where the device has them.
-    precision: ``fp32`` computes everything in float32; ``mixed`` runs the big matmuls in the input
-        dtype with float32 accumulation (states stay float32 either way).
+    precision: ``fp32`` computes everything in float32 (TF32 off); ``tf32`` allows TF32 matmuls on
+        CUDA; ``mixed`` runs the big intra-chunk matmuls in the input dtype (states, gates and the
+        inter-chunk state update stay float32 in every mode).
     """
 
     family: Family = "chunkwise"

@@ -112,11 +112,12 @@ def make_step(eps: float) -> Callable[..., tuple[torch.Tensor, torch.Tensor, tor
         lf = F.logsigmoid(f.float())
         i = i.float()
         m_new = torch.maximum(lf + m, i)
-        fa = torch.exp(lf + m - m_new)
-        ia = torch.exp(i - m_new)
+        fa = torch.exp(lf + m - m_new)  # (B, NH, 1)
+        ia = torch.exp(i - m_new)  # (B, NH, 1)
+        # q·C_new = fa (q·C_old) + ia (q·k) v: the readout needs only one pass over the old state.
+        num = fa * (qf[..., :, None] * c).sum(-2) + (ia * (qf * kf).sum(-1, keepdim=True)) * vf
         c = fa[..., None] * c + (ia * kf)[..., :, None] * vf[..., None, :]
         n = fa * n + ia * kf
-        num = (qf[..., :, None] * c).sum(-2)
         qn = (qf * n).sum(-1, keepdim=True)
         h = num / (torch.maximum(qn.abs(), torch.exp(-m_new)) + eps)
         return h.to(dtype), c, n, m_new

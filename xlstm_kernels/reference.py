@@ -1,7 +1,7 @@
 """Float64 reference of the stabilized mLSTM: a plain recurrent loop, no compilation.
 
 Notation: B batch, NH heads, S sequence, DHQK query/key head dim, DHV value head dim.
-Everything is computed in float64 on the CPU (MPS has no float64), then returned there.
+Everything is computed in float64 on the inputs' device, or on the CPU for MPS (no float64 there).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ def mlstm_reference(
     m_initial: torch.Tensor | None = None,  # (B, NH, 1)
     eps: float = 1e-6,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """h (B, NH, S, DHV) and terminal (C, n, m), all float64 on the CPU."""
-    dd = dict(dtype=torch.float64, device="cpu")
+    """h (B, NH, S, DHV) and terminal (C, n, m), all float64 (on q's device, or the CPU for MPS)."""
+    dd = dict(dtype=torch.float64, device="cpu" if q.device.type == "mps" else q.device)
     q, k, v, i, f = (x.detach().to(**dd) for x in (q, k, v, i, f))
     B, NH, S, DHQK = q.shape
     DHV = v.shape[-1]

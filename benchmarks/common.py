@@ -1,0 +1,69 @@
+"""Shared helpers of the benchmark scripts: inputs, device-synchronised timing, error vs reference."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from xlstm_kernels.device import synchronize
+
+
+def make_inputs(B: int, NH: int, S: int, DHQK: int, DHV: int, dtype: torch.dtype, device: str, seed: int = 0):
+    """Random q, k, v (dtype) and float32 gates like a trained layer's (forget biased open)."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    q = torch.randn(B, NH, S, DHQK, generator=g)
+    k = torch.randn(B, NH, S, DHQK, generator=g)
+    v = torch.randn(B, NH, S, DHV, generator=g)
+    i = torch.randn(B, NH, S, generator=g)
+    f = torch.randn(B, NH, S, generator=g) + 3.0
+    return tuple(x.to(device, dtype) for x in (q, k, v)) + (i.to(device), f.to(device))
+
+
+def time_fn(fn: Callable[[], Any], device: str, warmup: int = 5, reps: int = 30,
+            min_time_s: float = 0.0) -> dict[str, float]:
+    """Median / p10 / p90 milliseconds of ``fn()``, device-synchronised around every call.
+
+    The first ``warmup`` calls (compilation, CUDA-graph recording) are timed apart as ``first_ms``.
+    """
+    synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    synchronize(device)
+    first_ms = (time.perf_counter() - t0) * 1e3
+    for _ in range(warmup - 1):
+        fn()
+    synchronize(device)
+    samples = []
+    start = time.perf_counter()
+    while len(samples) < reps or time.perf_counter() - start < min_time_s:
+        if device.startswith("cuda"):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            samples.append(a.elapsed_time(b))
+        else:
+            t = time.perf_counter()
+            fn()
+            synchronize(device)
+            samples.append((time.perf_counter() - t) * 1e3)
+    samples.sort()
+    n = len(samples)
+    return {
+        "median_ms": statistics.median(samples),
+        "p10_ms": samples[n // 10],
+        "p90_ms": samples[(9 * n) // 10],
+        "first_ms": first_ms,
+        "reps": n,
+    }
+
+
+def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |x - ref| / max |ref| in float64."""
+    ref = ref.double()
+    return ((x.double() - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()

@@ -1,0 +1,80 @@
+"""CUDA correctness (run on a GPU machine; skipped elsewhere): every family, compile mode and
+precision against the float64 reference, and canonical equivalence across variants."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import xlstm_kernels as xk
+from conftest import CANON_RTOL, REF_RTOL, make_inputs, rel_err
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+SHAPE = dict(B=2, NH=4, S=200, DHQK=64, DHV=128)
+MIXED_RTOL = 1e-2
+
+
+@pytest.fixture(scope="module")
+def case():
+    x = make_inputs(**SHAPE, device="cuda")
+    return x, xk.mlstm_reference(*x)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        xk.KernelConfig("recurrent", chunk_size=16, t_inner=8, heads_per_band=2),
+        xk.KernelConfig("chunkwise", chunk_size=32, t_inner=2),
+        xk.KernelConfig("chunkwise", chunk_size=32, t_inner=4, heads_per_band=2, compile_mode="reduce-overhead"),
+        xk.KernelConfig("chunkwise", chunk_size=32, t_inner=2, compile_mode="max-autotune-no-cudagraphs"),
+    ],
+    ids=lambda c: c.short(),
+)
+def test_fp32_configs_match_reference(case, cfg):
+    x, (h_ref, st_ref) = case
+    h, st = xk.mlstm(*x, config=cfg)
+    h2, _ = xk.mlstm(*x, config=cfg)  # a second call: cached kernel, CUDA-graph replay
+    assert torch.equal(h, h2)
+    assert rel_err(h, h_ref) < REF_RTOL[torch.float32]
+    for a, b in zip(st, st_ref):
+        assert rel_err(a, b) < REF_RTOL[torch.float32]
+
+
+def test_chunkwise_variants_are_canonical(case):
+    x, _ = case
+    base = xk.KernelConfig("chunkwise", chunk_size=32, t_inner=1)
+    h1, s1 = xk.mlstm(*x, config=base)
+    h4, s4 = xk.mlstm(*x, config=base.replace(t_inner=4, heads_per_band=2, compile_mode="reduce-overhead"))
+    assert rel_err(h4, h1) < CANON_RTOL
+    for a, b in zip(s4, s1):
+        assert rel_err(a, b) < CANON_RTOL
+
+
+@pytest.mark.parametrize("precision", ["mixed", "tf32"])
+def test_reduced_precision_within_gate(precision):
+    x = make_inputs(**SHAPE, dtype=torch.bfloat16, device="cuda")
+    h_ref, _ = xk.mlstm_reference(*x)
+    h, _ = xk.mlstm(*x, config=xk.KernelConfig("chunkwise", chunk_size=64, t_inner=2, precision=precision))
+    assert h.dtype == torch.bfloat16
+    assert rel_err(h, h_ref) < MIXED_RTOL
+
+
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_decode_step(mode):
+    q, k, v, i, f = make_inputs(**{**SHAPE, "S": 6}, dtype=torch.bfloat16, device="cuda")
+    h_ref, st_ref = xk.mlstm_reference(q, k, v, i, f)
+    B, NH, _, DHQK = q.shape
+    c = torch.zeros(B, NH, DHQK, v.shape[-1], device="cuda")
+    n = torch.zeros(B, NH, DHQK, device="cuda")
+    m = torch.zeros(B, NH, 1, device="cuda")
+    hs = []
+    cfg = xk.KernelConfig(compile_mode=mode)
+    for t in range(q.shape[2]):
+        h, (c, n, m) = xk.mlstm_step(q[:, :, t], k[:, :, t], v[:, :, t], i[:, :, t, None], f[:, :, t, None],
+                                     c, n, m, config=cfg)
+        hs.append(h)
+    assert rel_err(torch.stack(hs, 2), h_ref) < REF_RTOL[torch.bfloat16]
+    assert rel_err(c, st_ref[0]) < REF_RTOL[torch.float32]
