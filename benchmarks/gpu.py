@@ -27,12 +27,26 @@ DECODE = {"D1": dict(B=1, NH=8, DHQK=256, DHV=512), "D64": dict(B=64, NH=8, DHQK
 def our_prefill_configs(S: int, quick: bool) -> list[xk.KernelConfig]:
     out = []
     for L in (128, 256) if quick else (64, 128, 256):
-        t_all = S // L
-        for mode in ("default", "reduce-overhead"):
-            for prec in ("mixed", "tf32") if quick else ("fp32", "tf32", "mixed"):
-                out.append(xk.KernelConfig("chunkwise", chunk_size=L, t_inner=min(t_all, 16),
+        for mode in ("reduce-overhead",) if quick else ("default", "reduce-overhead"):
+            for prec in ("tf32", "fp32") if quick else ("fp32", "tf32", "mixed"):
+                out.append(xk.KernelConfig("chunkwise", chunk_size=L, t_inner=min(S // L, 16),
                                            compile_mode=mode, precision=prec))
     return out
+
+
+def profile_kernels(fn, label: str, top: int = 25) -> None:
+    """Print the profiler's CUDA kernel list for one call of ``fn`` (after warm-up)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            fn()
+        torch.cuda.synchronize()
+    print(f"# profile of {label} (5 calls)", flush=True)
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=top, max_name_column_width=70), flush=True)
 
 
 def row(name, impl, stats, err, compile_s=None, **extra):
@@ -44,7 +58,7 @@ def row(name, impl, stats, err, compile_s=None, **extra):
     return r
 
 
-def bench_prefill(name, shape, quick, rows):
+def bench_prefill(name, shape, quick, rows, profile=False):
     dev = "cuda"
     x = make_inputs(**shape, dtype=torch.bfloat16, device=dev)
     t0 = time.perf_counter()
@@ -55,6 +69,9 @@ def bench_prefill(name, shape, quick, rows):
             st = time_fn(lambda: xk.mlstm(*x, config=cfg), dev)
             h = xk.mlstm(*x, config=cfg)[0]
             rows.append(row(name, "ours " + cfg.short(), st, rel_err(h, h_ref), compile_s=st["first_ms"] / 1e3))
+            if profile:
+                profile_kernels(lambda: xk.mlstm(*x, config=cfg), f"{name} {cfg.short()}")
+                profile = False
         except Exception as exc:  # noqa: BLE001 - a failed candidate is a row, not the end of the run
             print(f"# {name} ours {cfg.short()} FAILED: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
     try:
@@ -69,8 +86,9 @@ def bench_prefill(name, shape, quick, rows):
             st = time_fn(lambda: fn(*x), dev)
             rows.append(row(name, f"mlstm_kernels native compiled L{L} {mode}", st, rel_err(fn(*x), h_ref),
                             compile_s=st["first_ms"] / 1e3))
-    st = time_fn(lambda: native(*x, chunk_size=256), dev, reps=10)
-    rows.append(row(name, "mlstm_kernels native eager L256", st, rel_err(native(*x, chunk_size=256), h_ref)))
+    xf = tuple(t.float() for t in x)  # the eager native kernel cannot mix bf16 inputs with its float32 states
+    st = time_fn(lambda: native(*xf, chunk_size=256), dev, reps=10)
+    rows.append(row(name, "mlstm_kernels native eager L256 (fp32 in)", st, rel_err(native(*xf, chunk_size=256), h_ref)))
     try:
         tri = get_mlstm_kernel("chunkwise--triton_limit_chunk")
         st = time_fn(lambda: tri(*x, chunk_size=64), dev)
@@ -116,12 +134,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", nargs="*", default=None, help="workload names (P1 P8 D1 D64)")
+    ap.add_argument("--profile", action="store_true", help="print the kernel list of the first config")
     args = ap.parse_args()
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}", flush=True)
     rows: list[dict] = []
     for name, shape in PREFILL.items():
         if args.only is None or name in args.only:
-            bench_prefill(name, shape, args.quick, rows)
+            bench_prefill(name, shape, args.quick, rows, profile=args.profile)
     for name, shape in DECODE.items():
         if args.only is None or name in args.only:
             bench_decode(name, shape, rows)

@@ -43,13 +43,14 @@ class CompileKey:
     heads: int  # heads in the band
     DHQK: int
     DHV: int
-    dtype: str  # dtype fed to the kernel
+    dtype: str  # dtype of q, k, v fed to the kernel
     device: str
     t_inner: int
     chunk_size: int
     compile_mode: str = "default"
     precision: str = "fp32"
     eps: float = 1e-6
+    gate_dtype: str = "float32"  # dtype of i, f fed to the kernel
     inductor_options: tuple[tuple[str, Any], ...] = ()
 
     def tag(self) -> str:

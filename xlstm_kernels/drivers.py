@@ -10,6 +10,7 @@ is exactly 0), so the terminal (C, n, m) equals the unpadded one; padded outputs
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -63,15 +64,27 @@ def _pad_time(x: torch.Tensor, extra: int, value: float, dim_from_end: int) -> t
     return F.pad(x, pad, value=value)
 
 
+def kernel_dtype(config: KernelConfig, dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The dtype q, k, v enter the compiled region with.
+
+    On MPS, float32 casts happen before the region (the seed's rule: casts out of the fused
+    region). Elsewhere the region upcasts itself, saving a pass over the inputs; the math is the same.
+    """
+    if config.precision == "mixed" or device.type != "mps":
+        return dtype
+    return torch.float32
+
+
 def prepare(q, k, v, i, f, c0, n0, m0, config: KernelConfig, p: Plan):
-    """Cast (outside the compiled region), pad, and build float32 initial states."""
+    """Cast (MPS only), pad to the plan's length, and build float32 initial states."""
     B, NH, S, DHQK = q.shape
     DHV = v.shape[-1]
-    kdtype = q.dtype if config.precision == "mixed" else torch.float32
+    kdtype = kernel_dtype(config, q.dtype, q.device)
     extra = p.padded_len - S
     q, k, v = (_pad_time(x.to(kdtype), extra, 0.0, 2) for x in (q, k, v))
-    i = _pad_time(i.to(torch.float32), extra, float("-inf"), 1)
-    f = _pad_time(f.to(torch.float32), extra, float("inf"), 1)
+    gdtype = i.dtype if i.dtype == f.dtype and q.device.type != "mps" else torch.float32
+    i = _pad_time(i.to(gdtype), extra, float("-inf"), 1)
+    f = _pad_time(f.to(gdtype), extra, float("inf"), 1)
     dev = q.device
     if c0 is None:
         c0 = torch.zeros(B, NH, DHQK, DHV, dtype=torch.float32, device=dev)
@@ -98,7 +111,7 @@ def run_queued(inputs, states: States, key: CompileKey, p: Plan) -> tuple[torch.
     cudagraphs = key.compile_mode == "reduce-overhead"
     band_states = _band_states(states, p)
     single = p.bands == 1 and p.blocks == 1
-    h_out = None if single else torch.empty(B, NH, S_pad, DHV, dtype=torch.float32, device=q.device)
+    h_out = None if single else torch.empty(B, NH, S_pad, DHV, dtype=v.dtype, device=q.device)
     hb, span = p.heads_per_band, p.span
     for j in range(p.blocks):
         t = slice(j * span, (j + 1) * span)
@@ -113,6 +126,8 @@ def run_queued(inputs, states: States, key: CompileKey, p: Plan) -> tuple[torch.
             else:
                 h_out[:, hs, t] = h
             band_states[b] = [c, n, m]
+    if p.bands == 1:
+        return h_out, tuple(band_states[0])  # type: ignore[return-value]
     final = tuple(torch.cat([bs[x] for bs in band_states], dim=1) for x in range(3))
     return h_out, final  # type: ignore[return-value]
 
@@ -172,6 +187,7 @@ def run_sequence(q, k, v, i, f, c0, n0, m0, config: KernelConfig, eps: float):
     p = plan(config, NH, S)
     inputs, states = prepare(q, k, v, i, f, c0, n0, m0, config, p)
     key = kernel_key(config, p, B, DHQK, DHV, inputs[0].dtype, q.device, eps)
+    key = dataclasses.replace(key, gate_dtype=dtype_name(inputs[3].dtype))
     run = run_ray if config.driver == "ray" else run_queued
     h, final = run(inputs, states, key, p)
     if p.padded_len != S:

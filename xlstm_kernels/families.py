@@ -23,10 +23,12 @@ def make_recurrent_block(t_inner: int, eps: float, mixed: bool = False) -> Block
     def recurrent_block(q, k, v, i, f, c, n, m):
         # q, k: (B, HB, T, DHQK); v: (B, HB, T, DHV); i, f: (B, HB, T); T == t_inner
         scale = q.shape[-1] ** -0.5
+        out_dtype = v.dtype
         q = q.float() * scale
         k = k.float()
         v = v.float()
-        logf = F.logsigmoid(f)  # (B, HB, T)
+        i = i.float()
+        logf = F.logsigmoid(f.float())  # (B, HB, T)
         hs = []
         for t in range(t_inner):
             lf, it = logf[:, :, t, None], i[:, :, t, None]  # (B, HB, 1)
@@ -40,7 +42,7 @@ def make_recurrent_block(t_inner: int, eps: float, mixed: bool = False) -> Block
             num = (qt[..., :, None] * c).sum(-2)  # (B, HB, DHV)
             qn = (qt * n).sum(-1, keepdim=True)  # (B, HB, 1)
             hs.append(num / (torch.maximum(qn.abs(), torch.exp(-m)) + eps))
-        return torch.stack(hs, dim=2), c, n, m
+        return torch.stack(hs, dim=2).to(out_dtype), c, n, m
 
     return recurrent_block
 
@@ -48,9 +50,10 @@ def make_recurrent_block(t_inner: int, eps: float, mixed: bool = False) -> Block
 def make_chunkwise_block(t_inner: int, chunk_size: int, eps: float, mixed: bool = False) -> BlockFn:
     """A block of ``t_inner`` chunks of ``chunk_size`` steps in parallel (chunkwise) form.
 
-    The inter-chunk state recurrence is unrolled over the ``t_inner`` chunks; the intra-chunk
-    quadratic part and the readout run batched over all chunks of the block. With ``mixed`` the
-    q·kᵀ, S·v and q·C products take the input dtype with float32 accumulation.
+    Only the scalar max-state ``m`` and the elementwise state decay run sequentially over the
+    ``t_inner`` chunks; every chunk's contribution to the state (one batched matmul), the
+    intra-chunk quadratic part and the readout run batched over all chunks of the block. With
+    ``mixed`` the q·kᵀ, S·v and q·C products take the input dtype with float32 accumulation.
     """
     NC, L = t_inner, chunk_size
 
@@ -60,31 +63,33 @@ def make_chunkwise_block(t_inner: int, chunk_size: int, eps: float, mixed: bool 
         DHV = v.shape[-1]
         scale = DHQK**-0.5
         mm = q.dtype if mixed else torch.float32
-        q = q.view(B, HB, NC, L, DHQK)
-        k = k.view(B, HB, NC, L, DHQK)
-        v = v.view(B, HB, NC, L, DHV)
+        q = q.reshape(B, HB, NC, L, DHQK)
+        k = k.reshape(B, HB, NC, L, DHQK)
+        v = v.reshape(B, HB, NC, L, DHV)
         qf, kf, vf = q.float(), k.float(), v.float()
-        i = i.view(B, HB, NC, L)
-        b = F.logsigmoid(f.view(B, HB, NC, L)).cumsum(-1)  # (B, HB, NC, L) cumulative log forget
+        i = i.float().reshape(B, HB, NC, L)
+        b = F.logsigmoid(f.float().reshape(B, HB, NC, L)).cumsum(-1)  # (B, HB, NC, L) cumulative log forget
         g = b[..., -1]  # (B, HB, NC) log forget through the whole chunk
         a = g[..., None] - b + i  # (B, HB, NC, L) log weight of step s in the end-of-chunk state
         a_max = a.amax(-1)  # (B, HB, NC)
 
-        cs, ns, ms = [], [], []
-        m = m[..., 0]  # (B, HB)
+        ms = [m[..., 0]]  # max state at each chunk start, (B, HB) each
+        for j in range(NC):
+            ms.append(torch.maximum(g[..., j] + ms[j], a_max[..., j]))
+        m_all = torch.stack(ms, dim=2)  # (B, HB, NC+1)
+        m_start, m_end = m_all[..., :-1], m_all[..., 1:]  # (B, HB, NC)
+        decay = torch.exp(g + m_start - m_end)  # (B, HB, NC)
+        kg = kf * torch.exp(a - m_end[..., None])[..., None]  # (B, HB, NC, L, DHQK)
+        c_add = kg.transpose(-2, -1) @ vf  # (B, HB, NC, DHQK, DHV): every chunk's write, one matmul
+        n_add = kg.sum(-2)  # (B, HB, NC, DHQK)
+        cs, ns = [], []
         for j in range(NC):
             cs.append(c)
             ns.append(n)
-            ms.append(m)
-            m_next = torch.maximum(g[..., j] + m, a_max[..., j])  # (B, HB)
-            decay = torch.exp(g[..., j] + m - m_next)  # (B, HB)
-            kg = kf[:, :, j] * torch.exp(a[:, :, j] - m_next[..., None])[..., None]  # (B, HB, L, DHQK)
-            c = decay[..., None, None] * c + kg.transpose(-2, -1) @ vf[:, :, j]  # state stays float32
-            n = decay[..., None] * n + kg.sum(-2)
-            m = m_next
+            c = decay[..., j, None, None] * c + c_add[:, :, j]
+            n = decay[..., j, None] * n + n_add[:, :, j]
         c_start = torch.stack(cs, dim=2)  # (B, HB, NC, DHQK, DHV)
         n_start = torch.stack(ns, dim=2)  # (B, HB, NC, DHQK)
-        m_start = torch.stack(ms, dim=2)  # (B, HB, NC)
 
         causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
         log_d = torch.where(causal, b[..., :, None] - b[..., None, :], float("-inf")) + i[..., None, :]
@@ -97,7 +102,7 @@ def make_chunkwise_block(t_inner: int, chunk_size: int, eps: float, mixed: bool 
         num = (qg.to(mm) @ c_start.to(mm)).float() + (s.to(mm) @ v.to(mm)).float()
         den = (qg @ n_start[..., None]) + s.sum(-1, keepdim=True)  # (B, HB, NC, L, 1)
         h = num / (torch.maximum(den.abs(), torch.exp(-m_comb)[..., None]) + eps)
-        return h.reshape(B, HB, NC * L, DHV), c, n, m[..., None]
+        return h.reshape(B, HB, NC * L, DHV).to(v.dtype), c, n, m_end[..., -1:]
 
     return chunkwise_block
 
