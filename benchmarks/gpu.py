@@ -27,8 +27,8 @@ DECODE = {"D1": dict(B=1, NH=8, DHQK=256, DHV=512), "D64": dict(B=64, NH=8, DHQK
 def our_prefill_configs(S: int, quick: bool) -> list[xk.KernelConfig]:
     out = []
     for L in (128, 256) if quick else (64, 128, 256):
-        for mode in ("reduce-overhead",) if quick else ("default", "reduce-overhead"):
-            for prec in ("tf32", "fp32") if quick else ("fp32", "tf32", "mixed"):
+        for mode in ("graph-capture", "reduce-overhead") if quick else ("default", "reduce-overhead", "graph-capture"):
+            for prec in ("tf32",) if quick else ("fp32", "tf32", "mixed"):
                 out.append(xk.KernelConfig("chunkwise", chunk_size=L, t_inner=min(S // L, 16),
                                            compile_mode=mode, precision=prec))
     return out
@@ -97,7 +97,7 @@ def bench_prefill(name, shape, quick, rows, profile=False):
         print(f"# triton_limit_chunk FAILED: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
 
 
-def bench_decode(name, shape, rows):
+def bench_decode(name, shape, rows, profile=False):
     dev = "cuda"
     B, NH, DHQK, DHV = shape["B"], shape["NH"], shape["DHQK"], shape["DHV"]
     q, k, v, i, f = make_inputs(B, NH, 2, DHQK, DHV, dtype=torch.bfloat16, device=dev)
@@ -107,11 +107,13 @@ def bench_decode(name, shape, rows):
     args = (q[:, :, 1], k[:, :, 1], v[:, :, 1], i[:, :, 1:2], f[:, :, 1:2])
     h_ref, _ = xk.mlstm_reference(*(x[:, :, 1:2] for x in (q, k, v, i, f)), c, n, m)
     h_ref = h_ref[:, :, 0]
-    for mode in ("default", "reduce-overhead"):
+    for mode in ("default", "reduce-overhead", "graph-capture"):
         cfg = xk.KernelConfig(compile_mode=mode)
         st = time_fn(lambda: xk.mlstm_step(*args, c, n, m, config=cfg), dev, reps=100)
         h = xk.mlstm_step(*args, c, n, m, config=cfg)[0]
         rows.append(row(name, f"ours step {mode}", st, rel_err(h, h_ref), compile_s=st["first_ms"] / 1e3))
+        if profile and mode == "default":
+            profile_kernels(lambda: xk.mlstm_step(*args, c, n, m, config=cfg), f"{name} step {mode}", top=12)
     try:
         from mlstm_kernels.torch import get_mlstm_step_kernel
     except ImportError:
@@ -143,7 +145,7 @@ def main() -> None:
             bench_prefill(name, shape, args.quick, rows, profile=args.profile)
     for name, shape in DECODE.items():
         if args.only is None or name in args.only:
-            bench_decode(name, shape, rows)
+            bench_decode(name, shape, rows, profile=args.profile and name == "D64")
     if args.out:
         args.out.write_text(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                                         "rows": rows}, indent=1))

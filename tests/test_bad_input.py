@@ -113,3 +113,8 @@ def test_workload_roundtrip():
     w = xk.Workload.parse("1, 4, 512, 64, 128, bf16")
     assert str(w) == "1,4,512,64,128,bfloat16,prefill"
     assert xk.Workload.parse(str(w)) == w
+
+
+def test_cuda_only_modes_rejected_off_cuda(seq):
+    for mode in ("reduce-overhead", "graph-capture"):
+        assert "needs a CUDA device" in _call(seq, config=xk.KernelConfig(compile_mode=mode))

@@ -8,7 +8,7 @@ import torch
 
 from .compiler import CACHE, CompileKey
 from .config import KernelConfig, dtype_name
-from .drivers import run_sequence
+from .drivers import check_device, run_sequence
 from .runtime import config_for
 from .validation import check_sequence_inputs, check_step_inputs
 
@@ -53,6 +53,7 @@ def mlstm(
     _check_eps(eps)
     cfg = config_for(q, v, mode="prefill") if config is None else _coerce_config(config)
     cfg.bands(NH)  # validates heads_per_band against NH before anything compiles
+    check_device(cfg, q.device)
     with torch.no_grad():
         h, states = run_sequence(q, k, v, i, f, c_initial, n_initial, m_initial, cfg, eps)
     return (h, states) if return_last_states else h
@@ -87,10 +88,18 @@ def mlstm_step(
     check_step_inputs(q, k, v, i, f, c, n, m)
     _check_eps(eps)
     cfg = config_for(q, v, mode="decode") if config is None else _coerce_config(config)
-    kernel = CACHE.get(step_key(q, v, eps, cfg.compile_mode))
+    check_device(cfg, q.device)
+    key = step_key(q, v, eps, cfg.compile_mode)
+    kernel = CACHE.get(key)
     c, n, m = (x if x.dtype == torch.float32 else x.float() for x in (c, n, m))
     with torch.no_grad():
-        h, c, n, m = kernel(q, k, v, i, f, c, n, m)
-    if cfg.compile_mode == "reduce-overhead":
-        h, c, n, m = h.clone(), c.clone(), n.clone(), m.clone()
+        if cfg.compile_mode == "graph-capture":
+            from .capture import captured
+
+            call_key = (key, k.dtype, v.dtype, i.dtype, f.dtype)
+            h, c, n, m = captured(call_key, kernel, (q, k, v, i, f, c, n, m))
+        else:
+            h, c, n, m = kernel(q, k, v, i, f, c, n, m)
+            if cfg.compile_mode == "reduce-overhead":
+                h, c, n, m = h.clone(), c.clone(), n.clone(), m.clone()
     return h, (c, n, m)

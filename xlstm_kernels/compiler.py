@@ -78,7 +78,7 @@ def _fresh_code_copy(fn: Callable[..., Any], tag: str) -> Callable[..., Any]:
 def inductor_options(compile_mode: str, extra: tuple[tuple[str, Any], ...] = ()) -> dict[str, Any]:
     """Inductor options of ``compile_mode`` merged with ``extra`` (torch.compile takes one or the other)."""
     opts: dict[str, Any] = {}
-    if compile_mode != "default":
+    if compile_mode in ("reduce-overhead", "max-autotune-no-cudagraphs"):
         opts.update(torch._inductor.list_mode_options(compile_mode))
     opts.update(dict(extra))
     return opts

@@ -10,7 +10,8 @@ import torch
 
 Family = Literal["recurrent", "chunkwise"]
 Driver = Literal["queued", "ray"]
-CompileMode = Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs", "graph-capture"]
+CUDA_ONLY_MODES: tuple[str, ...] = ("reduce-overhead", "graph-capture")
 Precision = Literal["fp32", "tf32", "mixed"]
 Mode = Literal["prefill", "decode"]
 
@@ -48,7 +49,9 @@ class KernelConfig:
     heads_per_band: heads per independent band; ``None`` means all heads in one band.
     t_inner: units unrolled inside one compiled region.
     driver: ``queued`` (in-process) or ``ray`` (bands as Ray tasks; optional extra).
-    compile_mode: torch.compile mode; CUDA graphs (``reduce-overhead``) only where the device has them.
+    compile_mode: Inductor's ``default`` / ``max-autotune-no-cudagraphs``; CUDA only: ``reduce-overhead``
+        (CUDA-graph trees around each compiled block) or ``graph-capture`` (one CUDA graph of the
+        whole call, see ``capture.py``).
     precision: ``fp32`` computes everything in float32 (TF32 off); ``tf32`` allows TF32 matmuls on
         CUDA; ``mixed`` runs the big intra-chunk matmuls in the input dtype (states, gates and the
         inter-chunk state update stay float32 in every mode).

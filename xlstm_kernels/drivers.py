@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .compiler import CACHE, CompileKey
-from .config import KernelConfig, dtype_name
+from .config import CUDA_ONLY_MODES, KernelConfig, dtype_name
 
 States = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -180,16 +180,34 @@ def run_ray(inputs, states: States, key: CompileKey, p: Plan) -> tuple[torch.Ten
     return h, final  # type: ignore[return-value]
 
 
+def check_device(config: KernelConfig, device: torch.device) -> None:
+    """CUDA-graph modes need CUDA; the ray driver cannot capture graphs."""
+    if config.compile_mode in CUDA_ONLY_MODES and device.type != "cuda":
+        raise ValueError(f"compile_mode {config.compile_mode!r} needs a CUDA device; the inputs are on {device}")
+    if config.compile_mode == "graph-capture" and config.driver != "queued":
+        raise ValueError("compile_mode 'graph-capture' needs driver='queued'")
+
+
+def _run(q, k, v, i, f, c0, n0, m0, config: KernelConfig, p: Plan, key: CompileKey):
+    inputs, states = prepare(q, k, v, i, f, c0, n0, m0, config, p)
+    run = run_ray if config.driver == "ray" else run_queued
+    h, final = run(inputs, states, key, p)
+    if p.padded_len != q.shape[2]:
+        h = h[:, :, : q.shape[2]]
+    return h.to(q.dtype), final
+
+
 def run_sequence(q, k, v, i, f, c0, n0, m0, config: KernelConfig, eps: float):
     """h (B, NH, S, DHV) in q's dtype and float32 terminal (C, n, m) for validated inputs."""
     B, NH, S, DHQK = q.shape
-    DHV = v.shape[-1]
     p = plan(config, NH, S)
-    inputs, states = prepare(q, k, v, i, f, c0, n0, m0, config, p)
-    key = kernel_key(config, p, B, DHQK, DHV, inputs[0].dtype, q.device, eps)
-    key = dataclasses.replace(key, gate_dtype=dtype_name(inputs[3].dtype))
-    run = run_ray if config.driver == "ray" else run_queued
-    h, final = run(inputs, states, key, p)
-    if p.padded_len != S:
-        h = h[:, :, :S]
-    return h.to(q.dtype), final
+    kdtype = kernel_dtype(config, q.dtype, q.device)
+    gdtype = i.dtype if i.dtype == f.dtype and q.device.type != "mps" else torch.float32
+    key = kernel_key(config, p, B, DHQK, v.shape[-1], kdtype, q.device, eps)
+    key = dataclasses.replace(key, gate_dtype=dtype_name(gdtype))
+    if config.compile_mode != "graph-capture":
+        return _run(q, k, v, i, f, c0, n0, m0, config, p, key)
+    from .capture import captured
+
+    call_key = (key, S, q.dtype, i.dtype, f.dtype, c0 is not None and tuple(x.dtype for x in (c0, n0, m0)))
+    return captured(call_key, lambda *a: _run(*a, config, p, key), (q, k, v, i, f, c0, n0, m0))
