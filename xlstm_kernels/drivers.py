@@ -11,6 +11,7 @@ is exactly 0), so the terminal (C, n, m) equals the unpadded one; padded outputs
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -197,14 +198,23 @@ def _run(q, k, v, i, f, c0, n0, m0, config: KernelConfig, p: Plan, key: CompileK
     return h.to(q.dtype), final
 
 
+@functools.lru_cache(maxsize=4096)
+def call_plan(config: KernelConfig, B: int, NH: int, S: int, DHQK: int, DHV: int, dtype: torch.dtype,
+              gate_dtypes: tuple[torch.dtype, torch.dtype], device: torch.device,
+              eps: float) -> tuple[Plan, CompileKey]:
+    """Plan and compile key of a call, memoised: repeated calls skip the bookkeeping."""
+    p = plan(config, NH, S)
+    kdtype = kernel_dtype(config, dtype, device)
+    i_dt, f_dt = gate_dtypes
+    gdtype = i_dt if i_dt == f_dt and device.type != "mps" else torch.float32
+    key = kernel_key(config, p, B, DHQK, DHV, kdtype, device, eps)
+    return p, dataclasses.replace(key, gate_dtype=dtype_name(gdtype))
+
+
 def run_sequence(q, k, v, i, f, c0, n0, m0, config: KernelConfig, eps: float):
     """h (B, NH, S, DHV) in q's dtype and float32 terminal (C, n, m) for validated inputs."""
     B, NH, S, DHQK = q.shape
-    p = plan(config, NH, S)
-    kdtype = kernel_dtype(config, q.dtype, q.device)
-    gdtype = i.dtype if i.dtype == f.dtype and q.device.type != "mps" else torch.float32
-    key = kernel_key(config, p, B, DHQK, v.shape[-1], kdtype, q.device, eps)
-    key = dataclasses.replace(key, gate_dtype=dtype_name(gdtype))
+    p, key = call_plan(config, B, NH, S, DHQK, v.shape[-1], q.dtype, (i.dtype, f.dtype), q.device, eps)
     if config.compile_mode != "graph-capture":
         return _run(q, k, v, i, f, c0, n0, m0, config, p, key)
     from .capture import captured
