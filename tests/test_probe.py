@@ -159,6 +159,7 @@ def test_ratchet_ends_at_largest_t_inner_that_fits(ratchet_result):
     doc = json.loads(json.dumps(r.to_dict()))
     assert doc["requested_t_inner"] == 16 and doc["effective_t_inner"] == r.effective_t_inner
     assert len(doc["steps"]) == len(r.steps)
+    assert xk.ProbeResult.from_dict(doc) == r  # round-trips for storage
 
 
 def test_effective_config_passes_equivalence(ratchet_result):

@@ -348,11 +348,14 @@ class _ChildRunner:
             stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env, start_new_session=True,
         )
 
+        lines: queue.Queue[str | None] = queue.Queue()  # fresh per child: no stale EOF from a killed one
+        self._lines = lines
+
         def pump() -> None:
             assert proc.stdout is not None
             for line in proc.stdout:
-                self._lines.put(line)
-            self._lines.put(None)
+                lines.put(line)
+            lines.put(None)
 
         threading.Thread(target=pump, daemon=True).start()
         return proc
@@ -469,8 +472,12 @@ class ProbeResult:
 
     @property
     def ratchet(self) -> list[int]:
-        """The T_inner values tried, in order (repeats mean the fusion knob was tried)."""
-        return [s.t_inner for s in self.steps]
+        """The distinct T_inner values tried, in order (``steps`` also shows the fusion-knob retries)."""
+        out: list[int] = []
+        for s in self.steps:
+            if not out or out[-1] != s.t_inner:
+                out.append(s.t_inner)
+        return out
 
     def raise_for_failure(self) -> None:
         """Raise the named ``ProbeError`` subclass of the failure, if the probe failed."""
@@ -495,6 +502,22 @@ class ProbeResult:
             "kernels": self.kernels.to_dict() if self.kernels else None,
             "tile_rel_err": self.tile_rel_err, "cached": self.cached,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ProbeResult:
+        """Inverse of ``to_dict`` (for storing probe outcomes, e.g. in the tuning DB)."""
+        steps = tuple(
+            ProbeStep(**{**st, "inductor_options": tuple(st["inductor_options"].items())}) for st in d["steps"]
+        )
+        kernels = Attempt.from_dict({"ok": True, "scan": d["kernels"]}).scan if d.get("kernels") else None
+        return cls(
+            requested=KernelConfig.from_dict(d["requested"]),
+            effective=KernelConfig.from_dict(d["effective"]) if d.get("effective") else None,
+            workload=Workload.parse(d["workload"]), device=d["device"], max_buffers=d["max_buffers"], ok=d["ok"],
+            failure=d["failure"], message=d["message"], steps=steps, fusion_knob_needed=d["fusion_knob_needed"],
+            inductor_options=tuple(d["inductor_options"].items()), kernels=kernels,
+            tile_rel_err=d.get("tile_rel_err"), machine_id=d["machine_id"], cached=d.get("cached", False),
+        )
 
     def format_text(self) -> str:
         """Human-readable ratchet, one line per step."""
