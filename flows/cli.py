@@ -29,6 +29,12 @@ def version() -> None:
     typer.echo(f"xlstm-autotune {xlstm_kernels.__version__} (torch {torch.__version__})")
 
 
+from flows.commands_probe import fuse_report, probe  # noqa: E402
+
+app.command("probe")(probe)
+app.command("fuse-report")(fuse_report)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -10,6 +10,7 @@ from .compiler import CACHE, CompileKey
 from .config import KernelConfig, dtype_name
 from .drivers import check_device, run_sequence
 from .runtime import config_for
+from .shrink import run_with_shrink
 from .validation import check_sequence_inputs, check_step_inputs
 
 States = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -54,8 +55,10 @@ def mlstm(
     cfg = config_for(q, v, mode="prefill") if config is None else _coerce_config(config)
     cfg.bands(NH)  # validates heads_per_band against NH before anything compiles
     check_device(cfg, q.device)
-    with torch.no_grad():
-        h, states = run_sequence(q, k, v, i, f, c_initial, n_initial, m_initial, cfg, eps)
+    with torch.no_grad():  # on device OOM, opt-in chunk shrink (non-canonical, warns) may retry
+        h, states = run_with_shrink(
+            lambda c: run_sequence(q, k, v, i, f, c_initial, n_initial, m_initial, c, eps), cfg
+        ).value
     return (h, states) if return_last_states else h
 
 
