@@ -55,6 +55,8 @@ class KernelConfig:
     precision: ``fp32`` computes everything in float32 (TF32 off); ``tf32`` allows TF32 matmuls on
         CUDA; ``mixed`` runs the big intra-chunk matmuls in the input dtype (states, gates and the
         inter-chunk state update stay float32 in every mode).
+    fusion_io_limit: Inductor's ``max_fusion_unique_io_buffers`` for this config's kernels (set by
+        the compile-probe when it keeps fused kernels under Metal's buffer limit); ``None``: Inductor's.
     """
 
     family: Family = "chunkwise"
@@ -64,6 +66,7 @@ class KernelConfig:
     driver: Driver = "queued"
     compile_mode: CompileMode = "default"
     precision: Precision = "fp32"
+    fusion_io_limit: int | None = None
 
     def __post_init__(self) -> None:
         _check_choice("family", self.family, FAMILIES)
@@ -74,6 +77,8 @@ class KernelConfig:
         _check_positive_int("t_inner", self.t_inner)
         if self.heads_per_band is not None:
             _check_positive_int("heads_per_band", self.heads_per_band)
+        if self.fusion_io_limit is not None:
+            _check_positive_int("fusion_io_limit", self.fusion_io_limit)
         if self.family == "recurrent" and self.chunk_size % self.t_inner != 0:
             raise ValueError(
                 f"recurrent family: chunk_size ({self.chunk_size}) must be a multiple of "
@@ -108,6 +113,7 @@ class KernelConfig:
         hpb = "all" if self.heads_per_band is None else self.heads_per_band
         extra = "" if self.compile_mode == "default" else f" {self.compile_mode}"
         extra += "" if self.precision == "fp32" else f" {self.precision}"
+        extra += "" if self.fusion_io_limit is None else f" io<={self.fusion_io_limit}"
         return f"{self.family} L{self.chunk_size} hpb{hpb} T{self.t_inner} {self.driver}{extra}"
 
 

@@ -55,6 +55,8 @@ def kernel_key(config: KernelConfig, p: Plan, B: int, DHQK: int, DHV: int, dtype
         dtype=dtype_name(dtype), device=str(device), t_inner=p.t_inner,
         chunk_size=config.chunk_size if config.family == "chunkwise" else 1,
         compile_mode=config.compile_mode, precision=config.precision, eps=float(eps),
+        inductor_options=() if config.fusion_io_limit is None
+        else (("max_fusion_unique_io_buffers", config.fusion_io_limit),),
     )
 
 

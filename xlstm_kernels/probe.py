@@ -694,6 +694,9 @@ def _step(t: int, compiled_t: int, key: CompileKey, a: Attempt) -> ProbeStep:
 
 def _result(config: KernelConfig, cfg: KernelConfig, workload: Workload, dev: torch.device,
             limit: int | None, steps: list[ProbeStep], key: CompileKey, a: Attempt, machine: str) -> ProbeResult:
+    knob = dict(key.inductor_options).get(FUSION_KNOB)
+    if knob is not None:  # the effective config carries the knob so that xk.mlstm compiles it the same way
+        cfg = cfg.replace(fusion_io_limit=knob)
     return ProbeResult(
         requested=config, effective=cfg, workload=workload, device=str(dev), max_buffers=limit, ok=True,
         failure=None, message="", steps=tuple(steps), fusion_knob_needed=bool(key.inductor_options),
