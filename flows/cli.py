@@ -136,7 +136,12 @@ def serve(
     settings = Settings()
     try:
         flow_obj = resolve(flow_path)
-    except (SeamMissing, ValueError) as exc:
+        if flow_path == _SERVE_FLOW:  # scheduled runs would only fail without the tuner and publisher
+            resolve(_TUNE_FN)
+            resolve(_PUBLISH_FN)
+    except SeamMissing as exc:
+        raise _fail(f"serve: not yet available ({exc})", EXIT_USAGE) from None
+    except ValueError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     name = deployment_name(fingerprint(settings.device).machine_id)
     schedule = f"every {interval:g} s" if interval is not None else f"cron {cron or settings.serve_cron!r}"

@@ -95,8 +95,13 @@ def test_serve_rejects_cron_and_interval_together(home):
     assert result.exit_code == EXIT_USAGE and "not both" in result.output
 
 
-def test_serve_unreachable_server_exits_3(home, dead_api):
+def test_serve_without_the_tuner_says_not_yet_available(home):
     result = runner.invoke(app, ["serve", "--interval", "60"])
+    assert result.exit_code == EXIT_USAGE and "not yet available" in result.output
+
+
+def test_serve_unreachable_server_exits_3(home, dead_api):
+    result = runner.invoke(app, ["serve", "--interval", "60", "--flow", "serve_target:touch_flow"])
     assert result.exit_code == EXIT_SERVER
     assert dead_api in result.output and "tune --no-server" in result.output
 

@@ -139,6 +139,28 @@ def test_server_info_describe():
     assert "temporary" in ServerInfo("", "ephemeral").describe()
 
 
+def test_use_api_points_prefect_and_child_processes(monkeypatch):
+    from prefect.settings import get_current_settings
+
+    from flows.server import use_api
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    with use_api(ServerInfo("", "ephemeral"), startup_timeout_s=240):
+        assert "PREFECT_API_URL" not in os.environ and get_current_settings().api.url is None
+        assert get_current_settings().server.ephemeral.startup_timeout_seconds >= 240
+    assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:9/api"
+    with use_api(ServerInfo("http://127.0.0.1:8/api", "remote")):
+        assert os.environ["PREFECT_API_URL"] == get_current_settings().api.url == "http://127.0.0.1:8/api"
+    assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:9/api"
+
+
+def test_deployment_and_artifact_names():
+    from flows.flows import artifact_key, deployment_name
+
+    assert deployment_name("3f2a9c1b7d04", host="Mac-Studio.local") == "mac-studio-3f2a9c1b7d04"
+    assert artifact_key("autotune-winners", "AB_12") == "autotune-winners-ab-12"
+
+
 # --- re-validation rule -----------------------------------------------------------------------------
 
 SW = {"torch": "2.13.0", "triton": None, "python": "3.11.9"}
