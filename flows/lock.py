@@ -31,7 +31,7 @@ class TuneLocked(RuntimeError):
         self.holder = holder
         self.waited_s = waited_s
         who = holder.describe() if holder else "an unknown process (it has not written its details yet)"
-        waited = f" after waiting {waited_s:.0f} s" if waited_s > 0 else ""
+        waited = f" after waiting {waited_s:.1f} s" if waited_s >= 0.05 else ""
         super().__init__(
             f"another tuning run holds this machine{waited}: {who}. Lock file: {path}. "
             "Wait for it to finish, or pass --wait SECONDS to queue behind it."
