@@ -207,17 +207,20 @@ def start_local_server(
             start_new_session=True,  # Ctrl-C reaches us, not it: we stop it ourselves, in order
         )
     deadline = time.monotonic() + startup_timeout_s
-    while not api_healthy(api_url, timeout_s=2.0):
-        if proc.poll() is not None:
-            raise ServerStartError(
-                f"prefect server exited with code {proc.returncode} while starting; see {log_path}"
-            )
-        if time.monotonic() > deadline:
-            _stop_process_group(proc.pid)
-            raise ServerStartError(
-                f"prefect server did not answer at {api_url} within {startup_timeout_s:.0f} s; see {log_path}"
-            )
-        time.sleep(0.5)
+    try:
+        while not api_healthy(api_url, timeout_s=2.0):
+            if proc.poll() is not None:
+                raise ServerStartError(
+                    f"prefect server exited with code {proc.returncode} while starting; see {log_path}"
+                )
+            if time.monotonic() > deadline:
+                raise ServerStartError(
+                    f"prefect server did not answer at {api_url} within {startup_timeout_s:.0f} s; see {log_path}"
+                )
+            time.sleep(0.5)
+    except BaseException:  # timeout, early exit, or Ctrl-C while waiting: leave no server behind
+        _stop_process_group(proc.pid)
+        raise
     info = ServerInfo(api_url=api_url, kind="started", pid=proc.pid, port=port, log_path=str(log_path))
     state_path(home).write_text(json.dumps(info.to_dict() | {"started": datetime.now(timezone.utc).isoformat()}))
     return info

@@ -387,6 +387,9 @@ def test_serve_runs_scheduled_flow_on_local_server(tmp_path):
         log = (tmp_path / "serve.out").read_text()
         assert runs, f"no scheduled run completed; serve output:\n{log[-3000:]}"
         assert info.kind == "attached"  # a second command would attach to the server serve started
+        with scheduling_server(home, api_url="") as second:  # ... and leave it running on exit
+            assert second.kind == "attached" and second.pid == info.pid
+        assert attach_local_server(home) is not None
         assert "started a local Prefect server at http://127.0.0.1:" in log
         assert runs[0]["auto_scheduled"] and touch.read_text().strip()
         server_pid = info.pid
@@ -403,3 +406,14 @@ def test_serve_runs_scheduled_flow_on_local_server(tmp_path):
     with pytest.raises(ProcessLookupError):
         os.kill(server_pid, 0)
     assert (home / "logs" / "prefect-server.log").stat().st_size > 0
+
+
+def test_local_server_that_cannot_start_is_reported_and_reaped(tmp_path):
+    from flows.server import ServerStartError, start_local_server
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = "not-a-database-url://"  # the server exits at startup
+    with pytest.raises(ServerStartError, match="exited with code .*prefect-server.log"):
+        start_local_server(tmp_path, startup_timeout_s=120, env=env)
+    assert not state_path(tmp_path).exists()
+    assert (tmp_path / "logs" / "prefect-server.log").read_text().strip()
