@@ -19,7 +19,7 @@ from xlstm_kernels.config import Workload
 
 from .outcome import WorkloadOutcome
 
-# The seam to the tuner and to profile publishing (see flows/README section in the project README).
+# The seams to the tuner and to profile publishing (signatures: DEVELOPERS.md, "Flow seams").
 TUNE_FN = "tuner:tune_workload"
 PUBLISH_FN = "xlstm_kernels.profile:publish_profile"
 
