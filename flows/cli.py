@@ -1,6 +1,15 @@
-"""The ``xlstm-autotune`` command line: thin typer commands over library functions."""
+"""The ``xlstm-autotune`` command line: thin typer commands over library functions.
+
+Exit codes: 0 success; 1 the work ran but failed (a workload failed, a report could not be made);
+2 bad usage or a part not available yet; 3 the Prefect server is unavailable; 4 the machine is locked
+by another tuning run.
+"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -11,12 +20,169 @@ app = typer.Typer(
     add_completion=False,
 )
 
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SERVER, EXIT_LOCKED = 0, 1, 2, 3, 4
+
+# Dotted paths of the library functions behind `tune` and `serve` (hidden options let tests and
+# experiments swap in others; see flows.tasks).
+_TUNE_FN = "tuner:tune_workload"
+_PUBLISH_FN = "xlstm_kernels.profile:publish_profile"
+_SERVE_FLOW = "flows.flows:autotune"
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.secho(f"xlstm-autotune: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=code)
+
+
+def _print_result(result, info, profile_note: str) -> None:  # noqa: ANN001 - rich output only
+    from rich.console import Console
+    from rich.table import Table
+
+    from .outcome import winners_table
+
+    console = Console()
+    console.print(info.describe())
+    if result.outcomes:
+        rows = winners_table(result.outcomes)
+        table = Table(title=f"Winners on machine {result.machine_id}")
+        for col in rows[0]:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*(str(v) for v in row.values()))
+        console.print(table)
+    for workload, message in result.failed.items():
+        console.print(f"[red]failed[/] {workload}: {message}")
+    console.print(profile_note)
+
 
 @app.command()
-def tune(quick: bool = typer.Option(False, "--quick", help="A short run on small budgets.")) -> None:
+def tune(
+    workload: Optional[list[str]] = typer.Option(
+        None, "--workload", "-w", help="Workload 'B,NH,S,DHQK,DHV,dtype[,mode]'; repeatable. Default: setting WORKLOADS."
+    ),
+    trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Trial budget per workload."),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", min=0.0, help="Seconds per workload."),
+    quick: bool = typer.Option(False, "--quick", help="A short run on small budgets."),
+    no_server: bool = typer.Option(
+        False, "--no-server", help="Ignore PREFECT_API_URL: run on Prefect's temporary local server."
+    ),
+    wait: Optional[float] = typer.Option(
+        None, "--wait", min=0.0, help="Seconds to wait for another tuning run on this machine (default: refuse)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    tune_fn: str = typer.Option(_TUNE_FN, "--tune-fn", hidden=True),
+    publish_fn: str = typer.Option(_PUBLISH_FN, "--publish-fn", hidden=True),
+) -> None:
     """Run one tuning run now on the embedded defaults (SQLite DB, Prefect's temporary server)."""
-    typer.echo("xlstm-autotune tune: not yet available (the tuner has not landed yet).", err=True)
-    raise typer.Exit(code=2)
+    from xlstm_kernels.settings import Settings
+
+    from .flows import AutotuneCrashed, run_autotune
+    from .lock import TuneLocked
+    from .server import ServerUnavailable
+    from .tasks import SeamMissing
+
+    settings = Settings()
+    texts = list(workload or settings.workloads)
+    try:
+        info, state, result = run_autotune(
+            texts,
+            home=settings.resolved_home(),
+            trials=trials,
+            time_budget_s=time_budget,
+            quick=quick,
+            device=settings.device,
+            no_server=no_server,
+            wait_s=settings.lock_wait_s if wait is None else wait,
+            tune_fn=tune_fn,
+            publish_fn=publish_fn,
+            startup_timeout_s=settings.server_startup_timeout_s,
+        )
+    except AutotuneCrashed as exc:
+        raise _fail(str(exc), EXIT_FAILED) from None
+    except ValueError as exc:
+        raise _fail(f"bad input: {exc}", EXIT_USAGE) from None
+    except SeamMissing as exc:
+        raise _fail(f"tune: not yet available (the tuner has not landed yet: {exc})", EXIT_USAGE) from None
+    except ServerUnavailable as exc:
+        raise _fail(str(exc), EXIT_SERVER) from None
+    except TuneLocked as exc:
+        raise _fail(str(exc), EXIT_LOCKED) from None
+    if result is None:
+        raise _fail(f"the autotune flow ended {state.type.value}: {state.message}", EXIT_FAILED)
+    note = f"profile: {result.profile_path}" if result.profile_path else "profile: not published"
+    if json_out:
+        typer.echo(json.dumps(result.to_dict() | {"state": state.type.value, "server": info.to_dict()}, indent=2))
+    else:
+        _print_result(result, info, note)
+    raise typer.Exit(code=EXIT_OK if state.is_completed() else EXIT_FAILED)
+
+
+@app.command()
+def serve(
+    cron: Optional[str] = typer.Option(None, "--cron", help='Cron schedule, e.g. "0 3 * * *" (default: setting SERVE_CRON).'),
+    interval: Optional[float] = typer.Option(None, "--interval", min=1.0, help="Run every SECONDS instead of on a cron."),
+    flow_path: str = typer.Option(_SERVE_FLOW, "--flow", hidden=True),
+) -> None:
+    """Register this machine's deployment (named after the machine) and run it on schedule until Ctrl-C."""
+    from xlstm_kernels.fingerprint import fingerprint
+    from xlstm_kernels.settings import Settings
+
+    from .flows import deployment_name, serve_deployment
+    from .server import ServerStartError, ServerUnavailable, scheduling_server
+    from .tasks import SeamMissing, resolve
+
+    if cron is not None and interval is not None:
+        raise _fail("give --cron or --interval, not both", EXIT_USAGE)
+    settings = Settings()
+    try:
+        flow_obj = resolve(flow_path)
+        if flow_path == _SERVE_FLOW:  # scheduled runs would only fail without the tuner and publisher
+            resolve(_TUNE_FN)
+            resolve(_PUBLISH_FN)
+    except SeamMissing as exc:
+        raise _fail(f"serve: not yet available ({exc})", EXIT_USAGE) from None
+    except ValueError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    name = deployment_name(fingerprint(settings.device).machine_id)
+    schedule = f"every {interval:g} s" if interval is not None else f"cron {cron or settings.serve_cron!r}"
+    try:
+        with scheduling_server(
+            settings.resolved_home(), settings.prefect_port, settings.server_startup_timeout_s
+        ) as info:
+            typer.echo(info.describe())
+            typer.echo(f"serving deployment {flow_obj.name}/{name} ({schedule}); Ctrl-C stops it")
+            serve_deployment(flow_obj, name, cron=None if interval else (cron or settings.serve_cron), interval=interval)
+    except (ServerUnavailable, ServerStartError) as exc:
+        raise _fail(str(exc), EXIT_SERVER) from None
+    typer.echo("stopped" + (" (local Prefect server stopped)" if info.kind == "started" else ""))
+
+
+@app.command()
+def report(
+    study: str = typer.Option(..., "--study", help="Name of the Optuna study."),
+    storage: Optional[str] = typer.Option(
+        None, "--storage", help="Optuna storage URL (default: sqlite:///HOME/optuna.db)."
+    ),
+    out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default: HOME/reports/STUDY.html)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the path and size as JSON."),
+) -> None:
+    """Write a self-contained HTML page with Optuna's plots of a study and its winners table."""
+    from xlstm_kernels.settings import Settings
+
+    from .report import ReportError, load_study, write_report
+
+    home = Settings().resolved_home()
+    storage = storage or f"sqlite:///{home / 'optuna.db'}"
+    out = out or home / "reports" / f"{study}.html"
+    try:
+        path = write_report(load_study(study, storage), out)
+    except ReportError as exc:
+        raise _fail(str(exc), EXIT_FAILED) from None
+    size = path.stat().st_size
+    if json_out:
+        typer.echo(json.dumps({"study": study, "path": str(path), "bytes": size}))
+    else:
+        typer.echo(f"report written to {path} ({size / 1e6:.1f} MB, self-contained)")
 
 
 @app.command()
@@ -29,10 +195,12 @@ def version() -> None:
     typer.echo(f"xlstm-autotune {xlstm_kernels.__version__} (torch {torch.__version__})")
 
 
+# --- commands registered by the other packages (kept together here) ---------------------------------
 from flows.commands_probe import fuse_report, probe  # noqa: E402
 
 app.command("probe")(probe)
 app.command("fuse-report")(fuse_report)
+# ------------------------------------------------------------------------------------------------------
 
 
 def main() -> None:

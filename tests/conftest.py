@@ -59,3 +59,12 @@ def reference(inputs):
 def results(inputs):
     """Output of every suite config on the shared inputs, computed once per session."""
     return {name: xk.mlstm(*inputs, config=cfg) for name, cfg in CONFIGS.items()}
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """Prefect's test harness (temporary SQLite DB and API server), entered once per session (~10 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

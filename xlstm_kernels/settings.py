@@ -53,6 +53,27 @@ class Settings(BaseSettings):
         default=64, ge=8, description="Dynamo recompile limit applied when kernels are compiled."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # --- flows: tuning runs, scheduled runs, the local Prefect server ---
+    workloads: list[str] = Field(
+        default=["1,4,512,64,128,float32,prefill", "1,4,1,64,128,float32,decode"],
+        description="Workloads 'B,NH,S,DHQK,DHV,dtype[,mode]' a tune or scheduled run covers when none are given.",
+    )
+    serve_cron: str = Field(default="0 3 * * *", description="Cron schedule of `xlstm-autotune serve`.")
+    retune_slowdown: float = Field(
+        default=0.15,
+        gt=0,
+        description="A scheduled run re-tunes a workload whose winner re-times slower than the "
+        "published median by more than this fraction.",
+    )
+    prefect_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Port of the local Prefect server `serve` starts; default: a free one."
+    )
+    server_startup_timeout_s: float = Field(
+        default=180.0, gt=0, description="How long `serve` waits for a local Prefect server to answer."
+    )
+    lock_wait_s: float = Field(
+        default=0.0, ge=0, description="How long `tune` waits for another run's machine lock (0: refuse at once)."
+    )
 
     def resolved_home(self) -> Path:
         """The home directory, expanded (not created)."""

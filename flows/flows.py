@@ -1,0 +1,212 @@
+"""The ``autotune`` Prefect flow and the per-machine scheduled deployment.
+
+fingerprint the machine -> one task per workload, one after the other (never two studies timing on the
+device at once), each calling ``tune_fn`` -> publish the winners with ``publish_fn`` -> a table and a
+markdown artifact. A workload that fails is reported, the others' results are kept and published; the
+flow then ends Failed with a message naming the failed workloads.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.logging import get_run_logger
+from prefect.states import Completed, Failed, State
+
+from xlstm_kernels.config import Workload
+from xlstm_kernels.settings import Settings
+
+from .outcome import AutotuneResult, WorkloadOutcome, summary_markdown, winners_table
+from .tasks import PUBLISH_FN, TUNE_FN, fingerprint_task, publish_profile_task, tune_workload_task
+
+__all__ = [
+    "AutotuneCrashed",
+    "AutotuneResult",
+    "WorkloadOutcome",
+    "artifact_key",
+    "autotune",
+    "deployment_name",
+    "run_autotune",
+    "serve_deployment",
+]
+
+
+class AutotuneCrashed(RuntimeError):
+    """Prefect could not run the autotune flow at all (no state to report)."""
+
+
+def artifact_key(prefix: str, machine_id: str) -> str:
+    """A Prefect artifact key (lowercase letters, digits, dashes) for ``prefix`` on ``machine_id``."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"{prefix}-{machine_id}".lower()).strip("-")
+
+
+def deployment_name(machine_id: str, host: str | None = None) -> str:
+    """This machine's deployment name: host name and hardware id, e.g. ``mac-studio-3f2a9c1b7d04``."""
+    host = (host or socket.gethostname()).split(".")[0]
+    return artifact_key(host, machine_id)
+
+
+def _failure_message(state: State) -> str:
+    try:
+        state.result(raise_on_failure=True)
+    except Exception as exc:  # noqa: BLE001 - we report whatever the tuner raised, by type and message
+        return f"{type(exc).__name__}: {exc}"
+    return state.message or state.type.value
+
+
+@flow(name="autotune", log_prints=True)
+def autotune(
+    workloads: list[str] | None = None,
+    trials: int | None = None,
+    time_budget_s: float | None = None,
+    quick: bool = False,
+    device: str | None = None,
+    tune_fn: str = TUNE_FN,
+    publish_fn: str = PUBLISH_FN,
+) -> AutotuneResult | State:
+    """Tune each workload on this machine, publish the winners, and record artifacts."""
+    logger = get_run_logger()
+    names = [str(Workload.parse(w)) for w in (workloads or Settings().workloads)]
+    fp = fingerprint_task(device)
+    outcomes: list[WorkloadOutcome] = []
+    failed: dict[str, str] = {}
+    for name in names:  # sequential on purpose: one study times on the device at a time
+        state = tune_workload_task.with_options(task_run_name=f"tune {name}")(
+            name, fp, trials=trials, time_budget_s=time_budget_s, quick=quick, tune_fn=tune_fn, return_state=True
+        )
+        if state.is_completed():
+            outcomes.append(state.result())
+        else:
+            failed[name] = _failure_message(state)
+            logger.error("workload %s failed: %s", name, failed[name])
+    profile_path = None
+    if outcomes:
+        pstate = publish_profile_task(fp, outcomes, publish_fn=publish_fn, return_state=True)
+        if pstate.is_completed():
+            profile_path = pstate.result()
+        else:
+            failed["publish"] = _failure_message(pstate)
+    result = AutotuneResult(fp["machine_id"], outcomes, failed, profile_path)
+    if outcomes:
+        create_table_artifact(
+            table=winners_table(outcomes),
+            key=artifact_key("autotune-winners", fp["machine_id"]),
+            description="Winner per workload: config, median time, speedup over the default, equivalence error.",
+        )
+    create_markdown_artifact(
+        markdown=summary_markdown(result),
+        key=artifact_key("autotune-summary", fp["machine_id"]),
+        description="Autotune run summary with rejected candidates and their reasons.",
+    )
+    if failed:
+        return Failed(message=f"{len(failed)} failed ({', '.join(failed)}); {len(outcomes)} tuned", data=result)
+    return Completed(message=f"{len(outcomes)} workload(s) tuned", data=result)
+
+
+def serve_deployment(
+    flow_obj: Any,
+    name: str,
+    cron: str | None = None,
+    interval: float | None = None,
+    parameters: dict[str, Any] | None = None,
+) -> str:
+    """Register ``flow_obj`` as deployment ``name`` on the current Prefect API and run it on schedule.
+
+    Blocks until Ctrl-C or SIGTERM, then cancels a run in progress, pauses the schedule and returns the
+    deployment id. At most one run executes at a time (a later one waits), so scheduled studies never
+    time on the device together. (``Flow.serve`` builds the same Runner, but on Ctrl-C it keeps starting
+    due runs while it shuts down; here Ctrl-C stops it the way SIGTERM does.)
+    """
+    import asyncio
+    import signal
+    import threading
+
+    from prefect.deployments.runner import EntrypointType
+    from prefect.runner import Runner
+
+    if (cron is None) == (interval is None):
+        raise ValueError("give exactly one of cron or interval")
+    runner = Runner(name=name, pause_on_shutdown=True, limit=1)
+    deployment_id = runner.add_flow(
+        flow_obj,
+        name=name,
+        cron=cron,
+        interval=interval,
+        parameters=parameters or {},
+        tags=["xlstm-autotune"],
+        description="Scheduled xlstm-autotune run on this machine.",
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+
+    def _stop(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C interrupts at once
+        get_run_logger_safe().info("stopping: cancelling runs in progress and pausing the schedule")
+        if runner.started and not runner.stopping:
+            runner.stopping = True
+            runner.execute_in_background(runner.astop)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _stop)
+    try:
+        asyncio.run(runner.start())
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    return str(deployment_id)
+
+
+def get_run_logger_safe() -> Any:
+    """Prefect's logger for this module (usable outside a flow run)."""
+    from prefect.logging import get_logger
+
+    return get_logger("xlstm_autotune.flows")
+
+
+def run_autotune(
+    workloads: list[str],
+    *,
+    home: Any,
+    trials: int | None = None,
+    time_budget_s: float | None = None,
+    quick: bool = False,
+    device: str | None = None,
+    no_server: bool = False,
+    wait_s: float = 0.0,
+    tune_fn: str = TUNE_FN,
+    publish_fn: str = PUBLISH_FN,
+    startup_timeout_s: float = 180.0,
+) -> tuple[Any, State, AutotuneResult | None]:
+    """One ``tune`` run now: check the seams, pick the API, take the machine lock, run the flow.
+
+    Returns (server info, final flow state, result or None when the flow crashed before producing one).
+    Raises ``SeamMissing``, ``ServerUnavailable`` or ``TuneLocked`` before any work starts, and
+    ``AutotuneCrashed`` when Prefect itself could not run the flow (e.g. its temporary server did not start).
+    """
+    from .lock import machine_lock
+    from .server import select_api, use_api
+    from .tasks import resolve
+
+    names = [str(Workload.parse(w)) for w in workloads]
+    resolve(tune_fn)
+    resolve(publish_fn)
+    info = select_api(no_server=no_server)
+    with machine_lock(home, "tune", wait_s=wait_s), use_api(info, startup_timeout_s):
+        try:
+            state = autotune(
+                workloads=names,
+                trials=trials,
+                time_budget_s=time_budget_s,
+                quick=quick,
+                device=device,
+                tune_fn=tune_fn,
+                publish_fn=publish_fn,
+                return_state=True,
+            )
+        except Exception as exc:  # noqa: BLE001 - errors inside the flow are in its state; these are Prefect's
+            raise AutotuneCrashed(f"Prefect could not run the autotune flow: {type(exc).__name__}: {exc}") from exc
+    result = state.result(raise_on_failure=False)
+    return info, state, result if isinstance(result, AutotuneResult) else None

@@ -1,0 +1,419 @@
+"""Flows: machine lock, server selection, re-validation rule, artifacts content, HTML report, the
+autotune flow under Prefect's test harness, and ``serve`` against a real local Prefect server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+
+from flows.lock import TuneLocked, lock_path, machine_lock, read_holder
+from flows.outcome import AutotuneResult, WorkloadOutcome, summary_markdown, winners_table
+from flows.report import ReportError, load_study, render_report, write_report
+from flows.schedule import PublishedEntry, Remeasurement, decide, needs_remeasure
+from flows.server import (
+    ServerInfo,
+    ServerUnavailable,
+    attach_local_server,
+    free_port,
+    scheduling_server,
+    select_api,
+    state_path,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+GOOD = "2,4,37,16,32,float32,prefill"  # conftest.SHAPE: configs compiled once per session
+FAILING = "2,4,37,16,3,float32,prefill"  # flow_helpers.FAIL_DHV
+
+
+def _holder_script(home: Path, seconds: float) -> str:
+    return textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(REPO)!r})
+        from flows.lock import machine_lock
+        with machine_lock({str(home)!r}):
+            print("locked", flush=True)
+            time.sleep({seconds})
+        """
+    )
+
+
+def _start_holder(home: Path, seconds: float) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", _holder_script(home, seconds)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+# --- lock -------------------------------------------------------------------------------------------
+
+
+def test_lock_second_run_refused_naming_holder(tmp_path):
+    with machine_lock(tmp_path) as me:
+        assert read_holder(lock_path(tmp_path)) == me
+        with pytest.raises(TuneLocked) as err:
+            with machine_lock(tmp_path):
+                pass
+    assert err.value.holder.pid == os.getpid()
+    assert f"pid {os.getpid()}" in str(err.value) and "--wait" in str(err.value)
+    with machine_lock(tmp_path):  # released on exit
+        pass
+
+
+def test_lock_held_by_other_process_then_stale_after_kill(tmp_path):
+    proc = _start_holder(tmp_path, 60)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(TuneLocked) as err:
+            with machine_lock(tmp_path, wait_s=0.5):
+                pass
+        assert time.monotonic() - t0 >= 0.5
+        assert err.value.holder.pid == proc.pid and f"pid {proc.pid}" in str(err.value)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert read_holder(lock_path(tmp_path)).pid == proc.pid  # the file still names the dead holder ...
+    with machine_lock(tmp_path) as me:  # ... but the lock is free
+        assert me.pid == os.getpid()
+
+
+def test_lock_waits_for_holder(tmp_path):
+    proc = _start_holder(tmp_path, 1.5)
+    t0 = time.monotonic()
+    with machine_lock(tmp_path, wait_s=60):
+        waited = time.monotonic() - t0
+    proc.wait()
+    assert 0.3 < waited < 30
+
+
+def test_lock_rejects_negative_wait(tmp_path):
+    with pytest.raises(ValueError, match="wait_s"):
+        with machine_lock(tmp_path, wait_s=-1):
+            pass
+
+
+# --- server selection -------------------------------------------------------------------------------
+
+
+def test_select_api_unreachable_url_says_how_to_run_locally():
+    url = f"http://127.0.0.1:{free_port()}/api"
+    with pytest.raises(ServerUnavailable) as err:
+        select_api(api_url=url, timeout_s=1)
+    assert url in str(err.value) and "--no-server" in str(err.value)
+    assert select_api(no_server=True, api_url=url).kind == "ephemeral"
+    assert select_api(api_url="").kind == "ephemeral"
+
+
+def test_scheduling_server_unreachable_url(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/api"
+    with pytest.raises(ServerUnavailable, match="tune --no-server"):
+        with scheduling_server(tmp_path, api_url=url):
+            pass
+
+
+def test_attach_ignores_stale_or_damaged_state(tmp_path):
+    assert attach_local_server(tmp_path) is None
+    state_path(tmp_path).write_text("{not json")
+    assert attach_local_server(tmp_path) is None
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    port = free_port()
+    state_path(tmp_path).write_text(json.dumps({"pid": dead.pid, "port": port, "api_url": f"http://127.0.0.1:{port}/api"}))
+    assert attach_local_server(tmp_path) is None
+
+
+def test_server_info_describe():
+    assert "started a local" in ServerInfo("http://x/api", "started", 1, 2, "/l").describe()
+    assert "attached" in ServerInfo("http://x/api", "attached", 1, 2).describe()
+    assert "temporary" in ServerInfo("", "ephemeral").describe()
+
+
+def test_use_api_points_prefect_and_child_processes(monkeypatch):
+    from prefect.settings import get_current_settings
+
+    from flows.server import use_api
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    with use_api(ServerInfo("", "ephemeral"), startup_timeout_s=240):
+        assert "PREFECT_API_URL" not in os.environ and get_current_settings().api.url is None
+        assert get_current_settings().server.ephemeral.startup_timeout_seconds >= 240
+    assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:9/api"
+    with use_api(ServerInfo("http://127.0.0.1:8/api", "remote")):
+        assert os.environ["PREFECT_API_URL"] == get_current_settings().api.url == "http://127.0.0.1:8/api"
+    assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:9/api"
+
+
+def test_deployment_and_artifact_names():
+    from flows.flows import artifact_key, deployment_name
+
+    assert deployment_name("3f2a9c1b7d04", host="Mac-Studio.local") == "mac-studio-3f2a9c1b7d04"
+    assert artifact_key("autotune-winners", "AB_12") == "autotune-winners-ab-12"
+
+
+# --- re-validation rule -----------------------------------------------------------------------------
+
+SW = {"torch": "2.13.0", "triton": None, "python": "3.11.9"}
+CFG = {"family": "chunkwise", "chunk_size": 64}
+
+
+def _pub(w, ms=10.0, sw=SW):
+    return PublishedEntry(w, CFG, ms, dict(sw))
+
+
+def test_revalidation_rule_each_branch():
+    published = {w: _pub(w) for w in ("keep", "slow", "sw", "equiv", "gone", "faster")}
+    published["sw"] = _pub("sw", sw=SW | {"torch": "2.12.0"})
+    fresh = {
+        "keep": Remeasurement("keep", 11.4, True),  # +14% <= 15%
+        "slow": Remeasurement("slow", 11.6, True),  # +16% > 15%
+        "equiv": Remeasurement("equiv", 9.0, False, "max err 3e-2"),
+        "gone": Remeasurement("gone", None, False, "compile failed"),
+        "faster": Remeasurement("faster", 5.0, True),
+    }
+    order = ["keep", "slow", "sw", "equiv", "gone", "faster", "new"]
+    got = {d.workload: d for d in decide(order, published, fresh, SW, slowdown=0.15)}
+    assert [d.workload for d in decide(order, published, fresh, SW)] == order
+    assert {w: d.action for w, d in got.items()} == {
+        "keep": "keep", "slow": "retune", "sw": "retune", "equiv": "retune",
+        "gone": "retune", "faster": "keep", "new": "tune",
+    }  # fmt: skip
+    assert "16%" in got["slow"].reason and "15%" in got["slow"].reason
+    assert "torch 2.12.0 -> 2.13.0" in got["sw"].reason
+    assert "equivalence" in got["equiv"].reason and "compile failed" in got["gone"].reason
+    assert needs_remeasure(order, published, SW) == ["keep", "slow", "equiv", "gone", "faster"]
+    # the threshold is a parameter: at 20% the 16% slowdown is kept
+    assert decide(["slow"], published, fresh, SW, slowdown=0.2)[0].action == "keep"
+    with pytest.raises(ValueError):
+        decide(["slow"], published, fresh, SW, slowdown=0)
+
+
+# --- outcome, artifact content ----------------------------------------------------------------------
+
+
+def test_outcome_coerce_and_artifact_content():
+    import xlstm_kernels as xk
+
+    cfg = xk.KernelConfig("recurrent", chunk_size=8, t_inner=4)
+    bad = xk.KernelConfig("chunkwise", chunk_size=16, t_inner=2)
+    o = WorkloadOutcome.coerce(
+        {"winner": cfg, "median_ms": 1.5, "speedup": 2.0, "equiv_err": 3e-6, "rejected": [(bad, "equiv 2e-2 > 1e-4")]},
+        workload=GOOD,
+    )
+    assert o.config == cfg.to_dict() and o.rejected == [(bad.to_dict(), "equiv 2e-2 > 1e-4")]
+    with pytest.raises(TypeError, match="median_ms"):
+        WorkloadOutcome.coerce({"config": cfg, "speedup": 1.0, "equiv_err": 0.0}, workload=GOOD)
+    with pytest.raises(ValueError, match="median_ms"):
+        WorkloadOutcome(GOOD, cfg.to_dict(), float("nan"), 1.0, 0.0)
+    rows = winners_table([o])
+    assert rows == [
+        {"workload": GOOD, "config": cfg.short(), "median_ms": 1.5, "speedup_vs_default": 2.0, "equiv_err": "3.00e-06"}
+    ]
+    md = summary_markdown(AutotuneResult("abc123", [o], {FAILING: "RuntimeError: boom"}, "/p/abc123.json"))
+    assert "1 workload(s) tuned, 1 failed" in md and "`/p/abc123.json`" in md
+    assert f"`{FAILING}`: RuntimeError: boom" in md
+    assert f"| {GOOD} | {bad.short()} | equiv 2e-2 > 1e-4 |" in md
+    assert "None." in summary_markdown(AutotuneResult("m", [], {}, None))
+
+
+# --- HTML report ------------------------------------------------------------------------------------
+
+
+def _study(n_trials: int, storage=None, name="s") -> optuna.Study:
+    study = optuna.create_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def objective(trial):
+        chunk = trial.suggest_categorical("chunk_size", [16, 32, 64])
+        t_inner = trial.suggest_int("t_inner", 1, 8, log=True)
+        trial.set_user_attr("equiv_err", 1e-6 * t_inner)
+        return abs(chunk - 32) / 8 + 1.0 / t_inner
+
+    study.optimize(objective, n_trials=n_trials)
+    return study
+
+
+def test_report_is_self_contained_with_all_plots(tmp_path):
+    study = _study(12)
+    path = write_report(study, tmp_path / "r" / "report.html")
+    text = path.read_text()
+    assert path.stat().st_size > 1_000_000  # plotly.js inlined
+    assert not re.search(r"<script[^>]*\bsrc=", text)  # no script fetched from anywhere (no CDN)
+    assert text.count("Plotly.newPlot") == 3
+    for title in ("Optimization history", "Parallel coordinates", "Parameter importances", "Winners"):
+        assert f"<h2>{title}</h2>" in text
+    assert f"<td>{study.best_trial.params['chunk_size']}</td>" in text
+
+
+def test_report_degrades_with_one_trial_and_rejects_empty_study(tmp_path):
+    text = render_report(_study(1))
+    assert "Needs at least 2 completed trials" in text and text.count("Plotly.newPlot") == 2
+    with pytest.raises(ReportError, match="no completed trial"):
+        render_report(optuna.create_study())
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    _study(2, storage, name="known")
+    with pytest.raises(ReportError, match="known"):
+        load_study("unknown", storage)
+
+
+# --- the autotune flow under Prefect's test harness --------------------------------------------------
+
+
+def _artifacts(key: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+
+def test_autotune_flow_keeps_results_of_good_workloads(prefect_harness, tmp_path, monkeypatch):
+    from flows.flows import artifact_key, autotune
+
+    monkeypatch.setenv("XLSTM_AUTOTUNE_HOME", str(tmp_path))
+    state = autotune(
+        workloads=[GOOD, FAILING],
+        quick=True,
+        tune_fn="flow_helpers:tune_small",
+        publish_fn="flow_helpers:publish_json",
+        return_state=True,
+    )
+    assert state.is_failed()
+    assert FAILING in state.message and "1 tuned" in state.message
+    result = state.result(raise_on_failure=False)
+    assert isinstance(result, AutotuneResult)
+    assert [o.workload for o in result.outcomes] == [GOOD]
+    assert "RuntimeError: no candidate compiles" in result.failed[FAILING]
+    winner = result.outcomes[0]
+    assert winner.config["family"] in ("chunkwise", "recurrent") and winner.equiv_err < 1e-4
+    assert [reason.split(":")[0] for _, reason in winner.rejected] == ["invalid"]
+
+    profile = json.loads(Path(result.profile_path).read_text())
+    assert Path(result.profile_path).parent == tmp_path / "profiles"
+    assert profile["entries"][0]["config"] == winner.config
+    assert profile["fingerprint"]["machine_id"] == result.machine_id
+
+    table = _artifacts(artifact_key("autotune-winners", result.machine_id))
+    summary = _artifacts(artifact_key("autotune-summary", result.machine_id))
+    assert table and summary
+    assert table[0].type == "table" and GOOD in str(table[0].data)
+    assert summary[0].type == "markdown"
+    assert "## Failed workloads" in summary[0].data and "heads_per_band" in summary[0].data
+
+
+def test_autotune_flow_completed_when_all_workloads_tune(prefect_harness, tmp_path, monkeypatch):
+    from flows.flows import autotune
+
+    monkeypatch.setenv("XLSTM_AUTOTUNE_HOME", str(tmp_path))
+    state = autotune(
+        workloads=[GOOD],
+        quick=True,
+        tune_fn="flow_helpers:tune_small",
+        publish_fn="flow_helpers:publish_json",
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert result.ok and Path(result.profile_path).exists()
+
+
+def test_autotune_flow_fails_cleanly_when_publish_fails(prefect_harness, tmp_path, monkeypatch):
+    from flows.flows import autotune
+
+    monkeypatch.setenv("XLSTM_AUTOTUNE_HOME", str(tmp_path))
+    state = autotune(
+        workloads=[GOOD],
+        quick=True,
+        tune_fn="flow_helpers:tune_small",
+        publish_fn="flow_helpers:no_such_function",
+        return_state=True,
+    )
+    assert state.is_failed() and "publish" in state.message
+    result = state.result(raise_on_failure=False)
+    assert [o.workload for o in result.outcomes] == [GOOD] and result.profile_path is None
+    assert "no_such_function" in result.failed["publish"]
+
+
+# --- serve against a real local Prefect server -------------------------------------------------------
+
+
+def _completed_runs(api_url: str) -> list[dict]:
+    body = json.dumps({"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}).encode()
+    req = urllib.request.Request(
+        api_url + "/flow_runs/filter", data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.mark.server
+def test_serve_runs_scheduled_flow_on_local_server(tmp_path):
+    home, touch = tmp_path / "home", tmp_path / "touched"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PYTHONPATH=f"{REPO}{os.pathsep}{TESTS}",
+        XLSTM_AUTOTUNE_HOME=str(home),
+        XLSTM_TEST_TOUCH_FILE=str(touch),
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        PREFECT_UI_ENABLED="false",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_RUNNER_POLL_FREQUENCY="2",
+        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",  # default 60: schedule the first runs sooner
+    )
+    out = (tmp_path / "serve.out").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "serve", "--interval", "3", "--flow", "serve_target:touch_flow"],
+        cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        runs: list[dict] = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            info = attach_local_server(home)
+            if info is not None and touch.exists():
+                runs = [r for r in _completed_runs(info.api_url) if r["deployment_id"]]
+                if runs:
+                    break
+            time.sleep(1)
+        log = (tmp_path / "serve.out").read_text()
+        assert runs, f"no scheduled run completed; serve output:\n{log[-3000:]}"
+        assert info.kind == "attached"  # a second command would attach to the server serve started
+        with scheduling_server(home, api_url="") as second:  # ... and leave it running on exit
+            assert second.kind == "attached" and second.pid == info.pid
+        assert attach_local_server(home) is not None
+        assert "started a local Prefect server at http://127.0.0.1:" in log
+        assert runs[0]["auto_scheduled"] and touch.read_text().strip()
+        server_pid = info.pid
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=45)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        out.close()
+    assert proc.returncode == 0, (tmp_path / "serve.out").read_text()[-3000:]
+    assert not state_path(home).exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(server_pid, 0)
+    assert (home / "logs" / "prefect-server.log").stat().st_size > 0
+
+
+def test_local_server_that_cannot_start_is_reported_and_reaped(tmp_path):
+    from flows.server import ServerStartError, start_local_server
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = "not-a-database-url://"  # the server exits at startup
+    with pytest.raises(ServerStartError, match="exited with code .*prefect-server.log"):
+        start_local_server(tmp_path, startup_timeout_s=120, env=env)
+    assert not state_path(tmp_path).exists()
+    assert (tmp_path / "logs" / "prefect-server.log").read_text().strip()
