@@ -8,23 +8,59 @@ from .compiler import CACHE as compile_cache
 from .compiler import CompileKey, EagerFallbackWarning
 from .config import DEFAULT_CONFIG, KernelConfig, Workload
 from .fingerprint import Fingerprint, fingerprint
+from .profile import (
+    Profile,
+    ProfileDamagedError,
+    ProfileEntry,
+    ProfileError,
+    ProfileMismatchError,
+    ProfileNotFoundError,
+    ProfileSchemaError,
+    PublishResult,
+    TuningRun,
+    default_profile_path,
+    list_profile_versions,
+    load_profile,
+    publish_profile,
+    rollback_profile,
+)
 from .reference import mlstm_reference
+from .runtime import ConfigChoice, ProfileWarning, explain_config, loaded_profile, reload_profile
 from .settings import Settings, get_settings, reset_settings
 
 __all__ = [
     "DEFAULT_CONFIG",
     "CompileKey",
+    "ConfigChoice",
     "EagerFallbackWarning",
     "Fingerprint",
     "KernelConfig",
+    "Profile",
+    "ProfileDamagedError",
+    "ProfileEntry",
+    "ProfileError",
+    "ProfileMismatchError",
+    "ProfileNotFoundError",
+    "ProfileSchemaError",
+    "ProfileWarning",
+    "PublishResult",
     "Settings",
+    "TuningRun",
     "Workload",
     "compile_cache",
+    "default_profile_path",
+    "explain_config",
     "fingerprint",
     "get_settings",
+    "list_profile_versions",
+    "load_profile",
+    "loaded_profile",
     "mlstm",
     "mlstm_reference",
     "mlstm_step",
+    "publish_profile",
+    "reload_profile",
     "reset_settings",
+    "rollback_profile",
 ]
 __version__ = "0.1.0"
