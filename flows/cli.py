@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import typer
 
+from flows.commands_profile import profile_app
+
 app = typer.Typer(
     name="xlstm-autotune",
     help="Autotune torch.compile pseudo-kernels of the xLSTM mLSTM for this machine.",
     no_args_is_help=True,
     add_completion=False,
 )
+app.add_typer(profile_app, name="profile")
 
 
 @app.command()
