@@ -130,6 +130,37 @@ def timed_generate(model: torch.nn.Module, prompt: torch.Tensor, new: int) -> tu
     return t1 - t0, (t3 - t2) / new, torch.cat(tokens, dim=1)
 
 
+def kernel_only(native: torch.nn.Module, ours: torch.nn.Module, args: argparse.Namespace) -> None:
+    """Time the first mLSTM backend alone (native vs ours) on this model's prefill and decode shapes."""
+    native_be = native.backbone.blocks[0].mlstm_layer.mlstm_backend
+    ours_be = ours.backbone.blocks[0].mlstm_layer.mlstm_backend
+    prefill, _ = workloads(args)
+    q, k, v, i, f = _inputs(prefill)
+    with torch.no_grad():
+        _, st = native_be(q, k, v, i, f)
+        one = [x[:, :, :1] for x in (q, k, v, i, f)]
+        calls = {
+            "prefill": {n: (lambda be=be: be(q, k, v, i, f)) for n, be in (("native", native_be), ("ours", ours_be))},
+            "decode": {n: (lambda be=be: be(*one, *st)) for n, be in (("native", native_be), ("ours", ours_be))},
+        }
+        times: dict[tuple[str, str], list[float]] = {}
+        for fns in calls.values():
+            for fn in fns.values():
+                fn()  # warm-up
+        for _ in range(args.repeats):
+            for what, fns in calls.items():
+                for name, fn in fns.items():
+                    n = 1 if what == "prefill" else 20
+                    t0 = time.perf_counter()
+                    for _ in range(n):
+                        fn()
+                    times.setdefault((what, name), []).append((time.perf_counter() - t0) / n)
+    print(f"\nmLSTM backend alone (layer 0), median of {args.repeats}:")
+    for what in calls:
+        nat, our = (statistics.median(times[(what, n)]) for n in ("native", "ours"))
+        print(f"  {what:<8} native {nat * 1e3:8.3f} ms   ours {our * 1e3:8.3f} ms   ratio {nat / our:5.2f}x")
+
+
 def main() -> None:
     """Parse arguments, (optionally) quick-tune, then compare native and tuned kernels side by side."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -184,6 +215,7 @@ def main() -> None:
         med[name] = (args.batch * args.prompt / pre, args.batch / dec)
         print(f"{name:<8} {med[name][0]:>14,.0f} {med[name][1]:>13,.1f}")
     print(f"{'ratio':<8} {med['ours'][0] / med['native'][0]:>13.2f}x {med['ours'][1] / med['native'][1]:>12.2f}x")
+    kernel_only(native, ours, args)
 
 
 if __name__ == "__main__":

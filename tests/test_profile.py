@@ -165,3 +165,32 @@ def test_kernels_import_without_optuna_prefect_sqlite():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_cli_publish_show_list_rollback_path(home, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    runner = CliRunner()
+    src = tmp_path / "tuned.json"
+    src.write_text(make_profile(ENTRIES).to_json())
+    first = runner.invoke(app, ["profile", "publish", str(src)])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.output)["version"] == 1
+    src.write_text(make_profile(ENTRIES[:1]).to_json())
+    assert json.loads(runner.invoke(app, ["profile", "publish", str(src)]).output)["version"] == 2
+    path = runner.invoke(app, ["profile", "path"])
+    assert path.output.strip() == str(home / "profiles" / f"{xk.fingerprint('cpu').machine_id}.json")
+    listed = runner.invoke(app, ["profile", "list"]).output.splitlines()
+    assert len(listed) == 2 and listed[1].startswith("* v2") and listed[0].startswith("  v1")
+    show = runner.invoke(app, ["profile", "show"])
+    assert show.exit_code == 0 and "this host  yes" in show.output and "2,4,37,16,32,float32,prefill" in show.output
+    assert "recurrent L8 hpb2 T4 queued" in show.output and "   8/4" in show.output
+    back = runner.invoke(app, ["profile", "rollback"])
+    assert back.exit_code == 0 and json.loads(back.output)["version"] == 1
+    assert json.loads(runner.invoke(app, ["profile", "show", "--json"]).output)["publication"]["version"] == 1
+    src.write_text("{broken")
+    bad = runner.invoke(app, ["profile", "publish", str(src)])
+    assert bad.exit_code == 1 and "not valid JSON" in bad.output
+    assert runner.invoke(app, ["profile", "rollback", "--to", "7"]).exit_code == 1

@@ -120,12 +120,23 @@ _WARNED: set[tuple[str, str]] = set()
 _WARNED_LOCK = threading.Lock()
 
 
+def _caller_stacklevel() -> int:
+    """stacklevel that points a warning at the first frame outside this package (the user's call)."""
+    import sys
+
+    package_dir = str(Path(__file__).resolve().parent)
+    frame, level = sys._getframe(1), 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve().parent) == package_dir:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _warn_once(key: tuple[str, str], message: str) -> None:
     with _WARNED_LOCK:
         if key in _WARNED:
             return
         _WARNED.add(key)
-    warnings.warn(message, ProfileWarning, stacklevel=4)
+    warnings.warn(message, ProfileWarning, stacklevel=_caller_stacklevel())
 
 
 _STATE: _State | None = None
