@@ -122,6 +122,7 @@ def test_rejected_profile_warns_once_and_falls_back(home, case):
     assert re.search(words, str(got[0].message)), str(got[0].message)
     assert "default config" in str(got[0].message)
     assert xk.loaded_profile() is None
+    assert xk.explain_config(q, q, v).source == ("no-profile" if case == "missing" else "rejected-profile")
 
 
 def test_damaged_profile_gives_correct_result(home, inputs, reference):

@@ -44,7 +44,7 @@ class ConfigChoice:
     """Which config a call uses and why (what :func:`explain_config` returns)."""
 
     config: KernelConfig
-    source: str  # "exact" | "nearest" | "default" | "profile-disabled" | "no-profile"
+    source: str  # "exact" | "nearest" | "default" | "profile-disabled" | "no-profile" | "rejected-profile"
     workload: Workload
     entry: ProfileEntry | None
     profile_path: Path | None
@@ -98,9 +98,11 @@ class _State:
             self._reject("missing", f"{exc}; using the default config (run `xlstm-autotune tune`)")
             return
         except ProfileError as exc:
+            self.source_when_unusable = "rejected-profile"
             self._reject(type(exc).__name__, f"{exc}; using the default config")
             return
         except Exception as exc:  # noqa: BLE001 - loading a profile must never break inference
+            self.source_when_unusable = "rejected-profile"
             self._reject("unexpected", f"profile {self.path} could not be loaded ({exc!r}); using the default config")
             return
         self.profile = profile
