@@ -70,6 +70,7 @@ def test_adapter_matches_native_logits_with_profile(home, prompt, native_logits)
     q = torch.zeros(1, 2, PROMPT_LEN, 16)
     assert xk.explain_config(q, q, torch.zeros(1, 2, PROMPT_LEN, 32)).config == PREFILL_CFG
     ours = _prefill_and_decode(model, prompt)
+    assert all(b.mlstm_layer.mlstm_backend._steps for b in model.backbone.blocks), "decode fast path unused"
     assert len(ours) == len(native_logits)
     for step, (a, b) in enumerate(zip(ours, native_logits)):
         assert a.shape == b.shape

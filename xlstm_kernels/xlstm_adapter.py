@@ -31,7 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import api
+from . import api, runtime
+from .compiler import CACHE
 from .config import KernelConfig
 
 KERNEL_NAME = "xlstm_autotune"
@@ -69,6 +70,24 @@ class XLSTMKernelsBackend(nn.Module):
         self.config = native.config  # the model reads config.mode etc. from its backend
         self.kernel_config = config
         self.step_config = step_config
+        self._steps: dict[tuple, Any] = {}  # decode fast path: shape key -> compiled step kernel
+
+    def _step(self, q, k, v, i, f, c, n, m):  # q, k (B, NH, DHQK); v (B, NH, DHV); i, f (B, NH, 1)
+        """One decode step. The first call per shape goes through ``xk.mlstm_step`` (validation,
+        compile); later calls of that shape call the compiled kernel directly, skipping the
+        per-call validation and compile-key construction (its guards still check every input)."""
+        cfg = self.step_config or runtime.config_for(q, v, "decode")
+        key = (q.shape, v.shape, q.dtype, q.device, cfg.compile_mode, c.dtype)
+        kernel = self._steps.get(key)
+        if kernel is None or cfg.compile_mode == "reduce-overhead":  # CUDA graphs need api's output copies
+            h, states = api.mlstm_step(q, k, v, i, f, c, n, m, eps=self.config.eps, config=cfg)
+            if cfg.compile_mode != "reduce-overhead":
+                self._steps[key] = CACHE.get(api.step_key(q, v, self.config.eps, cfg.compile_mode))
+            return h, states
+        if c.dtype != torch.float32:
+            c, n, m = c.float(), n.float(), m.float()
+        h, c, n, m = kernel(q, k, v, i, f, c, n, m)
+        return h, (c, n, m)
 
     def forward(
         self,
@@ -97,8 +116,7 @@ class XLSTMKernelsBackend(nn.Module):
                              "or 'inference'")
         eps = self.config.eps
         if q.shape[2] == 1 and c_initial is not None:
-            h, states = api.mlstm_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], i, f, c_initial, n_initial,
-                                       m_initial, eps=eps, config=self.step_config)
+            h, states = self._step(q[:, :, 0], k[:, :, 0], v[:, :, 0], i, f, c_initial, n_initial, m_initial)
             h = h[:, :, None, :]
         else:
             h, states = api.mlstm(q, k, v, i, f, c_initial, n_initial, m_initial, return_last_states=True,
