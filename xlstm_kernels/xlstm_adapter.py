@@ -79,9 +79,9 @@ class XLSTMKernelsBackend(nn.Module):
         cfg = self.step_config or runtime.config_for(q, v, "decode")
         key = (q.shape, v.shape, q.dtype, q.device, cfg.compile_mode, c.dtype)
         kernel = self._steps.get(key)
-        if kernel is None or cfg.compile_mode == "reduce-overhead":  # CUDA graphs need api's output copies
+        if kernel is None or cfg.compile_mode != "default":  # CUDA-graph modes keep api's handling
             h, states = api.mlstm_step(q, k, v, i, f, c, n, m, eps=self.config.eps, config=cfg)
-            if cfg.compile_mode != "reduce-overhead":
+            if cfg.compile_mode == "default":
                 self._steps[key] = CACHE.get(api.step_key(q, v, self.config.eps, cfg.compile_mode))
             return h, states
         if c.dtype != torch.float32:
