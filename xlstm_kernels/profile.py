@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .config import KernelConfig, Workload
 from .fingerprint import Fingerprint
@@ -103,15 +103,22 @@ class ProfileEntry(BaseModel):
             raise ValueError("t_inner_effective may not exceed t_inner_requested")
         return self
 
+    _workload: Workload | None = PrivateAttr(default=None)
+    _kernel_config: KernelConfig | None = PrivateAttr(default=None)
+
     @property
     def parsed_workload(self) -> Workload:
-        """The workload as a :class:`Workload`."""
-        return Workload.parse(self.workload)
+        """The workload as a :class:`Workload` (parsed once)."""
+        if self._workload is None:
+            self._workload = Workload.parse(self.workload)
+        return self._workload
 
     @property
     def kernel_config(self) -> KernelConfig:
-        """The config as a :class:`KernelConfig`."""
-        return KernelConfig.from_dict(self.config)
+        """The config as a :class:`KernelConfig` (built once)."""
+        if self._kernel_config is None:
+            self._kernel_config = KernelConfig.from_dict(self.config)
+        return self._kernel_config
 
 
 class Publication(BaseModel):
