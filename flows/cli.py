@@ -13,12 +13,15 @@ from typing import Optional
 
 import typer
 
+from flows.commands_profile import profile_app
+
 app = typer.Typer(
     name="xlstm-autotune",
     help="Autotune torch.compile pseudo-kernels of the xLSTM mLSTM for this machine.",
     no_args_is_help=True,
     add_completion=False,
 )
+app.add_typer(profile_app, name="profile")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SERVER, EXIT_LOCKED = 0, 1, 2, 3, 4
 

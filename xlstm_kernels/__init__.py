@@ -10,13 +10,31 @@ from .config import DEFAULT_CONFIG, KernelConfig, Workload
 from .fingerprint import Fingerprint, fingerprint
 from . import probe  # the module: xk.probe.probe(config, workload) runs a compile-probe
 from .probe import FuseReport, ProbeError, ProbeResult, classify_error, fuse_report
+from .profile import (
+    Profile,
+    ProfileDamagedError,
+    ProfileEntry,
+    ProfileError,
+    ProfileMismatchError,
+    ProfileNotFoundError,
+    ProfileSchemaError,
+    PublishResult,
+    TuningRun,
+    default_profile_path,
+    list_profile_versions,
+    load_profile,
+    publish_profile,
+    rollback_profile,
+)
 from .reference import mlstm_reference
+from .runtime import ConfigChoice, ProfileWarning, explain_config, loaded_profile, reload_profile
 from .settings import Settings, get_settings, reset_settings
 from .shrink import NonCanonicalWarning, run_with_shrink, tuning
 
 __all__ = [
-    "DEFAULT_CONFIG",
     "CompileKey",
+    "ConfigChoice",
+    "DEFAULT_CONFIG",
     "EagerFallbackWarning",
     "Fingerprint",
     "FuseReport",
@@ -24,18 +42,36 @@ __all__ = [
     "NonCanonicalWarning",
     "ProbeError",
     "ProbeResult",
+    "Profile",
+    "ProfileDamagedError",
+    "ProfileEntry",
+    "ProfileError",
+    "ProfileMismatchError",
+    "ProfileNotFoundError",
+    "ProfileSchemaError",
+    "ProfileWarning",
+    "PublishResult",
     "Settings",
+    "TuningRun",
     "Workload",
     "classify_error",
     "compile_cache",
+    "default_profile_path",
+    "explain_config",
     "fingerprint",
     "fuse_report",
     "get_settings",
+    "list_profile_versions",
+    "load_profile",
+    "loaded_profile",
     "mlstm",
     "mlstm_reference",
     "mlstm_step",
     "probe",
+    "publish_profile",
+    "reload_profile",
     "reset_settings",
+    "rollback_profile",
     "run_with_shrink",
     "tuning",
 ]
