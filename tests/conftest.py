@@ -5,12 +5,15 @@ and shapes so that the whole suite compiles only a handful of graphs, and Induct
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".inductor-cache"))
+# Never read or write the user's real ~/.xlstm-autotune (profiles, DB) from the tests.
+os.environ["XLSTM_AUTOTUNE_HOME"] = tempfile.mkdtemp(prefix="xlstm-autotune-tests-")
 
 import xlstm_kernels as xk  # noqa: E402
 
