@@ -29,6 +29,10 @@ def version() -> None:
     typer.echo(f"xlstm-autotune {xlstm_kernels.__version__} (torch {torch.__version__})")
 
 
+from flows.commands_best import best  # noqa: E402
+app.command("best")(best)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
