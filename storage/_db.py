@@ -140,7 +140,14 @@ class TuningDB:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite_utils.Database]:
-        """One ``BEGIN IMMEDIATE`` transaction: all or nothing, serialised with other writers."""
+        """One ``BEGIN IMMEDIATE`` transaction: all or nothing, serialised with other writers.
+
+        Nested use (a write inside a write) becomes a savepoint of the outer transaction.
+        """
+        if self.conn.in_transaction:
+            with self.db.atomic():
+                yield self.db
+            return
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.db

@@ -59,3 +59,21 @@ def reference(inputs):
 def results(inputs):
     """Output of every suite config on the shared inputs, computed once per session."""
     return {name: xk.mlstm(*inputs, config=cfg) for name, cfg in CONFIGS.items()}
+
+
+# -- tuning database and tuner (storage/, tuner/) -------------------------------------------------
+
+@pytest.fixture()
+def db_path(tmp_path):
+    """Path of a not-yet-created tuning database in a temporary directory."""
+    return tmp_path / "tuning.db"
+
+
+@pytest.fixture()
+def fresh_db(db_path):
+    """An empty tuning database (schema created), closed after the test."""
+    import storage
+
+    db = storage.TuningDB(db_path)
+    yield db
+    db.close()

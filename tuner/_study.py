@@ -232,8 +232,10 @@ def tune_workload(
 
     workload: ``Workload`` or ``"B,NH,S,DHQK,DHV,dtype[,mode]"`` (``UnknownWorkload`` if it does not parse).
     db: a ``TuningDB``, a path, or None for the settings' DB. device: default best available.
-    n_trials: trials for a TPE study (default settings.tune_n_trials, or tune_quick_n_trials with
-        ``quick``); a grid study runs every remaining candidate unless n_trials is given.
+    n_trials: candidates to evaluate in a TPE study, counting those of earlier runs of the same
+        study (default settings.tune_n_trials, or tune_quick_n_trials with ``quick``); duplicates
+        and out-of-space draws are not evaluated and do not count. A grid study runs every
+        remaining candidate unless n_trials is given.
     time_budget_s: wall-clock bound on the study (Optuna ``timeout``); the re-timing comes after.
     progress: called with a ``ProgressEvent`` after every trial (``RichProgress()`` renders them).
     run_id: the run the trials belong to; None opens (and closes) a run of its own.
@@ -333,6 +335,7 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
     else:
         target = n_trials or (settings.tune_quick_n_trials if quick else settings.tune_n_trials)
         total = max(0, target - len(done))
+    in_space = {effective_key(c, wl) for c in candidates}
     evaluator = Evaluator(wl, dev, settings, runner=runner, probe=probe, quick=quick)
     state = {"n": 0, "evaluated": 0}
 
@@ -357,6 +360,9 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
         key = effective_key(cfg, wl)
         trial.set_user_attr("config_key", key)
         trial.set_user_attr("config", cfg.to_dict())
+        if key not in in_space:  # TPE drew a default-only value in a non-default combination
+            trial.set_user_attr("outside_space", True)
+            raise optuna.TrialPruned("outside the search space")
         prior = done.get(key)
         if prior is not None:  # TPE proposed an already evaluated kernel: reuse, do not re-run
             trial.set_user_attr("duplicate_of", prior.number)
@@ -385,14 +391,18 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
         return value
 
     def after(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
-        if frozen.user_attrs.get("duplicate_of") is not None or "status" not in frozen.user_attrs:
-            return
-        done.setdefault(frozen.user_attrs["config_key"], frozen)
-        report(frozen.user_attrs["status"], KernelConfig.from_dict(frozen.user_attrs["config"]),
-               frozen.value if frozen.user_attrs["status"] == "ok" else None)
+        if frozen.user_attrs.get("duplicate_of") is None and "status" in frozen.user_attrs:
+            done.setdefault(frozen.user_attrs["config_key"], frozen)
+            report(frozen.user_attrs["status"], KernelConfig.from_dict(frozen.user_attrs["config"]),
+                   frozen.value if frozen.user_attrs["status"] == "ok" else None)
+        if state["evaluated"] >= total or len(done) >= len(candidates):
+            study.stop()  # budget of evaluated candidates reached, or the space is exhausted
 
-    if total > 0:
-        study.optimize(objective, n_trials=total, timeout=time_budget_s, catch=(CandidateFailed,),
+    if total > 0 and len(done) < len(candidates):
+        # TPE may draw duplicates (reused, not re-run) and out-of-space points (pruned): allow more
+        # Optuna trials than evaluations; ``after`` stops the study once ``total`` are evaluated
+        cap = total if use_grid else 5 * total + 20
+        study.optimize(objective, n_trials=cap, timeout=time_budget_s, catch=(CandidateFailed,),
                        callbacks=[after], gc_after_trial=False)
     return _finish(wl, db, dev, run_id, machine_id, study_name, study, space, evaluator, settings,
                    progress, state["evaluated"], len(candidates), "grid" if use_grid else "tpe", t0)
