@@ -239,3 +239,6 @@ def test_failed_compile_is_a_failed_trial(db_path, fast):
     with storage.TuningDB(db_path) as db:
         (row,) = db.trials(status="failed")
         assert row["median_ms"] is None and row["compile_s"] is None and "constant buffers" in row["reason"]
+        probes = db.db.execute("SELECT ok, t_inner_requested, error FROM probes ORDER BY id").fetchall()
+        assert sorted(p[0] for p in probes) == [0, 1, 1]
+        assert [p[1:] for p in probes if not p[0]][0][0] == 1 and "constant buffers" in [p for p in probes if not p[0]][0][2]

@@ -32,6 +32,7 @@ from ._study import (
     run_tuning,
     study_summary,
     tune_workload,
+    tuning_run,
 )
 
 __all__ = [
@@ -63,4 +64,5 @@ __all__ = [
     "study_summary",
     "time_callable",
     "tune_workload",
+    "tuning_run",
 ]

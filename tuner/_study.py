@@ -146,8 +146,16 @@ def _open(db: TuningDB | str | Path | None) -> tuple[TuningDB, bool]:
 
 
 @contextlib.contextmanager
-def _run(db: TuningDB, device: torch.device, quick: bool, settings: Settings) -> Iterator[tuple[int, str]]:
-    """A run row from start to its final status: completed, interrupted (Ctrl-C) or failed."""
+def tuning_run(db: TuningDB, device: torch.device | str, quick: bool = False,
+               settings: Settings | None = None) -> Iterator[tuple[int, str]]:
+    """A run row from start to its final status; yields ``(run_id, machine_id)``.
+
+    Records the machine's fingerprint, marks runs of dead processes interrupted, opens the run;
+    on exit closes it ``completed``, on Ctrl-C ``interrupted``, on an error ``failed`` (re-raised).
+    For flows that call ``tune_workload(..., run_id=run_id)`` per workload themselves.
+    """
+    settings = settings or get_settings()
+    device = torch.device(device)
     fp = xk.fingerprint(device)
     machine_id = db.record_machine(fp)
     db.recover_stale_runs()
@@ -253,7 +261,7 @@ def tune_workload(
     tdb, owned = _open(db)
     try:
         if run_id is None:
-            with _run(tdb, dev, quick, settings) as (rid, _mid):
+            with tuning_run(tdb, dev, quick, settings) as (rid, _mid):
                 return _tune(wl, tdb, dev, rid, n_trials, time_budget_s, progress, quick, space,
                              sampler, runner, probe, settings)
         return _tune(wl, tdb, dev, run_id, n_trials, time_budget_s, progress, quick, space,
@@ -293,7 +301,7 @@ def run_tuning(
     tdb, owned = _open(db)
     t0 = time.perf_counter()
     try:
-        with _run(tdb, dev, quick, settings) as (run_id, machine_id):
+        with tuning_run(tdb, dev, quick, settings) as (run_id, machine_id):
             result = RunResult(run_id, machine_id, "running")
             for w in wls:
                 result.workloads.append(_tune(w, tdb, dev, run_id, n_trials, time_budget_s, progress,
@@ -337,7 +345,7 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
         total = max(0, target - len(done))
     in_space = {effective_key(c, wl) for c in candidates}
     evaluator = Evaluator(wl, dev, settings, runner=runner, probe=probe, quick=quick)
-    state = {"n": 0, "evaluated": 0}
+    state = {"evaluated": 0}
 
     def best_now() -> tuple[float | None, str | None]:
         ok = [t for t in done.values() if t.user_attrs.get("status") == "ok"]
@@ -347,11 +355,10 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
         return float(b.value), KernelConfig.from_dict(b.user_attrs["config"]).short()
 
     def report(status: str, cfg: KernelConfig, median: float | None) -> None:
-        state["n"] += 1
-        if progress is not None:
+        if progress is not None:  # n counts evaluated candidates (a reused duplicate adds none)
             bm, bc = best_now()
-            progress(ProgressEvent(str(wl), "trial", state["n"], total, status, cfg.short(), median,
-                                   bm, bc, time.perf_counter() - t0))
+            progress(ProgressEvent(str(wl), "trial", state["evaluated"], total, status, cfg.short(),
+                                   median, bm, bc, time.perf_counter() - t0))
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("pid", os.getpid())
@@ -375,6 +382,12 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
         ev = evaluator.evaluate(cfg)
         trial_id = _record(db, run_id, wl, machine_id, study_name, trial.number, ev,
                            is_default=key == default_key)
+        if ev.compile_s is not None or ev.status == "failed":  # what the compile stage found
+            db.record_probe(machine_id=machine_id, torch_version=torch.__version__, compile_key=key,
+                            config=cfg, t_inner_requested=cfg.t_inner,
+                            t_inner_effective=ev.t_inner_effective if ev.compile_s is not None else None,
+                            ok=ev.compile_s is not None, error=None if ev.compile_s is not None else ev.reason,
+                            compile_s=ev.compile_s)
         state["evaluated"] += 1
         attrs = {"status": ev.status, "trial_id": trial_id, "reason": ev.reason,
                  "equivalence_error": ev.equivalence_error, "compile_s": ev.compile_s}
