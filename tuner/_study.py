@@ -21,6 +21,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -324,10 +325,15 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
     candidates = space.candidates()
     use_grid = sampler == "grid" or (sampler == "auto" and len(candidates) <= settings.tune_grid_max)
     study_name = f"{machine_id}/{wl}/{space.signature()}"
-    study = optuna.create_study(
-        study_name=study_name, storage=optuna_storage(db, settings), direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=settings.tune_seed, n_startup_trials=5),
-        load_if_exists=True)
+    with warnings.catch_warnings():  # ``group`` is marked experimental in Optuna 5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = optuna.create_study(
+            study_name=study_name, storage=optuna_storage(db, settings), direction="minimize",
+            # multivariate TPE: family, chunk size and unroll interact; random start-up scaled to the budget
+            sampler=optuna.samplers.TPESampler(
+                seed=settings.tune_seed, multivariate=True, group=True,
+                n_startup_trials=max(2, min(10, (n_trials or settings.tune_n_trials) // 4))),
+            load_if_exists=True)
     _fail_zombies(study)
     done = _finished(study)
     default_key = effective_key(space.default, wl)
