@@ -199,10 +199,12 @@ def version() -> None:
 
 
 # --- commands registered by the other packages (kept together here) ---------------------------------
+from flows.commands_best import best  # noqa: E402
 from flows.commands_probe import fuse_report, probe  # noqa: E402
 
 app.command("probe")(probe)
 app.command("fuse-report")(fuse_report)
+app.command("best")(best)
 # ------------------------------------------------------------------------------------------------------
 
 

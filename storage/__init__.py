@@ -1,1 +1,28 @@
-"""The tuning database (sqlite-utils): machines, runs, workloads, trials, probes, profiles."""
+"""The tuning database (sqlite-utils): machines, runs, workloads, trials, probes, profiles.
+
+    from storage import open_db
+    with open_db() as db:                      # HOME/tuning.db from settings
+        best = db.best(Workload.parse("1,4,512,64,64,float32"), machine_id)
+"""
+
+from ._db import RUN_STATUSES, TRIAL_STATUSES, BestConfig, TuningDB, config_key, open_db, query_best
+from ._db import this_machine_id
+from ._errors import NoTunedConfig, NotADatabase, SchemaTooNew, StorageError, UnknownRun
+from ._schema import SCHEMA_VERSION
+
+__all__ = [
+    "RUN_STATUSES",
+    "SCHEMA_VERSION",
+    "TRIAL_STATUSES",
+    "BestConfig",
+    "NoTunedConfig",
+    "NotADatabase",
+    "SchemaTooNew",
+    "StorageError",
+    "TuningDB",
+    "UnknownRun",
+    "config_key",
+    "open_db",
+    "query_best",
+    "this_machine_id",
+]

@@ -71,3 +71,20 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+# -- tuning database and tuner (storage/, tuner/) -------------------------------------------------
+
+@pytest.fixture()
+def db_path(tmp_path):
+    """Path of a not-yet-created tuning database in a temporary directory."""
+    return tmp_path / "tuning.db"
+
+
+@pytest.fixture()
+def fresh_db(db_path):
+    """An empty tuning database (schema created), closed after the test."""
+    import storage
+
+    db = storage.TuningDB(db_path)
+    yield db
+    db.close()

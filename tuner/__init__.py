@@ -1,1 +1,68 @@
-"""Optuna studies that probe, validate and time candidate kernel configs."""
+"""Optuna studies that probe, validate and time candidate kernel configs.
+
+Entry points (see their docstrings):
+
+    from tuner import run_tuning, tune_workload, RichProgress
+    with RichProgress() as progress:
+        result = run_tuning(["1,4,512,64,64,float32"], quick=True, progress=progress)
+    result.workloads[0].winner, result.workloads[0].speedup, result.workloads[0].rejected
+"""
+
+from ._errors import CandidateFailed, TunerError, UnbandableWorkload, UnknownWorkload
+from ._evaluate import (
+    CompileProbe,
+    Evaluation,
+    Evaluator,
+    KernelRunner,
+    ProbeResult,
+    Timing,
+    compile_once,
+    rel_error,
+    run_kernel,
+    time_callable,
+)
+from ._progress import Progress, ProgressEvent, RichProgress
+from ._space import SearchSpace, effective_key, effective_t_inner, parse_workload
+from ._study import (
+    Candidate,
+    Rejected,
+    RunResult,
+    WorkloadResult,
+    optuna_storage,
+    run_tuning,
+    study_summary,
+    tune_workload,
+    tuning_run,
+)
+
+__all__ = [
+    "Candidate",
+    "CandidateFailed",
+    "CompileProbe",
+    "Evaluation",
+    "Evaluator",
+    "KernelRunner",
+    "ProbeResult",
+    "Progress",
+    "ProgressEvent",
+    "Rejected",
+    "RichProgress",
+    "RunResult",
+    "SearchSpace",
+    "Timing",
+    "TunerError",
+    "UnbandableWorkload",
+    "UnknownWorkload",
+    "WorkloadResult",
+    "compile_once",
+    "effective_key",
+    "effective_t_inner",
+    "optuna_storage",
+    "parse_workload",
+    "rel_error",
+    "run_kernel",
+    "study_summary",
+    "time_callable",
+    "tune_workload",
+    "tuning_run",
+]

@@ -74,6 +74,41 @@ class Settings(BaseSettings):
     lock_wait_s: float = Field(
         default=0.0, ge=0, description="How long `tune` waits for another run's machine lock (0: refuse at once)."
     )
+    # -- tuning database and tuner ------------------------------------------------------------
+    db_busy_timeout_s: float = Field(
+        default=30.0, gt=0, description="How long a writer waits for another process's write lock."
+    )
+    optuna_storage: str | None = Field(
+        default=None,
+        description="Optuna storage URL for the studies (e.g. PostgreSQL for a fleet sharing one "
+        "study); default: SQLite file beside the tuning DB (<db stem>.optuna.db).",
+    )
+    tune_n_trials: int = Field(default=40, ge=1, description="Trials per workload study (TPE spaces).")
+    tune_quick_n_trials: int = Field(default=10, ge=1, description="Trials per workload with --quick.")
+    tune_grid_max: int = Field(
+        default=24, ge=1, description="A space with at most this many distinct candidates is searched "
+        "exhaustively (grid); a larger one with TPE."
+    )
+    tune_warmup: int = Field(default=2, ge=1, description="Untimed calls before timing a candidate.")
+    tune_repeats: int = Field(default=10, ge=3, description="Timed calls per candidate (median, spread).")
+    tune_trial_budget_s: float = Field(
+        default=20.0, gt=0, description="Bound on one candidate's timed repeats (at least 3 are taken)."
+    )
+    tune_retime_top_k: int = Field(
+        default=3, ge=1, description="Best candidates re-timed side by side (plus the default)."
+    )
+    tune_retime_rounds: int = Field(default=7, ge=1, description="Interleaved rounds of the re-timing.")
+    tune_seed: int = Field(default=0, description="Seed of the samplers and the validation inputs.")
+    validate_max_s: int = Field(
+        default=256, ge=1, description="Validation runs on at most this many steps (at least one "
+        "compiled span, so the same kernel is exercised); the float64 reference loop is slow."
+    )
+    tol_fp32: float = Field(
+        default=1e-4, gt=0, description="Max relative error vs. the float64 reference, float32 inputs."
+    )
+    tol_low_precision: float = Field(
+        default=1e-2, gt=0, description="Max relative error vs. the float64 reference, bf16/fp16 inputs."
+    )
 
     def resolved_home(self) -> Path:
         """The home directory, expanded (not created)."""

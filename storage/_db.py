@@ -1,0 +1,467 @@
+"""The tuning database: one SQLite file, opened through sqlite-utils, safe for concurrent writers.
+
+Concurrency contract: the file is in WAL mode (readers never block the writer); every write goes
+through ``TuningDB.write()``, one ``BEGIN IMMEDIATE`` transaction that takes the write lock up front
+and waits up to ``busy_timeout_s`` for another process to release it, so two processes writing at
+once serialise instead of failing. A process killed mid-transaction leaves nothing behind (SQLite
+rolls back the uncommitted transaction on next open). A run a killed process left ``running`` is
+turned ``interrupted`` by ``recover_stale_runs`` (its pid is gone on this host).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import socket
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from xlstm_kernels.config import KernelConfig, Workload
+from xlstm_kernels.fingerprint import Fingerprint
+
+from ._errors import NoTunedConfig, NotADatabase, SchemaTooNew, UnknownRun
+from ._schema import MIGRATIONS, SCHEMA_VERSION, TABLES
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+RUN_STATUSES = ("running", "completed", "interrupted", "failed")
+TRIAL_STATUSES = ("ok", "rejected", "failed")
+
+
+def now() -> str:
+    """UTC timestamp, ISO 8601 with microseconds."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def config_key(config: KernelConfig) -> str:
+    """Canonical JSON of a config (sorted keys): equal configs give equal keys."""
+    return json.dumps(config.to_dict(), sort_keys=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _check_file(path: Path) -> None:
+    """Refuse a non-empty file that is not SQLite, before sqlite3 touches it."""
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise NotADatabase(f"{path} is a directory; expected an SQLite tuning database file")
+    with open(path, "rb") as fh:
+        head = fh.read(len(_SQLITE_MAGIC))
+    if head and head != _SQLITE_MAGIC:
+        raise NotADatabase(
+            f"{path} is not an SQLite database (header {head[:16]!r}); refusing to touch it. "
+            "Point XLSTM_AUTOTUNE_DB_PATH or XLSTM_AUTOTUNE_HOME elsewhere."
+        )
+
+
+@dataclass(frozen=True)
+class BestConfig:
+    """The best validated config for a workload on a machine, with its numbers and provenance."""
+
+    workload: str
+    machine_id: str
+    config: KernelConfig
+    t_inner_effective: int | None
+    median_ms: float
+    spread_ms: float
+    tokens_per_s: float
+    speedup: float | None
+    default_median_ms: float | None
+    equivalence_error: float
+    compile_s: float | None
+    run_id: int
+    run_status: str
+    run_started_at: str
+    source: str  # "result": winner of a run's side-by-side re-timing; "trial": fastest ok trial
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (what ``xlstm-autotune best --json`` prints)."""
+        d = dict(self.__dict__)
+        d["config"] = self.config.to_dict()
+        return d
+
+
+class TuningDB:
+    """The tuning database file (see module docstring for the concurrency contract).
+
+    Open with ``TuningDB(path)`` or ``open_db()``; the schema is created or migrated on open.
+    Raises ``NotADatabase`` for a file that is not an SQLite tuning database and ``SchemaTooNew``
+    for one written by a newer version; in both cases the file is not modified.
+    """
+
+    def __init__(self, path: str | Path, busy_timeout_s: float = 30.0) -> None:
+        self.path = Path(path).expanduser()
+        _check_file(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise NotADatabase(f"{self.path} is not a usable SQLite database: {exc}") from exc
+        if version > SCHEMA_VERSION:
+            conn.close()
+            raise SchemaTooNew(
+                f"{self.path} has schema version {version}; this xlstm-autotune understands up to "
+                f"{SCHEMA_VERSION}. Upgrade xlstm-autotune (the file was left unchanged)."
+            )
+        self.db = sqlite_utils.Database(conn)
+        self.conn = conn
+        if version == 0:
+            foreign = [t for t in self.db.table_names() if t not in TABLES]
+            if foreign:
+                conn.close()
+                raise NotADatabase(
+                    f"{self.path} is an SQLite database but not a tuning database (it holds tables "
+                    f"{foreign[:5]}); refusing to add tables to it."
+                )
+        if self.db.journal_mode != "wal":
+            self.db.enable_wal()
+        conn.execute("PRAGMA foreign_keys = ON")
+        self._migrate()
+
+    # -- transactions ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite_utils.Database]:
+        """One ``BEGIN IMMEDIATE`` transaction: all or nothing, serialised with other writers.
+
+        Nested use (a write inside a write) becomes a savepoint of the outer transaction.
+        """
+        if self.conn.in_transaction:
+            with self.db.atomic():
+                yield self.db
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self.write():
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:  # another process migrated further in between
+                raise SchemaTooNew(f"{self.path} has schema version {version} > {SCHEMA_VERSION}")
+            for v in range(version, SCHEMA_VERSION):
+                for stmt in MIGRATIONS[v]:
+                    self.conn.execute(stmt)
+            if version != SCHEMA_VERSION:
+                self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version stored in the file."""
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    def __enter__(self) -> TuningDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- machines, workloads ----------------------------------------------------------------------
+
+    def record_machine(self, fp: Fingerprint) -> str:
+        """Insert or refresh a machine's fingerprint; returns its id."""
+        row = {k: v for k, v in fp.to_dict().items() if k != "machine_id"}
+        row.update(id=fp.machine_id, fingerprint_json=json.dumps(fp.to_dict(), sort_keys=True))
+        ts = now()
+        with self.write() as db:
+            if db["machines"].count_where("id = ?", [fp.machine_id]):
+                db["machines"].update(fp.machine_id, {**row, "last_seen": ts})
+            else:
+                db["machines"].insert({**row, "first_seen": ts, "last_seen": ts})
+        return fp.machine_id
+
+    def machines(self) -> list[dict[str, Any]]:
+        """All machines, most recently seen first."""
+        return list(self.db.query("SELECT * FROM machines ORDER BY last_seen DESC"))
+
+    def workload_id(self, workload: Workload) -> int:
+        """Id of a workload row, inserted if new."""
+        spec = str(workload)
+        with self.write() as db:
+            row = self.conn.execute("SELECT id FROM workloads WHERE spec = ?", (spec,)).fetchone()
+            if row:
+                return int(row[0])
+            return int(db["workloads"].insert(dict(
+                spec=spec, B=workload.B, NH=workload.NH, S=workload.S, DHQK=workload.DHQK,
+                DHV=workload.DHV, dtype=workload.dtype, mode=workload.mode,
+            )).last_pk)
+
+    # -- runs -----------------------------------------------------------------------------------
+
+    def start_run(self, machine_id: str, *, device: str, torch_version: str, triton: str | None,
+                  quick: bool = False, settings: dict[str, Any] | None = None) -> int:
+        """Open a run in status ``running`` owned by this process; returns its id."""
+        ts = now()
+        with self.write() as db:
+            return int(db["runs"].insert(dict(
+                machine_id=machine_id, status="running", quick=int(quick), device=device,
+                torch=torch_version, triton=triton, pid=os.getpid(), host=socket.gethostname(),
+                started_at=ts, heartbeat_at=ts,
+                settings_json=json.dumps(settings or {}, sort_keys=True, default=str),
+            )).last_pk)
+
+    def heartbeat(self, run_id: int) -> None:
+        """Mark a running run as alive now."""
+        with self.write():
+            self.conn.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (now(), run_id))
+
+    def finish_run(self, run_id: int, status: str, error: str | None = None) -> None:
+        """Close a run as ``completed``, ``interrupted`` or ``failed``."""
+        if status not in RUN_STATUSES[1:]:
+            raise ValueError(f"run status must be one of {list(RUN_STATUSES[1:])}, got {status!r}")
+        with self.write():
+            cur = self.conn.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, error = ? WHERE id = ?",
+                (status, now(), error, run_id),
+            )
+            if cur.rowcount == 0:
+                raise UnknownRun(f"no tuning run with id {run_id} in {self.path}")
+
+    def run(self, run_id: int) -> dict[str, Any]:
+        """One run's row; raises ``UnknownRun``."""
+        rows = list(self.db.query("SELECT * FROM runs WHERE id = ?", [run_id]))
+        if not rows:
+            raise UnknownRun(f"no tuning run with id {run_id} in {self.path}")
+        return rows[0]
+
+    def runs(self, machine_id: str | None = None) -> list[dict[str, Any]]:
+        """Runs, newest first, optionally of one machine."""
+        where, args = ("WHERE machine_id = ?", [machine_id]) if machine_id else ("", [])
+        return list(self.db.query(f"SELECT * FROM runs {where} ORDER BY id DESC", args))
+
+    def recover_stale_runs(self) -> list[int]:
+        """Mark ``running`` runs of dead processes on this host ``interrupted``; returns their ids."""
+        host = socket.gethostname()
+        stale = [
+            r["id"] for r in self.db.query(
+                "SELECT id, pid FROM runs WHERE status = 'running' AND host = ?", [host])
+            if r["pid"] != os.getpid() and not _pid_alive(r["pid"])
+        ]
+        if stale:
+            with self.write():
+                for run_id in stale:
+                    self.conn.execute(
+                        "UPDATE runs SET status = 'interrupted', finished_at = ?, "
+                        "error = 'process ended without closing the run (killed?)' "
+                        "WHERE id = ? AND status = 'running'", (now(), run_id))
+        return stale
+
+    # -- trials, results ------------------------------------------------------------------------
+
+    def record_trial(self, *, run_id: int, workload: Workload, machine_id: str, config: KernelConfig,
+                     effective: KernelConfig, status: str, reason: str | None = None,
+                     t_inner_effective: int | None = None, is_default: bool = False,
+                     study_name: str | None = None, trial_number: int | None = None,
+                     compile_s: float | None = None, validate_s: float | None = None,
+                     equivalence_error: float | None = None, tolerance: float | None = None,
+                     validation_shape: str | None = None, median_ms: float | None = None,
+                     spread_ms: float | None = None, min_ms: float | None = None,
+                     repeats: int | None = None, tokens_per_s: float | None = None) -> int:
+        """Store one evaluated candidate; a non-``ok`` trial must carry a reason and no timing."""
+        if status not in TRIAL_STATUSES:
+            raise ValueError(f"trial status must be one of {list(TRIAL_STATUSES)}, got {status!r}")
+        if status != "ok" and not reason:
+            raise ValueError(f"a {status} trial needs a reason")
+        if status != "ok" and median_ms is not None:
+            raise ValueError("only an ok (validated) trial has a timing")
+        wid = self.workload_id(workload)
+        with self.write() as db:
+            return int(db["trials"].insert(dict(
+                run_id=run_id, workload_id=wid, machine_id=machine_id, study_name=study_name,
+                trial_number=trial_number, config_json=config_key(config),
+                effective_json=config_key(effective), config_key=config_key(effective),
+                t_inner_effective=t_inner_effective, is_default=int(is_default), status=status,
+                reason=reason, compile_s=compile_s, validate_s=validate_s,
+                equivalence_error=equivalence_error, tolerance=tolerance,
+                validation_shape=validation_shape, median_ms=median_ms, spread_ms=spread_ms,
+                min_ms=min_ms, repeats=repeats, tokens_per_s=tokens_per_s, created_at=now(),
+            )).last_pk)
+
+    def trials(self, *, run_id: int | None = None, workload: Workload | None = None,
+               machine_id: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        """Trial rows matching all given filters, in insertion order."""
+        where, args = [], []
+        if run_id is not None:
+            where.append("t.run_id = ?")
+            args.append(run_id)
+        if workload is not None:
+            where.append("w.spec = ?")
+            args.append(str(workload))
+        if machine_id is not None:
+            where.append("t.machine_id = ?")
+            args.append(machine_id)
+        if status is not None:
+            where.append("t.status = ?")
+            args.append(status)
+        sql = ("SELECT t.*, w.spec AS workload FROM trials t JOIN workloads w ON w.id = t.workload_id"
+               + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY t.id")
+        return list(self.db.query(sql, args))
+
+    def record_result(self, *, run_id: int, workload: Workload, machine_id: str, config: KernelConfig,
+                      trial_id: int | None, t_inner_effective: int | None, median_ms: float,
+                      spread_ms: float, tokens_per_s: float, default_median_ms: float | None,
+                      speedup: float | None, equivalence_error: float, compile_s: float | None,
+                      n_trials: int, n_rejected: int, n_failed: int,
+                      retime: list[dict[str, Any]]) -> int:
+        """Store the winner of a (run, workload) after re-timing; replaces an earlier one of that run."""
+        wid = self.workload_id(workload)
+        with self.write() as db:
+            return int(db["results"].insert(dict(
+                run_id=run_id, workload_id=wid, machine_id=machine_id, trial_id=trial_id,
+                config_json=config_key(config), config_key=config_key(config),
+                t_inner_effective=t_inner_effective, median_ms=median_ms, spread_ms=spread_ms,
+                tokens_per_s=tokens_per_s, default_median_ms=default_median_ms, speedup=speedup,
+                equivalence_error=equivalence_error, compile_s=compile_s, n_trials=n_trials,
+                n_rejected=n_rejected, n_failed=n_failed,
+                retime_json=json.dumps(retime, sort_keys=True), created_at=now(),
+            ), replace=True).last_pk)
+
+    def best(self, workload: Workload, machine_id: str) -> BestConfig:
+        """The best validated config for ``workload`` on ``machine_id``; raises ``NoTunedConfig``.
+
+        Prefers the newest run's re-timed winner (``source='result'``); without one (e.g. every run
+        was interrupted before re-timing) the fastest validated trial (``source='trial'``).
+        """
+        spec = str(workload)
+        rows = list(self.db.query(
+            """SELECT r.*, runs.status AS run_status, runs.started_at AS run_started_at
+               FROM results r JOIN workloads w ON w.id = r.workload_id JOIN runs ON runs.id = r.run_id
+               WHERE w.spec = ? AND r.machine_id = ? ORDER BY r.run_id DESC LIMIT 1""",
+            [spec, machine_id]))
+        if rows:
+            r = rows[0]
+            return BestConfig(
+                workload=spec, machine_id=machine_id,
+                config=KernelConfig.from_dict(json.loads(r["config_json"])),
+                t_inner_effective=r["t_inner_effective"], median_ms=r["median_ms"],
+                spread_ms=r["spread_ms"], tokens_per_s=r["tokens_per_s"], speedup=r["speedup"],
+                default_median_ms=r["default_median_ms"], equivalence_error=r["equivalence_error"],
+                compile_s=r["compile_s"], run_id=r["run_id"], run_status=r["run_status"],
+                run_started_at=r["run_started_at"], source="result")
+        rows = list(self.db.query(
+            """SELECT t.*, runs.status AS run_status, runs.started_at AS run_started_at
+               FROM trials t JOIN workloads w ON w.id = t.workload_id JOIN runs ON runs.id = t.run_id
+               WHERE w.spec = ? AND t.machine_id = ? AND t.status = 'ok'
+               ORDER BY t.median_ms ASC, t.id DESC LIMIT 1""", [spec, machine_id]))
+        if not rows:
+            raise NoTunedConfig(
+                f"no tuned config for workload {spec} on machine {machine_id} in {self.path}; "
+                "run `xlstm-autotune tune` on that machine first")
+        t = rows[0]
+        return BestConfig(
+            workload=spec, machine_id=machine_id,
+            config=KernelConfig.from_dict(json.loads(t["effective_json"])),
+            t_inner_effective=t["t_inner_effective"], median_ms=t["median_ms"],
+            spread_ms=t["spread_ms"], tokens_per_s=t["tokens_per_s"], speedup=None,
+            default_median_ms=None, equivalence_error=t["equivalence_error"],
+            compile_s=t["compile_s"], run_id=t["run_id"], run_status=t["run_status"],
+            run_started_at=t["run_started_at"], source="trial")
+
+    # -- probes ---------------------------------------------------------------------------------
+
+    def record_probe(self, *, machine_id: str, torch_version: str, compile_key: str,
+                     config: KernelConfig, t_inner_requested: int, t_inner_effective: int | None,
+                     ok: bool, error: str | None = None, compile_s: float | None = None,
+                     max_buffers: int | None = None) -> int:
+        """Store one compile-probe outcome."""
+        with self.write() as db:
+            return int(db["probes"].insert(dict(
+                machine_id=machine_id, torch=torch_version, compile_key=compile_key,
+                config_json=config_key(config), t_inner_requested=t_inner_requested,
+                t_inner_effective=t_inner_effective, ok=int(ok), error=error, compile_s=compile_s,
+                max_buffers=max_buffers, created_at=now(),
+            )).last_pk)
+
+    def probe_outcome(self, machine_id: str, torch_version: str, compile_key: str) -> dict[str, Any] | None:
+        """The newest stored probe of this compile key on this machine and torch, or None."""
+        rows = list(self.db.query(
+            "SELECT * FROM probes WHERE machine_id = ? AND torch = ? AND compile_key = ? "
+            "ORDER BY id DESC LIMIT 1", [machine_id, torch_version, compile_key]))
+        return rows[0] if rows else None
+
+    # -- profiles -------------------------------------------------------------------------------
+
+    def record_profile(self, *, machine_id: str, path: str | Path, checksum: str,
+                       run_id: int | None = None, version: int | None = None) -> int:
+        """Record a published profile; ``version`` None takes the next one. Returns the version."""
+        with self.write() as db:
+            if version is None:
+                cur = self.conn.execute(
+                    "SELECT COALESCE(MAX(version), 0) FROM profiles WHERE machine_id = ?", (machine_id,))
+                version = int(cur.fetchone()[0]) + 1
+            db["profiles"].insert(dict(
+                machine_id=machine_id, version=version, path=str(path), checksum=checksum,
+                run_id=run_id, created_at=now()))
+        return version
+
+    def profiles(self, machine_id: str | None = None) -> list[dict[str, Any]]:
+        """Published profile versions, newest first, optionally of one machine."""
+        where, args = ("WHERE machine_id = ?", [machine_id]) if machine_id else ("", [])
+        return list(self.db.query(f"SELECT * FROM profiles {where} ORDER BY id DESC", args))
+
+    def latest_profile(self, machine_id: str) -> dict[str, Any] | None:
+        """The newest published profile of a machine, or None."""
+        rows = self.profiles(machine_id)
+        return rows[0] if rows else None
+
+
+def open_db(path: str | Path | None = None) -> TuningDB:
+    """Open (creating or migrating) the tuning DB at ``path``, default from settings."""
+    from xlstm_kernels.settings import get_settings
+
+    s = get_settings()
+    return TuningDB(path if path is not None else s.resolved_db_path(), busy_timeout_s=s.db_busy_timeout_s)
+
+
+def this_machine_id(device: str | None = None) -> str:
+    """Machine id of this machine for ``device`` (default: settings.device, else best available)."""
+    from xlstm_kernels.fingerprint import fingerprint
+    from xlstm_kernels.settings import get_settings
+
+    return fingerprint(device or get_settings().device).machine_id
+
+
+def query_best(workload: Workload | str, machine_id: str | None = None,
+               path: str | Path | None = None) -> BestConfig:
+    """The best validated config for a workload on a machine (default: this one), read-only.
+
+    A missing database file is not created: it simply has no tuned config (``NoTunedConfig``).
+    ``workload`` strings that do not parse raise ``ValueError`` naming the expected format.
+    """
+    from xlstm_kernels.settings import get_settings
+
+    wl = workload if isinstance(workload, Workload) else Workload.parse(workload)
+    mid = machine_id or this_machine_id()
+    db_path = Path(path).expanduser() if path is not None else get_settings().resolved_db_path()
+    if not db_path.exists():
+        raise NoTunedConfig(f"no tuned config for workload {wl} on machine {mid}: "
+                            f"no tuning database at {db_path} (run `xlstm-autotune tune` first)")
+    with open_db(db_path) as db:
+        return db.best(wl, mid)

@@ -1,0 +1,145 @@
+"""Schema of the tuning database and its migrations.
+
+The schema version lives in SQLite's ``PRAGMA user_version``. ``MIGRATIONS[n]`` takes a database
+from version ``n`` to ``n + 1``; all pending ones run in one ``BEGIN IMMEDIATE`` transaction, so a
+crash mid-migration leaves the previous version intact. A file with a larger version than
+``SCHEMA_VERSION`` is refused (``SchemaTooNew``), never downgraded.
+
+Tables
+------
+machines   one row per machine fingerprint (``id`` = ``Fingerprint.machine_id``)
+runs       one tuning run: status running | completed | interrupted | failed, pid/host, heartbeat
+workloads  one row per distinct workload spec ``B,NH,S,DHQK,DHV,dtype,mode``
+trials     every evaluated candidate: requested and effective config, status ok | rejected | failed
+           with its reason, compile_s apart from the steady-state median_ms / spread_ms, tokens/s,
+           equivalence error, and the shape it was validated on
+results    the winner per (run, workload) after the side-by-side re-timing, with the default's time
+probes     compile-probe outcomes (T_inner requested vs. effective, error), so known failures repeat never
+profiles   published profile versions (path, checksum, provenance run)
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+_V1 = [
+    """CREATE TABLE machines (
+        id TEXT PRIMARY KEY,
+        cpu TEXT NOT NULL,
+        device_type TEXT NOT NULL,
+        device_name TEXT NOT NULL,
+        os TEXT NOT NULL,
+        machine TEXT NOT NULL,
+        python TEXT NOT NULL,
+        torch TEXT NOT NULL,
+        triton TEXT,
+        memory_gb REAL NOT NULL,
+        device_count INTEGER NOT NULL,
+        fingerprint_json TEXT NOT NULL,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL
+    )""",
+    """CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        machine_id TEXT NOT NULL REFERENCES machines(id),
+        status TEXT NOT NULL CHECK (status IN ('running', 'completed', 'interrupted', 'failed')),
+        quick INTEGER NOT NULL DEFAULT 0,
+        device TEXT NOT NULL,
+        torch TEXT NOT NULL,
+        triton TEXT,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        heartbeat_at TEXT NOT NULL,
+        finished_at TEXT,
+        error TEXT,
+        settings_json TEXT
+    )""",
+    """CREATE TABLE workloads (
+        id INTEGER PRIMARY KEY,
+        spec TEXT NOT NULL UNIQUE,
+        B INTEGER NOT NULL, NH INTEGER NOT NULL, S INTEGER NOT NULL,
+        DHQK INTEGER NOT NULL, DHV INTEGER NOT NULL,
+        dtype TEXT NOT NULL, mode TEXT NOT NULL
+    )""",
+    """CREATE TABLE trials (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        workload_id INTEGER NOT NULL REFERENCES workloads(id),
+        machine_id TEXT NOT NULL REFERENCES machines(id),
+        study_name TEXT,
+        trial_number INTEGER,
+        config_json TEXT NOT NULL,
+        effective_json TEXT NOT NULL,
+        config_key TEXT NOT NULL,
+        t_inner_effective INTEGER,
+        is_default INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL CHECK (status IN ('ok', 'rejected', 'failed')),
+        reason TEXT,
+        compile_s REAL,
+        validate_s REAL,
+        equivalence_error REAL,
+        tolerance REAL,
+        validation_shape TEXT,
+        median_ms REAL,
+        spread_ms REAL,
+        min_ms REAL,
+        repeats INTEGER,
+        tokens_per_s REAL,
+        created_at TEXT NOT NULL,
+        CHECK (status = 'ok' OR median_ms IS NULL)
+    )""",
+    "CREATE INDEX trials_lookup ON trials (machine_id, workload_id, status)",
+    """CREATE TABLE results (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        workload_id INTEGER NOT NULL REFERENCES workloads(id),
+        machine_id TEXT NOT NULL REFERENCES machines(id),
+        trial_id INTEGER REFERENCES trials(id),
+        config_json TEXT NOT NULL,
+        config_key TEXT NOT NULL,
+        t_inner_effective INTEGER,
+        median_ms REAL NOT NULL,
+        spread_ms REAL NOT NULL,
+        tokens_per_s REAL NOT NULL,
+        default_median_ms REAL,
+        speedup REAL,
+        equivalence_error REAL NOT NULL,
+        compile_s REAL,
+        n_trials INTEGER NOT NULL,
+        n_rejected INTEGER NOT NULL,
+        n_failed INTEGER NOT NULL,
+        retime_json TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (run_id, workload_id)
+    )""",
+    """CREATE TABLE probes (
+        id INTEGER PRIMARY KEY,
+        machine_id TEXT NOT NULL REFERENCES machines(id),
+        torch TEXT NOT NULL,
+        compile_key TEXT NOT NULL,
+        config_json TEXT NOT NULL,
+        t_inner_requested INTEGER NOT NULL,
+        t_inner_effective INTEGER,
+        ok INTEGER NOT NULL,
+        error TEXT,
+        compile_s REAL,
+        max_buffers INTEGER,
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX probes_lookup ON probes (machine_id, torch, compile_key)",
+    """CREATE TABLE profiles (
+        id INTEGER PRIMARY KEY,
+        machine_id TEXT NOT NULL REFERENCES machines(id),
+        version INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        checksum TEXT NOT NULL,
+        run_id INTEGER REFERENCES runs(id),
+        created_at TEXT NOT NULL,
+        UNIQUE (machine_id, version)
+    )""",
+]
+
+MIGRATIONS: list[list[str]] = [_V1]
+TABLES = ("machines", "runs", "workloads", "trials", "results", "probes", "profiles")
+assert len(MIGRATIONS) == SCHEMA_VERSION

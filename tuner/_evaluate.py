@@ -1,0 +1,245 @@
+"""One candidate, start to finish: probe/compile -> validate against the reference -> time.
+
+The stages are separate so a stage can be swapped without touching the others:
+* ``KernelRunner`` runs a config on inputs (``run_kernel`` calls ``xk.mlstm`` / ``xk.mlstm_step``);
+  a different runner is how another execution path - or, in tests, a deliberately wrong kernel
+  variant - is put under the tuner's validation gate.
+* ``CompileProbe`` compiles a config and returns the config that actually compiled (a probe with a
+  T_inner ratchet may return a lower T_inner) and its compile time. Until ``xlstm_kernels.probe``
+  lands, ``compile_once`` is used: a compile error is simply a failed candidate.
+
+Validation shape: prefill candidates are validated on the workload's B, NH, DHQK, DHV and dtype, with
+S cut to ``validate_max_s`` steps but never below one compiled span (t_inner x unit), so the kernel
+that is validated is the kernel that is timed (same compile key). Decode steps are validated from
+random non-zero states.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+import xlstm_kernels as xk
+from xlstm_kernels.config import KernelConfig, Workload
+from xlstm_kernels.device import synchronize
+from xlstm_kernels.drivers import plan
+from xlstm_kernels.settings import Settings
+
+from ._errors import CandidateFailed
+from ._space import effective_t_inner
+
+Inputs = tuple[torch.Tensor, ...]
+Output = tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+KernelRunner = Callable[[Workload, Inputs, KernelConfig], Output]
+CompileProbe = Callable[[KernelRunner, Workload, Inputs, KernelConfig, torch.device], "ProbeResult"]
+
+
+def run_kernel(workload: Workload, inputs: Inputs, config: KernelConfig) -> Output:
+    """The production path: ``xk.mlstm`` for prefill inputs, ``xk.mlstm_step`` for decode inputs."""
+    if workload.mode == "decode":
+        return xk.mlstm_step(*inputs, config=config)
+    return xk.mlstm(*inputs, config=config, return_last_states=True)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What compiled: the effective config (T_inner may be ratcheted down) and its compile time."""
+
+    config: KernelConfig
+    compile_s: float
+
+
+def compile_once(runner: KernelRunner, workload: Workload, inputs: Inputs, config: KernelConfig,
+                 device: torch.device) -> ProbeResult:
+    """Compile by running once (device-synchronised); any error is a ``CandidateFailed``."""
+    t0 = time.perf_counter()
+    try:
+        runner(workload, inputs, config)
+        synchronize(device)
+    except Exception as exc:  # noqa: BLE001 - any compile/run error makes a failed candidate
+        raise CandidateFailed(f"compile/run failed: {type(exc).__name__}: {str(exc)[:500]}") from exc
+    return ProbeResult(config, time.perf_counter() - t0)
+
+
+def make_inputs(workload: Workload, S: int, device: torch.device, seed: int) -> Inputs:
+    """Random inputs of the workload's shape with ``S`` steps (decode: step inputs and states)."""
+    g = torch.Generator().manual_seed(seed)
+    B, NH, DHQK, DHV = workload.B, workload.NH, workload.DHQK, workload.DHV
+    dt = workload.torch_dtype
+    q = torch.randn(B, NH, S, DHQK, generator=g)
+    k = torch.randn(B, NH, S, DHQK, generator=g)
+    v = torch.randn(B, NH, S, DHV, generator=g)
+    i = torch.randn(B, NH, S, generator=g) * 3.0
+    f = torch.randn(B, NH, S, generator=g) * 3.0 + 2.0
+    if workload.mode == "prefill":
+        return tuple(x.to(device, dt) for x in (q, k, v)) + (i.to(device), f.to(device))
+    c = torch.randn(B, NH, DHQK, DHV, generator=g) * 0.5
+    n = torch.randn(B, NH, DHQK, generator=g) * 0.5
+    m = torch.randn(B, NH, 1, generator=g)
+    step = tuple(x[:, :, 0].to(device, dt) for x in (q, k, v)) + (i[:, :, :1].to(device), f[:, :, :1].to(device))
+    return step + tuple(x.to(device) for x in (c, n, m))
+
+
+def _reference(workload: Workload, inputs: Inputs) -> Output:
+    if workload.mode == "decode":
+        q, k, v, i, f, c, n, m = inputs
+        h, st = xk.mlstm_reference(q[:, :, None], k[:, :, None], v[:, :, None], i, f, c, n, m)
+        return h[:, :, 0], st
+    return xk.mlstm_reference(*inputs)
+
+
+def rel_error(out: Output, ref: Output) -> float:
+    """max over h, C, n, m of max|x - ref| / max|ref| (inf for a non-finite output or a bad shape)."""
+    worst = 0.0
+    for x, r in zip((out[0], *out[1]), (ref[0], *ref[1])):
+        if tuple(x.shape) != tuple(r.shape):
+            return math.inf
+        x = x.detach().double().cpu()
+        if not torch.isfinite(x).all():
+            return math.inf
+        worst = max(worst, ((x - r).abs().max() / r.abs().max().clamp_min(1e-30)).item())
+    return worst
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Steady-state timing of one candidate (compile excluded)."""
+
+    median_ms: float
+    spread_ms: float  # interquartile range
+    min_ms: float
+    repeats: int
+    samples_ms: tuple[float, ...] = field(repr=False, default=())
+
+
+def summarize(samples_ms: list[float]) -> Timing:
+    """Median, interquartile spread and min of timing samples."""
+    s = sorted(samples_ms)
+    if len(s) >= 4:
+        q = statistics.quantiles(s, n=4)
+        spread = q[2] - q[0]
+    else:
+        spread = s[-1] - s[0]
+    return Timing(statistics.median(s), spread, s[0], len(s), tuple(samples_ms))
+
+
+def time_one(fn: Callable[[], Any], device: torch.device) -> float:
+    """Wall time of one synchronised call, in ms."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    synchronize(device)
+    return (time.perf_counter() - t0) * 1e3
+
+
+def time_callable(fn: Callable[[], Any], device: torch.device, *, warmup: int, repeats: int,
+                  budget_s: float) -> Timing:
+    """Warm up (untimed), then time up to ``repeats`` calls within ``budget_s`` (at least 3)."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    samples: list[float] = []
+    start = time.perf_counter()
+    while len(samples) < repeats and (len(samples) < 3 or time.perf_counter() - start < budget_s):
+        samples.append(time_one(fn, device))
+    return summarize(samples)
+
+
+@dataclass
+class Evaluation:
+    """The outcome of one candidate; ``status`` is ``ok``, ``rejected`` or ``failed``."""
+
+    config: KernelConfig
+    effective: KernelConfig
+    status: str
+    reason: str | None = None
+    t_inner_effective: int | None = None
+    compile_s: float | None = None
+    validate_s: float | None = None
+    equivalence_error: float | None = None
+    tolerance: float | None = None
+    validation_shape: str | None = None
+    timing: Timing | None = None
+    tokens_per_s: float | None = None
+
+
+class Evaluator:
+    """Evaluates candidates of one workload on one device; caches inputs and float64 references."""
+
+    def __init__(self, workload: Workload, device: torch.device, settings: Settings, *,
+                 runner: KernelRunner = run_kernel, probe: CompileProbe = compile_once,
+                 quick: bool = False) -> None:
+        self.workload, self.device, self.settings = workload, device, settings
+        self.runner, self.probe = runner, probe
+        self.repeats = max(3, settings.tune_repeats // 2) if quick else settings.tune_repeats
+        self.tolerance = settings.tol_fp32 if workload.dtype == "float32" else settings.tol_low_precision
+        self._timing_inputs: Inputs | None = None
+        self._validation: dict[int, tuple[Inputs, Output]] = {}
+
+    def timing_inputs(self) -> Inputs:
+        """The full-shape inputs every candidate is timed on (one draw per workload)."""
+        if self._timing_inputs is None:
+            S = 1 if self.workload.mode == "decode" else self.workload.S
+            self._timing_inputs = make_inputs(self.workload, S, self.device, self.settings.tune_seed)
+        return self._timing_inputs
+
+    def validation_len(self, config: KernelConfig) -> int:
+        """Steps validated for ``config`` (see the module docstring)."""
+        if self.workload.mode == "decode":
+            return 1
+        span = plan(config, self.workload.NH, self.workload.S).span
+        return min(self.workload.S, max(self.settings.validate_max_s, span))
+
+    def validation_case(self, config: KernelConfig) -> tuple[Inputs, Output]:
+        """Validation inputs and their float64 reference for ``config``'s validation length."""
+        S = self.validation_len(config)
+        if S not in self._validation:
+            inputs = (self.timing_inputs() if S == self.workload.S or self.workload.mode == "decode"
+                      else make_inputs(self.workload, S, self.device, self.settings.tune_seed + 1))
+            self._validation[S] = (inputs, _reference(self.workload, inputs))
+        return self._validation[S]
+
+    def evaluate(self, config: KernelConfig) -> Evaluation:
+        """Probe/compile, validate and (only if valid) time ``config``; never raises for a bad candidate."""
+        wl = self.workload
+        inputs, ref = self.validation_case(config)
+        shape = f"B={wl.B},NH={wl.NH},S={inputs[0].shape[2] if wl.mode == 'prefill' else 1}," \
+                f"DHQK={wl.DHQK},DHV={wl.DHV},{wl.dtype}"
+        try:
+            probed = self.probe(self.runner, wl, inputs, config, self.device)  # the probe call site
+        except CandidateFailed as exc:
+            return Evaluation(config, config, "failed", str(exc), effective_t_inner(config, wl),
+                              validation_shape=shape)
+        eff = probed.config
+        ev = Evaluation(config, eff, "ok", t_inner_effective=effective_t_inner(eff, wl),
+                        compile_s=probed.compile_s, tolerance=self.tolerance, validation_shape=shape)
+        t0 = time.perf_counter()
+        try:
+            out = self.runner(wl, inputs, eff)
+            synchronize(self.device)
+        except Exception as exc:  # noqa: BLE001
+            ev.status, ev.reason = "failed", f"run failed: {type(exc).__name__}: {str(exc)[:500]}"
+            return ev
+        ev.equivalence_error = rel_error(out, ref)
+        ev.validate_s = time.perf_counter() - t0
+        if not ev.equivalence_error <= self.tolerance:
+            ev.status = "rejected"
+            ev.reason = (f"equivalence error {ev.equivalence_error:.3g} vs. the float64 reference "
+                         f"exceeds the {wl.dtype} tolerance {self.tolerance:.3g}")
+            return ev
+        timing_in = self.timing_inputs()
+        try:
+            ev.timing = time_callable(lambda: self.runner(wl, timing_in, eff), self.device,
+                                      warmup=self.settings.tune_warmup, repeats=self.repeats,
+                                      budget_s=self.settings.tune_trial_budget_s)
+        except Exception as exc:  # noqa: BLE001
+            ev.status, ev.reason = "failed", f"timing run failed: {type(exc).__name__}: {str(exc)[:500]}"
+            return ev
+        ev.tokens_per_s = wl.tokens() / (ev.timing.median_ms / 1e3)
+        return ev

@@ -1,0 +1,214 @@
+"""The search space: family x chunk_size x heads_per_band x T_inner (+ compile mode, precision on CUDA).
+
+Constraints built in:
+* heads_per_band divides NH (the value NH means one band of all heads);
+* chunk sizes are powers of two no larger than S (the smallest one if S is shorter), plus the
+  default config's chunk size so that the baseline is always a point of the space;
+* T_inner comes from the unroll ladder (16, 8, 4, 2, 1); values the sequence cannot fill are
+  clamped by the driver, and candidates with the same *effective* kernel are one candidate;
+* recurrent configs have no chunk_size parameter (it is only the driver tile, set to 16 so every
+  ladder value divides it);
+* prefill (sequence) vs. decode (step): a decode step has no family/chunk/band/unroll choice, only
+  compile_mode matters;
+* on CUDA compile_mode (default / reduce-overhead / max-autotune-no-cudagraphs) and precision
+  (fp32 / mixed) are dimensions; on CPU and MPS they are fixed to default / fp32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from xlstm_kernels.config import COMPILE_MODES, DEFAULT_CONFIG, FAMILIES, PRECISIONS, T_INNER_LADDER
+from xlstm_kernels.config import KernelConfig, Workload
+from xlstm_kernels.device import supports_cuda_graphs
+from xlstm_kernels.drivers import plan
+
+from ._errors import UnbandableWorkload, UnknownWorkload
+
+CHUNK_SIZES: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
+RECURRENT_TILE = max(T_INNER_LADDER)  # every ladder value divides it
+
+
+def parse_workload(text: str | Workload) -> Workload:
+    """A Workload from ``B,NH,S,DHQK,DHV,dtype[,mode]``; raises ``UnknownWorkload`` with the reason."""
+    if isinstance(text, Workload):
+        return text
+    try:
+        return Workload.parse(text)
+    except ValueError as exc:
+        raise UnknownWorkload(f"unknown workload {text!r}: {exc}") from None
+
+
+def effective_key(config: KernelConfig, workload: Workload) -> str:
+    """What actually runs: equal keys compile and execute the same kernel the same way."""
+    if workload.mode == "decode":
+        return json.dumps({"step": True, "compile_mode": config.compile_mode})
+    p = plan(config, workload.NH, workload.S)
+    return json.dumps({
+        "family": config.family,
+        "chunk_size": config.chunk_size if config.family == "chunkwise" else None,
+        "heads_per_band": p.heads_per_band, "t_inner": p.t_inner, "driver": config.driver,
+        "compile_mode": config.compile_mode, "precision": config.precision,
+    }, sort_keys=True)
+
+
+def effective_t_inner(config: KernelConfig, workload: Workload) -> int:
+    """T_inner after the driver clamps it to what the sequence can fill (1 for decode)."""
+    return 1 if workload.mode == "decode" else plan(config, workload.NH, workload.S).t_inner
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Categorical dimensions for one workload on one device; see the module docstring.
+
+    ``dims`` maps an Optuna parameter name to its choices; ``chunk_size`` is only suggested for the
+    chunkwise family. ``candidates()`` lists every distinct valid config of the product of ``dims``
+    plus the default config (always a candidate, listed first). TPE samples from
+    ``distributions()``, which adds the default's values to each dimension.
+    """
+
+    workload: Workload
+    dims: dict[str, tuple[Any, ...]]
+    default: KernelConfig = field(default=DEFAULT_CONFIG)
+
+    @classmethod
+    def for_workload(
+        cls,
+        workload: Workload | str,
+        device: torch.device | str = "cpu",
+        *,
+        families: Sequence[str] | None = None,
+        chunk_sizes: Sequence[int] | None = None,
+        heads_per_band: Sequence[int] | None = None,
+        t_inners: Sequence[int] | None = None,
+        compile_modes: Sequence[str] | None = None,
+        precisions: Sequence[str] | None = None,
+        default: KernelConfig = DEFAULT_CONFIG,
+    ) -> SearchSpace:
+        """The space for ``workload`` on ``device``; keyword lists narrow a dimension."""
+        wl = parse_workload(workload)
+        cuda = supports_cuda_graphs(device)
+        modes = tuple(compile_modes or (COMPILE_MODES if cuda else ("default",)))
+        precs = tuple(precisions or (PRECISIONS if cuda else ("fp32",)))
+        for name, vals, valid in (("compile_mode", modes, COMPILE_MODES), ("precision", precs, PRECISIONS)):
+            bad = [v for v in vals if v not in valid]
+            if bad:
+                raise ValueError(f"{name} choices {bad} are not valid; expected some of {list(valid)}")
+        if not cuda and (modes != ("default",) or precs != ("fp32",)):
+            raise ValueError(f"compile_mode/precision are tuned on CUDA only; {device} has default/fp32")
+        dims: dict[str, tuple[Any, ...]] = {"compile_mode": modes}
+        default = default.replace(compile_mode=modes[0] if default.compile_mode not in modes
+                                  else default.compile_mode)
+        if wl.mode == "decode":
+            return cls(wl, dims, default.replace(precision="fp32"))
+        fams = tuple(families or FAMILIES)
+        bad = [f for f in fams if f not in FAMILIES]
+        if bad:
+            raise ValueError(f"families {bad} are not valid; expected some of {list(FAMILIES)}")
+        divisors = [d for d in range(1, wl.NH + 1) if wl.NH % d == 0]
+        hpb = tuple(heads_per_band) if heads_per_band else tuple(divisors)
+        bad_hpb = [h for h in hpb if h not in divisors]
+        if bad_hpb:
+            raise UnbandableWorkload(
+                f"heads_per_band {bad_hpb} cannot band NH={wl.NH} heads; valid: {divisors}")
+        if chunk_sizes:
+            cs = tuple(sorted(set(chunk_sizes)))
+        else:
+            fit = [c for c in CHUNK_SIZES if c <= wl.S] or [CHUNK_SIZES[0]]
+            cs = tuple(sorted(set(fit)))
+        unit = 1 if "recurrent" in fams else min(cs)  # the smallest unit any candidate advances by
+        t_max = math.ceil(wl.S / unit)
+        ts = tuple(t_inners) if t_inners else tuple(t for t in T_INNER_LADDER if t <= t_max) or (1,)
+        bad_t = [t for t in ts if t not in T_INNER_LADDER]
+        if bad_t:
+            raise ValueError(f"t_inner choices {bad_t} are not on the unroll ladder {list(T_INNER_LADDER)}")
+        # the default is a point of every space (its baseline is enqueued first), added as one
+        # extra point: it widens no dimension of the grid
+        dhpb = wl.NH if default.heads_per_band is None else default.heads_per_band
+        if wl.NH % dhpb:
+            raise UnbandableWorkload(
+                f"the default config's heads_per_band={dhpb} cannot band NH={wl.NH}; valid: {divisors}")
+        dims.update(family=fams, chunk_size=cs, heads_per_band=hpb, t_inner=ts, precision=precs)
+        default = default.replace(heads_per_band=dhpb,
+                                  precision=precs[0] if default.precision not in precs else default.precision)
+        return cls(wl, dims, default)
+
+    # -- params <-> configs ---------------------------------------------------------------------
+
+    def config_from_params(self, params: dict[str, Any]) -> KernelConfig:
+        """The KernelConfig a trial's parameters describe."""
+        mode = params.get("compile_mode", self.default.compile_mode)
+        if self.workload.mode == "decode":
+            return self.default.replace(compile_mode=mode)
+        fam = params["family"]
+        return KernelConfig(
+            family=fam,
+            chunk_size=params["chunk_size"] if fam == "chunkwise" else RECURRENT_TILE,
+            heads_per_band=params["heads_per_band"], t_inner=params["t_inner"],
+            driver=self.default.driver, compile_mode=mode,
+            precision=params.get("precision", self.default.precision),
+        )
+
+    def params_of(self, config: KernelConfig) -> dict[str, Any]:
+        """Inverse of ``config_from_params`` (the parameters to enqueue for ``config``)."""
+        params: dict[str, Any] = {"compile_mode": config.compile_mode}
+        if self.workload.mode == "decode":
+            return params
+        params.update(family=config.family,
+                      heads_per_band=config.heads_per_band or self.workload.NH,
+                      t_inner=config.t_inner, precision=config.precision)
+        if config.family == "chunkwise":
+            params["chunk_size"] = config.chunk_size
+        return params
+
+    def distributions(self) -> dict[str, tuple[Any, ...]]:
+        """Optuna's categorical choices: ``dims`` plus the default's values (so it can be enqueued)."""
+        dp = self.params_of(self.default)
+        out = {}
+        for name, choices in self.dims.items():
+            extra = (dp[name],) if name in dp and dp[name] not in choices else ()
+            out[name] = tuple(choices) + extra
+        return out
+
+    def suggest(self, trial: Any) -> KernelConfig:
+        """Draw a config with an Optuna trial (define-by-run: chunk_size only for chunkwise)."""
+        d = self.distributions()
+        params: dict[str, Any] = {"compile_mode": trial.suggest_categorical("compile_mode", d["compile_mode"])}
+        if self.workload.mode == "prefill":
+            params["family"] = trial.suggest_categorical("family", d["family"])
+            if params["family"] == "chunkwise":
+                params["chunk_size"] = trial.suggest_categorical("chunk_size", d["chunk_size"])
+            params["heads_per_band"] = trial.suggest_categorical("heads_per_band", d["heads_per_band"])
+            params["t_inner"] = trial.suggest_categorical("t_inner", d["t_inner"])
+            params["precision"] = trial.suggest_categorical("precision", d["precision"])
+        return self.config_from_params(params)
+
+    def candidates(self) -> list[KernelConfig]:
+        """Every distinct (by effective kernel) valid config of the space, the default first."""
+        out: dict[str, KernelConfig] = {effective_key(self.default, self.workload): self.default}
+        if self.workload.mode == "decode":
+            for mode in self.dims["compile_mode"]:
+                cfg = self.default.replace(compile_mode=mode)
+                out.setdefault(effective_key(cfg, self.workload), cfg)
+            return list(out.values())
+        d = self.dims
+        for fam, mode, prec, hpb, t in itertools.product(
+                d["family"], d["compile_mode"], d["precision"], d["heads_per_band"], d["t_inner"]):
+            for cs in (d["chunk_size"] if fam == "chunkwise" else (RECURRENT_TILE,)):
+                cfg = self.config_from_params(dict(family=fam, chunk_size=cs, heads_per_band=hpb,
+                                                   t_inner=t, compile_mode=mode, precision=prec))
+                out.setdefault(effective_key(cfg, self.workload), cfg)
+        return list(out.values())
+
+    def signature(self) -> str:
+        """Short hash of the space (part of the study name: a changed space is a new study)."""
+        blob = json.dumps({"dims": self.dims, "default": self.default.to_dict()}, sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:8]

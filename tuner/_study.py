@@ -1,0 +1,514 @@
+"""Optuna studies per (machine, workload): the tuner's entry points ``tune_workload`` and ``run_tuning``.
+
+Study storage: Optuna's RDB storage at ``settings.optuna_storage`` or, by default, an SQLite file
+beside the tuning DB (``<db stem>.optuna.db``; Optuna's own ``trials`` table would clash with ours in
+one file). The study name is ``<machine id>/<workload>/<space signature>``, so running again loads
+the same study and continues it: finished trials are not repeated, a trial left RUNNING by a dead
+process (kill, Ctrl-C) is marked FAIL and its candidate is tried again.
+
+Sampler: a space with at most ``tune_grid_max`` distinct candidates is exhausted - every candidate
+is enqueued once (default first); a larger space enqueues the default first and then samples with
+TPE. Rejected candidates (failed validation) complete with value +inf and a violated
+``trial.set_constraint("equivalence", error - tolerance)``; failed ones (compile/run error) are
+Optuna FAIL trials. Every trial also lands in the tuning DB with its status and reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import socket
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+import torch
+
+import xlstm_kernels as xk
+from storage import TuningDB, open_db
+from xlstm_kernels.config import KernelConfig, Workload
+from xlstm_kernels.device import default_device
+from xlstm_kernels.settings import Settings, get_settings
+
+from ._errors import CandidateFailed
+from ._evaluate import CompileProbe, Evaluation, Evaluator, KernelRunner, compile_once, run_kernel
+from ._evaluate import summarize, time_one
+from ._progress import Progress, ProgressEvent
+from ._space import SearchSpace, effective_key, effective_t_inner, parse_workload
+
+SamplerChoice = Literal["auto", "grid", "tpe"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A validated candidate's numbers (from its trial, or from the side-by-side re-timing)."""
+
+    config: KernelConfig
+    t_inner_effective: int | None
+    median_ms: float
+    spread_ms: float
+    tokens_per_s: float
+    equivalence_error: float
+    compile_s: float | None
+    trial_id: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        d = dict(self.__dict__)
+        d["config"] = self.config.to_dict()
+        return d
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A candidate that was rejected (failed validation) or failed (compile/run error), with why."""
+
+    config: KernelConfig
+    status: str
+    reason: str
+    equivalence_error: float | None
+    trial_id: int
+
+
+@dataclass
+class WorkloadResult:
+    """What tuning one workload found: the winner (None if nothing validated) and every rejection."""
+
+    workload: Workload
+    run_id: int
+    study_name: str
+    winner: Candidate | None
+    default: Candidate | None
+    speedup: float | None  # default median / winner median, both from the paired re-timing
+    retimed: list[Candidate]
+    rejected: list[Rejected]
+    n_trials: int  # trials evaluated by this call (duplicates of earlier candidates excluded)
+    n_candidates: int  # distinct candidates in the space
+    sampler: str
+    elapsed_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (for Prefect artifacts and the CLI)."""
+        return {
+            "workload": str(self.workload), "run_id": self.run_id, "study_name": self.study_name,
+            "winner": self.winner.to_dict() if self.winner else None,
+            "default": self.default.to_dict() if self.default else None, "speedup": self.speedup,
+            "retimed": [c.to_dict() for c in self.retimed],
+            "rejected": [{"config": r.config.to_dict(), "status": r.status, "reason": r.reason,
+                          "equivalence_error": r.equivalence_error, "trial_id": r.trial_id}
+                         for r in self.rejected],
+            "n_trials": self.n_trials, "n_candidates": self.n_candidates, "sampler": self.sampler,
+            "elapsed_s": self.elapsed_s,
+        }
+
+
+@dataclass
+class RunResult:
+    """One tuning run over several workloads."""
+
+    run_id: int
+    machine_id: str
+    status: str
+    workloads: list[WorkloadResult] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return {"run_id": self.run_id, "machine_id": self.machine_id, "status": self.status,
+                "elapsed_s": self.elapsed_s, "workloads": [w.to_dict() for w in self.workloads]}
+
+
+# -- plumbing ------------------------------------------------------------------------------------
+
+_STORAGES: dict[str, optuna.storages.BaseStorage] = {}
+
+
+def optuna_storage(db: TuningDB, settings: Settings) -> optuna.storages.BaseStorage:
+    """Optuna storage for ``db`` (settings.optuna_storage, else SQLite beside the DB); cached."""
+    url = settings.optuna_storage or f"sqlite:///{db.path.with_name(db.path.stem + '.optuna.db')}"
+    if url not in _STORAGES:
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kwargs = {"connect_args": {"timeout": settings.db_busy_timeout_s}}
+        _STORAGES[url] = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    return _STORAGES[url]
+
+
+def _open(db: TuningDB | str | Path | None) -> tuple[TuningDB, bool]:
+    if isinstance(db, TuningDB):
+        return db, False
+    return open_db(db), True
+
+
+@contextlib.contextmanager
+def tuning_run(db: TuningDB, device: torch.device | str, quick: bool = False,
+               settings: Settings | None = None) -> Iterator[tuple[int, str]]:
+    """A run row from start to its final status; yields ``(run_id, machine_id)``.
+
+    Records the machine's fingerprint, marks runs of dead processes interrupted, opens the run;
+    on exit closes it ``completed``, on Ctrl-C ``interrupted``, on an error ``failed`` (re-raised).
+    For flows that call ``tune_workload(..., run_id=run_id)`` per workload themselves.
+    """
+    settings = settings or get_settings()
+    device = torch.device(device)
+    fp = xk.fingerprint(device)
+    machine_id = db.record_machine(fp)
+    db.recover_stale_runs()
+    run_id = db.start_run(machine_id, device=str(device), torch_version=fp.torch, triton=fp.triton,
+                          quick=quick, settings=settings.model_dump(mode="json"))
+    try:
+        yield run_id, machine_id
+    except KeyboardInterrupt:
+        db.finish_run(run_id, "interrupted", "KeyboardInterrupt")
+        raise
+    except BaseException as exc:
+        db.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    db.finish_run(run_id, "completed")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fail_zombies(study: optuna.Study) -> None:
+    """Trials left RUNNING by a dead process on this host become FAIL (their candidates run again)."""
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        pid, thost = t.user_attrs.get("pid"), t.user_attrs.get("host")
+        if thost == host and pid is not None and pid != os.getpid() and not _pid_alive(pid):
+            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+
+
+def _finished(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
+    """Evaluated trials by effective key: COMPLETE ones and FAILs that carry a tuner status."""
+    out: dict[str, optuna.trial.FrozenTrial] = {}
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("duplicate_of") is not None or "config_key" not in t.user_attrs:
+            continue
+        if t.state == optuna.trial.TrialState.COMPLETE or (
+                t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("status") == "failed"):
+            out.setdefault(t.user_attrs["config_key"], t)
+    return out
+
+
+def _waiting_keys(study: optuna.Study, space: SearchSpace) -> set[str]:
+    keys = set()
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+        with contextlib.suppress(Exception):
+            keys.add(effective_key(space.config_from_params(t.params), space.workload))
+    return keys
+
+
+def _candidate(t: optuna.trial.FrozenTrial, wl: Workload) -> Candidate:
+    cfg = KernelConfig.from_dict(t.user_attrs["config"])
+    return Candidate(cfg, effective_t_inner(cfg, wl), float(t.value), t.user_attrs["spread_ms"],
+                     t.user_attrs["tokens_per_s"], t.user_attrs["equivalence_error"],
+                     t.user_attrs.get("compile_s"), t.user_attrs.get("trial_id"))
+
+
+# -- entry points --------------------------------------------------------------------------------
+
+def tune_workload(
+    workload: Workload | str,
+    *,
+    db: TuningDB | str | Path | None = None,
+    device: torch.device | str | None = None,
+    n_trials: int | None = None,
+    time_budget_s: float | None = None,
+    progress: Progress | None = None,
+    quick: bool = False,
+    run_id: int | None = None,
+    space: SearchSpace | None = None,
+    sampler: SamplerChoice = "auto",
+    runner: KernelRunner = run_kernel,
+    probe: CompileProbe = compile_once,
+    settings: Settings | None = None,
+) -> WorkloadResult:
+    """Tune one workload on this machine: Optuna study -> re-time the best side by side -> winner.
+
+    workload: ``Workload`` or ``"B,NH,S,DHQK,DHV,dtype[,mode]"`` (``UnknownWorkload`` if it does not parse).
+    db: a ``TuningDB``, a path, or None for the settings' DB. device: default best available.
+    n_trials: candidates to evaluate in a TPE study, counting those of earlier runs of the same
+        study (default settings.tune_n_trials, or tune_quick_n_trials with ``quick``); duplicates
+        and out-of-space draws are not evaluated and do not count. A grid study runs every
+        remaining candidate unless n_trials is given.
+    time_budget_s: wall-clock bound on the study (Optuna ``timeout``); the re-timing comes after.
+    progress: called with a ``ProgressEvent`` after every trial (``RichProgress()`` renders them).
+    run_id: the run the trials belong to; None opens (and closes) a run of its own.
+    space: the ``SearchSpace`` (default ``SearchSpace.for_workload(workload, device)``).
+    sampler: ``auto`` (grid if the space has <= settings.tune_grid_max candidates, else TPE),
+        ``grid`` or ``tpe``.
+    runner / probe: the seams that run a config and compile-probe it (see ``tuner._evaluate``).
+    Returns a ``WorkloadResult``; Ctrl-C keeps the finished trials, marks an own run interrupted and
+    re-raises; calling again resumes the study.
+    """
+    settings = settings or get_settings()
+    wl = parse_workload(workload)
+    dev = torch.device(device) if device is not None else default_device()
+    space = space or SearchSpace.for_workload(wl, dev)
+    tdb, owned = _open(db)
+    try:
+        if run_id is None:
+            with tuning_run(tdb, dev, quick, settings) as (rid, _mid):
+                return _tune(wl, tdb, dev, rid, n_trials, time_budget_s, progress, quick, space,
+                             sampler, runner, probe, settings)
+        return _tune(wl, tdb, dev, run_id, n_trials, time_budget_s, progress, quick, space,
+                     sampler, runner, probe, settings)
+    finally:
+        if owned:
+            tdb.close()
+
+
+def run_tuning(
+    workloads: Sequence[Workload | str],
+    *,
+    db: TuningDB | str | Path | None = None,
+    device: torch.device | str | None = None,
+    quick: bool = False,
+    n_trials: int | None = None,
+    time_budget_s: float | None = None,
+    progress: Progress | None = None,
+    spaces: dict[str, SearchSpace] | None = None,
+    runner: KernelRunner = run_kernel,
+    probe: CompileProbe = compile_once,
+    settings: Settings | None = None,
+) -> RunResult:
+    """One tuning run over ``workloads`` on this machine; the entry point for flows and the CLI.
+
+    Every workload is parsed and its space built before anything is written (bad input raises
+    ``UnknownWorkload`` / ``UnbandableWorkload`` and leaves the DB untouched). Then one run row is
+    opened (machine fingerprint recorded, stale runs of dead processes marked interrupted) and
+    ``tune_workload`` runs per workload under it. ``time_budget_s`` is per workload. ``spaces``
+    maps ``str(workload)`` to a narrowed ``SearchSpace``. On Ctrl-C the run is marked interrupted
+    and KeyboardInterrupt propagates; the next run resumes each study.
+    """
+    settings = settings or get_settings()
+    dev = torch.device(device) if device is not None else default_device()
+    wls = [parse_workload(w) for w in workloads]
+    built = {str(w): (spaces or {}).get(str(w)) or SearchSpace.for_workload(w, dev) for w in wls}
+    tdb, owned = _open(db)
+    t0 = time.perf_counter()
+    try:
+        with tuning_run(tdb, dev, quick, settings) as (run_id, machine_id):
+            result = RunResult(run_id, machine_id, "running")
+            for w in wls:
+                result.workloads.append(_tune(w, tdb, dev, run_id, n_trials, time_budget_s, progress,
+                                              quick, built[str(w)], "auto", runner, probe, settings))
+        result.status = "completed"
+        result.elapsed_s = time.perf_counter() - t0
+        return result
+    finally:
+        if owned:
+            tdb.close()
+
+
+def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: int | None,
+          time_budget_s: float | None, progress: Progress | None, quick: bool, space: SearchSpace,
+          sampler: SamplerChoice, runner: KernelRunner, probe: CompileProbe,
+          settings: Settings) -> WorkloadResult:
+    t0 = time.perf_counter()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    machine_id = db.run(run_id)["machine_id"]
+    candidates = space.candidates()
+    use_grid = sampler == "grid" or (sampler == "auto" and len(candidates) <= settings.tune_grid_max)
+    study_name = f"{machine_id}/{wl}/{space.signature()}"
+    with warnings.catch_warnings():  # ``group`` is marked experimental in Optuna 5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = optuna.create_study(
+            study_name=study_name, storage=optuna_storage(db, settings), direction="minimize",
+            # multivariate TPE: family, chunk size and unroll interact; random start-up scaled to the budget
+            sampler=optuna.samplers.TPESampler(
+                seed=settings.tune_seed, multivariate=True, group=True,
+                n_startup_trials=max(2, min(10, (n_trials or settings.tune_n_trials) // 4))),
+            load_if_exists=True)
+    _fail_zombies(study)
+    done = _finished(study)
+    default_key = effective_key(space.default, wl)
+    waiting = _waiting_keys(study, space)
+    to_enqueue = candidates if use_grid else [space.default]
+    for cfg in to_enqueue:
+        key = effective_key(cfg, wl)
+        if key not in done and key not in waiting:
+            study.enqueue_trial(space.params_of(cfg))
+            waiting.add(key)
+    if use_grid:
+        total = len(waiting) if n_trials is None else min(n_trials, len(waiting))
+    else:
+        target = n_trials or (settings.tune_quick_n_trials if quick else settings.tune_n_trials)
+        total = max(0, target - len(done))
+    in_space = {effective_key(c, wl) for c in candidates}
+    evaluator = Evaluator(wl, dev, settings, runner=runner, probe=probe, quick=quick)
+    state = {"evaluated": 0}
+
+    def best_now() -> tuple[float | None, str | None]:
+        ok = [t for t in done.values() if t.user_attrs.get("status") == "ok"]
+        if not ok:
+            return None, None
+        b = min(ok, key=lambda t: t.value)
+        return float(b.value), KernelConfig.from_dict(b.user_attrs["config"]).short()
+
+    def report(status: str, cfg: KernelConfig, median: float | None) -> None:
+        if progress is not None:  # n counts evaluated candidates (a reused duplicate adds none)
+            bm, bc = best_now()
+            progress(ProgressEvent(str(wl), "trial", state["evaluated"], total, status, cfg.short(),
+                                   median, bm, bc, time.perf_counter() - t0))
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("host", socket.gethostname())
+        cfg = space.suggest(trial)
+        key = effective_key(cfg, wl)
+        trial.set_user_attr("config_key", key)
+        trial.set_user_attr("config", cfg.to_dict())
+        if key not in in_space:  # TPE drew a default-only value in a non-default combination
+            trial.set_user_attr("outside_space", True)
+            raise optuna.TrialPruned("outside the search space")
+        prior = done.get(key)
+        if prior is not None:  # TPE proposed an already evaluated kernel: reuse, do not re-run
+            trial.set_user_attr("duplicate_of", prior.number)
+            report("duplicate", cfg, None)
+            if prior.state != optuna.trial.TrialState.COMPLETE:
+                raise CandidateFailed(f"duplicate of failed trial {prior.number}")
+            for name, value in prior.constraints.items():
+                trial.set_constraint(name, value)
+            return float(prior.value)
+        ev = evaluator.evaluate(cfg)
+        trial_id = _record(db, run_id, wl, machine_id, study_name, trial.number, ev,
+                           is_default=key == default_key)
+        if ev.compile_s is not None or ev.status == "failed":  # what the compile stage found
+            db.record_probe(machine_id=machine_id, torch_version=torch.__version__, compile_key=key,
+                            config=cfg, t_inner_requested=cfg.t_inner,
+                            t_inner_effective=ev.t_inner_effective if ev.compile_s is not None else None,
+                            ok=ev.compile_s is not None, error=None if ev.compile_s is not None else ev.reason,
+                            compile_s=ev.compile_s)
+        state["evaluated"] += 1
+        attrs = {"status": ev.status, "trial_id": trial_id, "reason": ev.reason,
+                 "equivalence_error": ev.equivalence_error, "compile_s": ev.compile_s}
+        if ev.timing is not None:
+            attrs.update(spread_ms=ev.timing.spread_ms, tokens_per_s=ev.tokens_per_s)
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        db.heartbeat(run_id)
+        if ev.status == "failed":
+            raise CandidateFailed(ev.reason or "failed")
+        assert ev.equivalence_error is not None and ev.tolerance is not None
+        trial.set_constraint("equivalence", ev.equivalence_error - ev.tolerance)
+        value = ev.timing.median_ms if ev.timing is not None else math.inf
+        return value
+
+    def after(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+        if frozen.user_attrs.get("duplicate_of") is None and "status" in frozen.user_attrs:
+            done.setdefault(frozen.user_attrs["config_key"], frozen)
+            report(frozen.user_attrs["status"], KernelConfig.from_dict(frozen.user_attrs["config"]),
+                   frozen.value if frozen.user_attrs["status"] == "ok" else None)
+        if state["evaluated"] >= total or len(done) >= len(candidates):
+            study.stop()  # budget of evaluated candidates reached, or the space is exhausted
+
+    if total > 0 and len(done) < len(candidates):
+        # TPE may draw duplicates (reused, not re-run) and out-of-space points (pruned): allow more
+        # Optuna trials than evaluations; ``after`` stops the study once ``total`` are evaluated
+        cap = total if use_grid else 5 * total + 20
+        study.optimize(objective, n_trials=cap, timeout=time_budget_s, catch=(CandidateFailed,),
+                       callbacks=[after], gc_after_trial=False)
+    return _finish(wl, db, dev, run_id, machine_id, study_name, study, space, evaluator, settings,
+                   progress, state["evaluated"], len(candidates), "grid" if use_grid else "tpe", t0)
+
+
+def _record(db: TuningDB, run_id: int, wl: Workload, machine_id: str, study_name: str, number: int,
+            ev: Evaluation, is_default: bool) -> int:
+    tm = ev.timing
+    return db.record_trial(
+        run_id=run_id, workload=wl, machine_id=machine_id, config=ev.config, effective=ev.effective,
+        status=ev.status, reason=ev.reason, t_inner_effective=ev.t_inner_effective,
+        is_default=is_default, study_name=study_name, trial_number=number, compile_s=ev.compile_s,
+        validate_s=ev.validate_s, equivalence_error=ev.equivalence_error, tolerance=ev.tolerance,
+        validation_shape=ev.validation_shape, median_ms=tm.median_ms if tm else None,
+        spread_ms=tm.spread_ms if tm else None, min_ms=tm.min_ms if tm else None,
+        repeats=tm.repeats if tm else None, tokens_per_s=ev.tokens_per_s)
+
+
+def _finish(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, machine_id: str,
+            study_name: str, study: optuna.Study, space: SearchSpace, evaluator: Evaluator,
+            settings: Settings, progress: Progress | None, evaluated: int, n_candidates: int,
+            sampler: str, t0: float) -> WorkloadResult:
+    """Re-time the top candidates interleaved; store and return the winner."""
+    done = _finished(study)
+    ok = sorted((t for t in done.values() if t.user_attrs.get("status") == "ok"), key=lambda t: t.value)
+    rejected = [Rejected(KernelConfig.from_dict(t.user_attrs["config"]), t.user_attrs["status"],
+                         t.user_attrs.get("reason") or "", t.user_attrs.get("equivalence_error"),
+                         t.user_attrs["trial_id"])
+                for t in done.values() if t.user_attrs.get("status") in ("rejected", "failed")]
+    default_key = effective_key(space.default, wl)
+    top = ok[: settings.tune_retime_top_k]
+    if default_key in done and done[default_key] in ok and done[default_key] not in top:
+        top.append(done[default_key])
+    result = WorkloadResult(wl, run_id, study_name, None, None, None, [], rejected, evaluated,
+                            n_candidates, sampler, 0.0)
+    if not top:
+        result.elapsed_s = time.perf_counter() - t0
+        return result
+    retimed = _retime([_candidate(t, wl) for t in top], evaluator, dev, settings)
+    by_key = {effective_key(c.config, wl): c for c in retimed}
+    winner = min(retimed, key=lambda c: c.median_ms)
+    default = by_key.get(default_key)
+    speedup = default.median_ms / winner.median_ms if default else None
+    db.record_result(
+        run_id=run_id, workload=wl, machine_id=machine_id, config=winner.config,
+        trial_id=winner.trial_id, t_inner_effective=winner.t_inner_effective,
+        median_ms=winner.median_ms, spread_ms=winner.spread_ms, tokens_per_s=winner.tokens_per_s,
+        default_median_ms=default.median_ms if default else None, speedup=speedup,
+        equivalence_error=winner.equivalence_error, compile_s=winner.compile_s,
+        n_trials=len(done), n_rejected=sum(r.status == "rejected" for r in rejected),
+        n_failed=sum(r.status == "failed" for r in rejected), retime=[c.to_dict() for c in retimed])
+    result.winner, result.default, result.speedup, result.retimed = winner, default, speedup, retimed
+    result.elapsed_s = time.perf_counter() - t0
+    if progress is not None:
+        progress(ProgressEvent(str(wl), "retime", len(done), len(done), "done", winner.config.short(),
+                               winner.median_ms, winner.median_ms, winner.config.short(),
+                               result.elapsed_s))
+    return result
+
+
+def _retime(cands: list[Candidate], evaluator: Evaluator, dev: torch.device,
+            settings: Settings) -> list[Candidate]:
+    """Interleaved rounds (rotating order) of one synchronised call per candidate; median per candidate."""
+    wl, inputs, run = evaluator.workload, evaluator.timing_inputs(), evaluator.runner
+    fns = [(lambda c=c: run(wl, inputs, c.config)) for c in cands]
+    for fn in fns:  # warm-up (and compile, for candidates of an earlier process) outside the rounds
+        for _ in range(settings.tune_warmup):
+            fn()
+    samples: list[list[float]] = [[] for _ in cands]
+    for r in range(settings.tune_retime_rounds):
+        for j in range(len(cands)):
+            idx = (j + r) % len(cands)
+            samples[idx].append(time_one(fns[idx], dev))
+    out = []
+    for c, s in zip(cands, samples):
+        tm = summarize(s)
+        out.append(Candidate(c.config, c.t_inner_effective, tm.median_ms, tm.spread_ms,
+                             wl.tokens() / (tm.median_ms / 1e3), c.equivalence_error, c.compile_s,
+                             c.trial_id))
+    return out
+
+
+def study_summary(study_name: str, db: TuningDB, settings: Settings | None = None) -> dict[str, Any]:
+    """Counts of a stored study's trials by Optuna state (for flows and diagnostics)."""
+    st = optuna.load_study(study_name=study_name, storage=optuna_storage(db, settings or get_settings()))
+    counts: dict[str, int] = {}
+    for t in st.get_trials(deepcopy=False):
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    return {"study_name": study_name, "trials": counts,
+            "best": json.loads(json.dumps(st.best_trial.user_attrs.get("config"))) if counts.get("COMPLETE") else None}
