@@ -38,7 +38,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     ap.add_argument("--reps", type=int, default=20, help="calls per implementation per round")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     x = make_inputs(**SHAPE, dtype=torch.float32, device="cpu")
     h_ref, _ = xk.mlstm_reference(*x)
     from mlstm_kernels.torch.chunkwise.native import mlstm_chunkwise__native_autograd as native
