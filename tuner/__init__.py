@@ -21,7 +21,18 @@ from ._evaluate import (
     run_kernel,
     time_callable,
 )
+from ._bench import BenchResult, BenchSide, bench, profile_choice
 from ._progress import Progress, ProgressEvent, RichProgress
+from ._publish import (
+    NoWinner,
+    ProfileRecordError,
+    build_profile,
+    profile_entry,
+    profile_path_for,
+    publish_entries,
+    publish_profile_file,
+    record_published,
+)
 from ._space import SearchSpace, effective_key, effective_t_inner, parse_workload
 from ._study import (
     Candidate,
@@ -36,13 +47,17 @@ from ._study import (
 )
 
 __all__ = [
+    "BenchResult",
+    "BenchSide",
     "Candidate",
     "CandidateFailed",
     "CompileProbe",
     "Evaluation",
     "Evaluator",
     "KernelRunner",
+    "NoWinner",
     "ProbeResult",
+    "ProfileRecordError",
     "Progress",
     "ProgressEvent",
     "Rejected",
@@ -54,11 +69,19 @@ __all__ = [
     "UnbandableWorkload",
     "UnknownWorkload",
     "WorkloadResult",
+    "bench",
+    "build_profile",
     "compile_once",
     "effective_key",
     "effective_t_inner",
     "optuna_storage",
     "parse_workload",
+    "profile_choice",
+    "profile_entry",
+    "profile_path_for",
+    "publish_entries",
+    "publish_profile_file",
+    "record_published",
     "rel_error",
     "run_kernel",
     "study_summary",
