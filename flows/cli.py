@@ -52,6 +52,7 @@ def _print_result(result, info) -> None:  # noqa: ANN001 - rich output only
     from .outcome import winners_table
 
     console = Console(soft_wrap=True)
+    console = Console(soft_wrap=True, width=max(console.width, 120))  # pipes get 80 columns: too narrow
     console.print(info.describe())
     if result.run_id is not None:
         console.print(f"tuning run {result.run_id} on machine {result.machine_id}")

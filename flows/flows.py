@@ -112,7 +112,7 @@ def autotune(
             to_tune = rv.to_tune()
         for name in to_tune:  # sequential on purpose: one study times on the device at a time
             state = tune_workload_task.with_options(task_run_name=f"tune {name}")(
-                name, db_path=str(db.path), run_id=run_id, device=dev, trials=trials, time_budget_s=time_budget_s,
+                name, db=db, run_id=run_id, device=dev, trials=trials, time_budget_s=time_budget_s,
                 quick=quick, show_progress=show_progress, tune_fn=tune_fn, return_state=True,
             )
             if state.is_completed():
@@ -122,7 +122,7 @@ def autotune(
                 logger.error("workload %s failed: %s", name, failed[name])
         tuned = [o for o in outcomes if o.action == "tuned"]
         if tuned:
-            pstate = publish_profile_task(fp, outcomes, run_id=run_id, db_path=str(db.path), publish_fn=publish_fn,
+            pstate = publish_profile_task(fp, outcomes, run_id=run_id, db=db, publish_fn=publish_fn,
                                           return_state=True)
             if pstate.is_completed():
                 published = pstate.result()
@@ -130,7 +130,7 @@ def autotune(
                 failed["publish"] = _failure_message(pstate)
             studies = [o.study_name for o in tuned if o.study_name]
             if studies:
-                rstate = report_task(run_id, studies, str(db.path), outcomes, return_state=True)
+                rstate = report_task(run_id, studies, db, outcomes, return_state=True)
                 if rstate.is_completed():
                     report_path = rstate.result()
                 else:
@@ -153,9 +153,11 @@ def autotune(
         key=artifact_key("autotune-summary", machine_id),
         description="Autotune run summary with rejected candidates and their reasons.",
     )
+    n_kept = sum(o.action == "kept" for o in outcomes)
+    done = f"{len(outcomes) - n_kept} tuned" + (f", {n_kept} kept" if n_kept else "")
     if failed:
-        return Failed(message=f"{len(failed)} failed ({', '.join(failed)}); {len(outcomes)} tuned", data=result)
-    return Completed(message=f"{len(outcomes)} workload(s) tuned", data=result)
+        return Failed(message=f"{len(failed)} failed ({', '.join(failed)}); {done}", data=result)
+    return Completed(message=f"{len(outcomes)} workload(s): {done}", data=result)
 
 
 def serve_deployment(

@@ -6,11 +6,14 @@ import html
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from .outcome import WorkloadOutcome, winners_table
+
+if TYPE_CHECKING:
+    from storage import TuningDB
 
 
 class ReportError(ValueError):
@@ -149,20 +152,18 @@ def render_run_report(title: str, studies: Sequence[optuna.Study], winners: Sequ
 def write_run_report(
     run_id: int,
     study_names: Sequence[str],
-    db_path: str | Path,
+    db: TuningDB,
     winners: Sequence[WorkloadOutcome],
     out: Path | None = None,
 ) -> Path:
-    """Write the report of tuning run ``run_id`` (its studies, from the tuner's Optuna storage beside
-    the DB at ``db_path``) to ``out`` (default HOME/reports/run-<run_id>.html) and return the path."""
-    from storage import open_db
+    """Write the report of tuning run ``run_id`` (its studies, from the tuner's Optuna storage of the
+    tuning DB ``db``) to ``out`` (default HOME/reports/run-<run_id>.html) and return the path."""
     from tuner import optuna_storage
     from xlstm_kernels.settings import get_settings
 
     settings = get_settings()
-    with open_db(db_path) as db:
-        storage = optuna_storage(db, settings)
-        studies = [load_study(name, storage) for name in study_names]
+    storage = optuna_storage(db, settings)
+    studies = [load_study(name, storage) for name in study_names]
     out = Path(out) if out is not None else settings.resolved_home() / "reports" / f"run-{run_id}.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_run_report(f"xlstm-autotune run {run_id}", studies, winners), encoding="utf-8")

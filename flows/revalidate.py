@@ -52,7 +52,10 @@ def remeasure(entry: ProfileEntry, device: torch.device | str, settings: Setting
     """Quick re-check of a published winner with the tuner's Evaluator: compile, validate, time."""
     from tuner import Evaluator
 
-    ev = Evaluator(entry.parsed_workload, torch.device(device), settings, quick=True).evaluate(entry.kernel_config)
+    try:
+        ev = Evaluator(entry.parsed_workload, torch.device(device), settings, quick=True).evaluate(entry.kernel_config)
+    except Exception as exc:  # noqa: BLE001 - a winner that cannot even be set up is one that cannot be re-timed
+        return Remeasurement(entry.workload, None, False, f"{type(exc).__name__}: {exc}")
     if ev.status == "failed":
         return Remeasurement(entry.workload, None, False, ev.reason)
     if ev.status == "rejected":

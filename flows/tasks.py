@@ -10,13 +10,16 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from .outcome import WorkloadOutcome
+
+if TYPE_CHECKING:
+    from storage import TuningDB
 
 # The seams to the tuner and to profile publishing: the real library functions.
 TUNE_FN = "tuner:tune_workload"
@@ -71,7 +74,7 @@ def revalidate_task(workloads: list[str], fingerprint: dict[str, Any], device: s
 def tune_workload_task(
     workload: str,
     *,
-    db_path: str,
+    db: TuningDB,
     run_id: int,
     device: str,
     trials: int | None = None,
@@ -80,12 +83,16 @@ def tune_workload_task(
     show_progress: bool = False,
     tune_fn: str = TUNE_FN,
 ) -> WorkloadOutcome:
-    """Tune one workload with ``tune_fn`` (default ``tuner.tune_workload``) under run ``run_id``."""
+    """Tune one workload with ``tune_fn`` (default ``tuner.tune_workload``) under run ``run_id``.
+
+    ``db`` is the flow's open ``TuningDB``, passed as an object (not a path): a second connection that
+    this process opens and closes on the same SQLite file can drop the first one's POSIX locks.
+    """
     from .progress import terminal_progress
 
     fn = resolve(tune_fn)
     with terminal_progress(show_progress) as progress:
-        result = fn(workload, db=db_path, device=device, n_trials=trials, time_budget_s=time_budget_s,
+        result = fn(workload, db=db, device=device, n_trials=trials, time_budget_s=time_budget_s,
                     progress=progress, quick=quick, run_id=run_id)
     outcome = WorkloadOutcome.coerce(result, workload=workload)
     get_run_logger().info(
@@ -97,21 +104,21 @@ def tune_workload_task(
 
 @task(name="publish-profile", cache_policy=NO_CACHE)
 def publish_profile_task(
-    fingerprint: dict[str, Any], outcomes: list[WorkloadOutcome], *, run_id: int, db_path: str,
+    fingerprint: dict[str, Any], outcomes: list[WorkloadOutcome], *, run_id: int, db: TuningDB,
     publish_fn: str = PUBLISH_FN,
 ) -> Any:
     """Publish the winners as this machine's profile and record it (default ``tuner.publish_entries``)."""
     entries = [o.to_profile_entry() for o in outcomes]
-    published = resolve(publish_fn)(fingerprint, entries, run_id=run_id, db=db_path)
+    published = resolve(publish_fn)(fingerprint, entries, run_id=run_id, db=db)
     get_run_logger().info("profile version %s published to %s", published.version, published.path)
     return published
 
 
 @task(name="report", cache_policy=NO_CACHE)
-def report_task(run_id: int, study_names: list[str], db_path: str, outcomes: list[WorkloadOutcome]) -> str:
+def report_task(run_id: int, study_names: list[str], db: TuningDB, outcomes: list[WorkloadOutcome]) -> str:
     """Write the run's HTML report (Optuna plots of its studies, winners table); returns its path."""
     from .report import write_run_report
 
-    path = write_run_report(run_id, study_names, db_path, outcomes)
+    path = write_run_report(run_id, study_names, db, outcomes)
     get_run_logger().info("report written to %s", path)
     return str(path)

@@ -6,6 +6,10 @@ Entry points (see their docstrings):
     with RichProgress() as progress:
         result = run_tuning(["1,4,512,64,64,float32"], quick=True, progress=progress)
     result.workloads[0].winner, result.workloads[0].speedup, result.workloads[0].rejected
+
+    entry = profile_entry(result.workloads[0])                # winner -> xk.ProfileEntry (NoWinner if none)
+    publish_entries(fingerprint, [entry], run_id=result.run_id)  # atomic, versioned, recorded in the DB
+    bench("1,4,512,64,64,float32")                             # profile's pick vs the default, side by side
 """
 
 from ._errors import CandidateFailed, TunerError, UnbandableWorkload, UnknownWorkload

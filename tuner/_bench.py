@@ -78,7 +78,11 @@ def profile_choice(workload: Workload, device: torch.device) -> tuple[KernelConf
     return choice.config, choice.source, choice.reason
 
 
-def _validated(ev: Evaluation, label: str) -> Evaluation:
+def _validated(evaluator: Evaluator, config: KernelConfig, label: str) -> Evaluation:
+    try:
+        ev = evaluator.evaluate(config)
+    except Exception as exc:  # noqa: BLE001 - e.g. a config the kernels refuse before compiling
+        raise CandidateFailed(f"the {label} config {config.short()} failed: {type(exc).__name__}: {exc}") from exc
     if ev.status != "ok":
         raise CandidateFailed(f"the {label} config {ev.config.short()} {ev.status}: {ev.reason}")
     return ev
@@ -105,8 +109,8 @@ def bench(
     else:
         source, reason = "given", "config given on the command line"
     ev = Evaluator(wl, dev, settings)
-    chosen = _validated(ev.evaluate(config), "chosen")
-    default = _validated(ev.evaluate(DEFAULT_CONFIG), "default")
+    chosen = _validated(ev, config, "chosen")
+    default = _validated(ev, DEFAULT_CONFIG, "default")
     inputs, run = ev.timing_inputs(), ev.runner
     sides = [chosen, default]
     fns = [(lambda e=e: run(wl, inputs, e.effective)) for e in sides]
