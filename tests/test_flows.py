@@ -424,7 +424,7 @@ def test_revalidate_decisions_with_the_real_evaluator(tmp_path):
     assert stale.to_tune() == [GOOD] and "software changed: torch 0.0.1" in stale.decisions[0].reason
     assert stale.fresh == {}  # a software change re-tunes without re-timing the old winner
 
-    new = run(tmp_path / "none.json", workloads=(GOOD, "1,2,16,8,8,float32,decode"))
+    new = run(tmp_path / "none.json", workloads=(GOOD, "1,2,1,8,8,float32,decode"))
     assert [d.action for d in new.decisions] == ["tune", "tune"] and "no usable published profile" in new.note
 
 
