@@ -531,3 +531,16 @@ def test_local_server_that_cannot_start_is_reported_and_reaped(tmp_path):
         start_local_server(tmp_path, startup_timeout_s=120, env=env)
     assert not state_path(tmp_path).exists()
     assert (tmp_path / "logs" / "prefect-server.log").read_text().strip()
+
+
+def test_terminal_progress_renders_tuner_events(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # rich squeezes the bar's columns away at 80
+    from flows.progress import terminal_progress
+    from tuner import ProgressEvent
+
+    with terminal_progress(False) as none:
+        assert none is None
+    with terminal_progress(True) as progress:
+        progress(ProgressEvent(GOOD, "trial", 1, 2, "ok", "recurrent L16 hpb2 T1", 0.25, 0.25, "recurrent L16 hpb2 T1", 1.0))
+    err = capsys.readouterr().err
+    assert "1,2,16,8,8" in err and "1/2" in err and "best 0.250 ms" in err
