@@ -5,7 +5,10 @@ set -u
 pkgs=""
 for w in .whl/*.whl; do
   mod=$(basename "$w" | cut -d- -f1)
-  case "$mod" in python_dotenv) mod=dotenv ;; esac
+  case "$mod" in
+    python_dotenv) mod=dotenv ;; python_dateutil) mod=dateutil ;; pyyaml) mod=yaml ;;
+    markdown_it_py) mod=markdown_it ;;
+  esac
   python3 -c "import $mod" 2>/dev/null || pkgs="$pkgs $w"
 done
 if [ -n "$pkgs" ]; then

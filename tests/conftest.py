@@ -14,6 +14,8 @@ import torch
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".inductor-cache"))
 # Never read or write the user's real ~/.xlstm-autotune (profiles, DB) from the tests.
 os.environ["XLSTM_AUTOTUNE_HOME"] = tempfile.mkdtemp(prefix="xlstm-autotune-tests-")
+# Profiles and tuning runs belong to the settings' device; the suite's profiles are CPU ones, also on GPU boxes.
+os.environ["XLSTM_AUTOTUNE_DEVICE"] = "cpu"
 
 import xlstm_kernels as xk  # noqa: E402
 

@@ -31,9 +31,12 @@ def test_unrolled_block_equals_single_unit(family, results):
 
 @pytest.mark.parametrize("name", ["rec_t4", "chunk_t1"])
 def test_carried_states_equal_one_pass(name, inputs, results):
-    """Splitting the sequence and carrying (C, n, m) across gives the one-pass answer."""
+    """Splitting the sequence at a chunk boundary and carrying (C, n, m) gives the one-pass answer.
+
+    (A cut inside a chunk changes the chunkwise family's logical chunks: equal only up to rounding.)
+    """
     q, k, v, i, f = inputs
-    cut = 20
+    cut = 24
     cfg = CONFIGS[name]
     h_a, st = xk.mlstm(q[:, :, :cut], k[:, :, :cut], v[:, :, :cut], i[:, :, :cut], f[:, :, :cut], config=cfg)
     h_b, st = xk.mlstm(q[:, :, cut:], k[:, :, cut:], v[:, :, cut:], i[:, :, cut:], f[:, :, cut:], *st, config=cfg)

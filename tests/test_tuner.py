@@ -242,3 +242,17 @@ def test_failed_compile_is_a_failed_trial(db_path, fast):
         probes = db.db.execute("SELECT ok, t_inner_requested, error FROM probes ORDER BY id").fetchall()
         assert sorted(p[0] for p in probes) == [0, 1, 1]
         assert [p[1:] for p in probes if not p[0]][0][0] == 1 and "constant buffers" in [p for p in probes if not p[0]][0][2]
+
+
+def test_buffer_limit_ratchets_t_inner_inside_a_study(db_path, fast, monkeypatch):
+    """With Metal's limit emulated, a candidate whose kernel is over it is tuned at a lower T_inner."""
+    monkeypatch.setenv("XLSTM_AUTOTUNE_MAX_BUFFERS", "31")
+    xk.reset_settings()
+    space = SearchSpace.for_workload(WL, "cpu", families=["recurrent"], heads_per_band=[2], t_inners=[4])
+    res = tuner.tune_workload(WL, db=db_path, device="cpu", space=space)
+    with storage.TuningDB(db_path) as db:
+        rows = [r for r in db.trials() if json.loads(r["config_json"])["family"] == "recurrent"]
+        probes = db.db.execute("SELECT t_inner_requested, t_inner_effective, ok FROM probes").fetchall()
+    assert [(r["status"], r["t_inner_effective"]) for r in rows] == [("ok", 2)]
+    assert (4, 2, 1) in [tuple(p) for p in probes]
+    assert res.winner is not None

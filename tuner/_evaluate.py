@@ -4,9 +4,10 @@ The stages are separate so a stage can be swapped without touching the others:
 * ``KernelRunner`` runs a config on inputs (``run_kernel`` calls ``xk.mlstm`` / ``xk.mlstm_step``);
   a different runner is how another execution path - or, in tests, a deliberately wrong kernel
   variant - is put under the tuner's validation gate.
-* ``CompileProbe`` compiles a config and returns the config that actually compiled (a probe with a
-  T_inner ratchet may return a lower T_inner) and its compile time. Until ``xlstm_kernels.probe``
-  lands, ``compile_once`` is used: a compile error is simply a failed candidate.
+* ``CompileProbe`` compiles a config and returns the config that actually compiled and its compile
+  time. The default, ``ratchet_probe``, runs ``xlstm_kernels.probe`` where a buffer limit applies
+  (MPS, or the ``max_buffers`` setting), so a candidate over Metal's limit is tuned at the largest
+  T_inner that fits; elsewhere it is ``compile_once``: a compile error is a failed candidate.
 
 Validation shape: prefill candidates are validated on the workload's B, NH, DHQK, DHV and dtype, with
 S cut to ``validate_max_s`` steps but never below one compiled span (t_inner x unit), so the kernel
@@ -65,6 +66,21 @@ def compile_once(runner: KernelRunner, workload: Workload, inputs: Inputs, confi
     except Exception as exc:  # noqa: BLE001 - any compile/run error makes a failed candidate
         raise CandidateFailed(f"compile/run failed: {type(exc).__name__}: {str(exc)[:500]}") from exc
     return ProbeResult(config, time.perf_counter() - t0)
+
+
+def ratchet_probe(runner: KernelRunner, workload: Workload, inputs: Inputs, config: KernelConfig,
+                  device: torch.device) -> ProbeResult:
+    """Compile-probe with the T_inner ratchet where a buffer limit applies, else ``compile_once``."""
+    from xlstm_kernels.probe import probe, resolve_max_buffers
+
+    if workload.mode == "decode" or resolve_max_buffers("auto", device) is None:
+        return compile_once(runner, workload, inputs, config, device)
+    t0 = time.perf_counter()
+    result = probe(config, workload, device=device)
+    if not result.ok or result.effective is None:
+        raise CandidateFailed(f"probe failed ({result.failure}): {result.message[:500]}")
+    compiled = compile_once(runner, workload, inputs, result.effective, device)
+    return ProbeResult(result.effective, time.perf_counter() - t0)
 
 
 def make_inputs(workload: Workload, S: int, device: torch.device, seed: int) -> Inputs:
@@ -173,10 +189,10 @@ class Evaluator:
     """Evaluates candidates of one workload on one device; caches inputs and float64 references."""
 
     def __init__(self, workload: Workload, device: torch.device, settings: Settings, *,
-                 runner: KernelRunner = run_kernel, probe: CompileProbe = compile_once,
+                 runner: KernelRunner = run_kernel, probe: CompileProbe | None = None,
                  quick: bool = False) -> None:
         self.workload, self.device, self.settings = workload, device, settings
-        self.runner, self.probe = runner, probe
+        self.runner, self.probe = runner, probe or ratchet_probe
         self.repeats = max(3, settings.tune_repeats // 2) if quick else settings.tune_repeats
         self.tolerance = settings.tol_fp32 if workload.dtype == "float32" else settings.tol_low_precision
         self._timing_inputs: Inputs | None = None

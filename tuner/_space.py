@@ -141,6 +141,15 @@ class SearchSpace:
                                   precision=precs[0] if default.precision not in precs else default.precision)
         return cls(wl, dims, default)
 
+    @classmethod
+    def from_settings(cls, workload: Workload | str, device: torch.device | str, settings: Any) -> SearchSpace:
+        """``for_workload`` narrowed by the ``tune_*`` settings (``XLSTM_AUTOTUNE_TUNE_CHUNK_SIZES=[128,256]``...)."""
+        return cls.for_workload(
+            workload, device, families=settings.tune_families, chunk_sizes=settings.tune_chunk_sizes,
+            heads_per_band=settings.tune_heads_per_band, t_inners=settings.tune_t_inners,
+            compile_modes=settings.tune_compile_modes, precisions=settings.tune_precisions,
+        )
+
     # -- params <-> configs ---------------------------------------------------------------------
 
     def config_from_params(self, params: dict[str, Any]) -> KernelConfig:

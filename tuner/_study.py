@@ -37,7 +37,7 @@ from xlstm_kernels.device import default_device
 from xlstm_kernels.settings import Settings, get_settings
 
 from ._errors import CandidateFailed
-from ._evaluate import CompileProbe, Evaluation, Evaluator, KernelRunner, compile_once, run_kernel
+from ._evaluate import CompileProbe, Evaluation, Evaluator, KernelRunner, run_kernel
 from ._evaluate import summarize, time_one
 from ._progress import Progress, ProgressEvent
 from ._space import SearchSpace, effective_key, effective_t_inner, parse_workload
@@ -234,7 +234,7 @@ def tune_workload(
     space: SearchSpace | None = None,
     sampler: SamplerChoice = "auto",
     runner: KernelRunner = run_kernel,
-    probe: CompileProbe = compile_once,
+    probe: CompileProbe | None = None,
     settings: Settings | None = None,
 ) -> WorkloadResult:
     """Tune one workload on this machine: Optuna study -> re-time the best side by side -> winner.
@@ -248,7 +248,7 @@ def tune_workload(
     time_budget_s: wall-clock bound on the study (Optuna ``timeout``); the re-timing comes after.
     progress: called with a ``ProgressEvent`` after every trial (``RichProgress()`` renders them).
     run_id: the run the trials belong to; None opens (and closes) a run of its own.
-    space: the ``SearchSpace`` (default ``SearchSpace.for_workload(workload, device)``).
+    space: the ``SearchSpace`` (default ``SearchSpace.from_settings(workload, device, settings)``).
     sampler: ``auto`` (grid if the space has <= settings.tune_grid_max candidates, else TPE),
         ``grid`` or ``tpe``.
     runner / probe: the seams that run a config and compile-probe it (see ``tuner._evaluate``).
@@ -258,7 +258,7 @@ def tune_workload(
     settings = settings or get_settings()
     wl = parse_workload(workload)
     dev = torch.device(device) if device is not None else default_device()
-    space = space or SearchSpace.for_workload(wl, dev)
+    space = space or SearchSpace.from_settings(wl, dev, settings)
     tdb, owned = _open(db)
     try:
         if run_id is None:
@@ -283,7 +283,7 @@ def run_tuning(
     progress: Progress | None = None,
     spaces: dict[str, SearchSpace] | None = None,
     runner: KernelRunner = run_kernel,
-    probe: CompileProbe = compile_once,
+    probe: CompileProbe | None = None,
     settings: Settings | None = None,
 ) -> RunResult:
     """One tuning run over ``workloads`` on this machine; the entry point for flows and the CLI.
@@ -298,7 +298,7 @@ def run_tuning(
     settings = settings or get_settings()
     dev = torch.device(device) if device is not None else default_device()
     wls = [parse_workload(w) for w in workloads]
-    built = {str(w): (spaces or {}).get(str(w)) or SearchSpace.for_workload(w, dev) for w in wls}
+    built = {str(w): (spaces or {}).get(str(w)) or SearchSpace.from_settings(w, dev, settings) for w in wls}
     tdb, owned = _open(db)
     t0 = time.perf_counter()
     try:

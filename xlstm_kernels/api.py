@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -64,10 +65,16 @@ def mlstm(
 
 def step_key(q: torch.Tensor, v: torch.Tensor, eps: float, compile_mode: str = "default") -> CompileKey:
     """The compile key of the decode step for these shapes."""
-    B, NH, DHQK = q.shape
+    return _step_key(tuple(q.shape), v.shape[-1], q.dtype, q.device, float(eps), compile_mode)
+
+
+@functools.lru_cache(maxsize=1024)
+def _step_key(shape: tuple[int, ...], DHV: int, dtype: torch.dtype, device: torch.device, eps: float,
+              compile_mode: str) -> CompileKey:
+    B, NH, DHQK = shape
     return CompileKey(
-        family="step", B=B, heads=NH, DHQK=DHQK, DHV=v.shape[-1], dtype=dtype_name(q.dtype),
-        device=str(q.device), t_inner=1, chunk_size=1, compile_mode=compile_mode, eps=float(eps),
+        family="step", B=B, heads=NH, DHQK=DHQK, DHV=DHV, dtype=dtype_name(dtype),
+        device=str(device), t_inner=1, chunk_size=1, compile_mode=compile_mode, eps=eps,
     )
 
 

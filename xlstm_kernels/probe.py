@@ -48,7 +48,7 @@ from .codegen_scan import CodeScan, KernelInfo, scan_output_code
 from .compiler import CompileKey, _block_fn, _fresh_code_copy, _unique_graphs, build_compiled
 from .config import T_INNER_LADDER, KernelConfig, Workload
 from .device import default_device, is_out_of_memory, synchronize
-from .drivers import kernel_key, plan
+from .drivers import kernel_dtype, kernel_key, plan
 from .settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -637,7 +637,7 @@ def probe(
     if cache is not None and (hit := cache.get(ckey)) is not None:
         return dataclasses.replace(hit, cached=True)
 
-    kdtype = workload.torch_dtype if config.precision == "mixed" else torch.float32
+    kdtype = kernel_dtype(config, workload.torch_dtype, dev)  # what xk.mlstm feeds the region
     knob_value = limit if limit is not None else get_settings().metal_buffer_limit
     runner: _InProcessRunner | _ChildRunner = _ChildRunner(timeout) if isolate else _InProcessRunner()
     steps: list[ProbeStep] = []
@@ -796,7 +796,7 @@ def fuse_report(config: KernelConfig, workload: Workload, *, device: torch.devic
     dev = torch.device(device) if device is not None else torch.device(get_settings().device or default_device())
     limit = resolve_max_buffers(max_buffers, dev)
     config.bands(workload.NH)
-    kdtype = workload.torch_dtype if config.precision == "mixed" else torch.float32
+    kdtype = kernel_dtype(config, workload.torch_dtype, dev)  # what xk.mlstm feeds the region
     p = plan(config, workload.NH, workload.S)
     key = kernel_key(config, p, workload.B, workload.DHQK, workload.DHV, kdtype, dev, EPS)
     block = _fresh_code_copy(_block_fn(key), key.tag())

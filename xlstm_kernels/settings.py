@@ -103,6 +103,24 @@ class Settings(BaseSettings):
         default=256, ge=1, description="Validation runs on at most this many steps (at least one "
         "compiled span, so the same kernel is exercised); the float64 reference loop is slow."
     )
+    tune_families: list[str] | None = Field(
+        default=None, description="Narrow the search space: families to try (default: all)."
+    )
+    tune_chunk_sizes: list[int] | None = Field(
+        default=None, description="Narrow the search space: chunk sizes (default: powers of two up to S)."
+    )
+    tune_heads_per_band: list[int] | None = Field(
+        default=None, description="Narrow the search space: heads per band (default: every divisor of NH)."
+    )
+    tune_t_inners: list[int] | None = Field(
+        default=None, description="Narrow the search space: T_inner values (default: the unroll ladder)."
+    )
+    tune_compile_modes: list[str] | None = Field(
+        default=None, description="CUDA only: compile modes to try (default: all)."
+    )
+    tune_precisions: list[str] | None = Field(
+        default=None, description="CUDA only: precisions to try (default: fp32, tf32, mixed)."
+    )
     tol_fp32: float = Field(
         default=1e-4, gt=0, description="Max relative error vs. the float64 reference, float32 inputs."
     )
