@@ -18,17 +18,17 @@ from flows.lock import machine_lock
 from flows.server import free_port
 
 runner = CliRunner()
-GOOD = "1,2,16,8,8,float32,prefill"  # flow_helpers.GOOD
-FAILING = "1,3,16,8,8,float32,prefill"  # flow_helpers.UNBANDABLE: the real tuner refuses it
-SEAMS = ["--tune-fn", "flow_helpers:tune_narrow"]  # the real tuner on a two-candidate space
+from flow_helpers import GOOD, NARROW_ENV  # the real tuner on a two-candidate space
+from flow_helpers import UNBANDABLE as FAILING
+
 REC = xk.KernelConfig("recurrent", chunk_size=16, heads_per_band=2, t_inner=1)  # a candidate of that space
 
 
 @pytest.fixture()
 def home(tmp_path, monkeypatch):
-    """A fresh HOME and small timing budgets; settings re-read around the test."""
+    """A fresh HOME, the narrowed space and small timing budgets; settings re-read around the test."""
     monkeypatch.setenv("XLSTM_AUTOTUNE_HOME", str(tmp_path))
-    for k, v in dict(TUNE_REPEATS="4", TUNE_WARMUP="1", TUNE_RETIME_ROUNDS="3").items():
+    for k, v in NARROW_ENV.items():
         monkeypatch.setenv(f"XLSTM_AUTOTUNE_{k}", v)
     xk.reset_settings()
     xk.reload_profile()
@@ -66,26 +66,26 @@ def test_seams_default_to_the_real_tuner_and_publisher():
 
 
 def test_tune_bad_workload_is_usage_error(home):
-    result = runner.invoke(app, ["tune", "-w", "1,2,3", *SEAMS])
+    result = runner.invoke(app, ["tune", "-w", "1,2,3"])
     assert result.exit_code == EXIT_USAGE
     assert "bad input" in result.output and "6 or 7 fields" in result.output
 
 
 def test_tune_unreachable_server_exits_3_with_local_hint(home, dead_api):
-    result = runner.invoke(app, ["tune", "-w", GOOD, *SEAMS])
+    result = runner.invoke(app, ["tune", "-w", GOOD])
     assert result.exit_code == EXIT_SERVER
     assert dead_api in result.output and "--no-server" in result.output
 
 
 def test_tune_refuses_while_machine_locked(home):
     with machine_lock(home):
-        result = runner.invoke(app, ["tune", "-w", GOOD, "--no-server", "--wait", "0.3", *SEAMS])
+        result = runner.invoke(app, ["tune", "-w", GOOD, "--no-server", "--wait", "0.3"])
     assert result.exit_code == EXIT_LOCKED
     assert f"pid {os.getpid()}" in result.output and "after waiting" in result.output
 
 
 def test_tune_runs_flow_and_prints_json(prefect_harness, home):
-    result = runner.invoke(app, ["tune", "-w", GOOD, "-w", FAILING, "--quick", "--json", *SEAMS])
+    result = runner.invoke(app, ["tune", "-w", GOOD, "-w", FAILING, "--quick", "--json"])
     assert result.exit_code == EXIT_FAILED, result.output
     data = json.loads(result.output[result.output.index("{") :])
     assert data["state"] == "FAILED" and list(data["failed"]) == [FAILING]
@@ -100,7 +100,7 @@ def test_tune_runs_flow_and_prints_json(prefect_harness, home):
 
 
 def test_tune_prints_table_profile_and_report(prefect_harness, home):
-    result = runner.invoke(app, ["tune", "-w", GOOD, "--quick", *SEAMS])
+    result = runner.invoke(app, ["tune", "-w", GOOD, "--quick"])
     assert result.exit_code == 0, result.output
     out = result.output.replace("\n", "")
     assert "Winners on machine" in out and "not yet available" not in out

@@ -17,6 +17,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from flow_helpers import GOOD, NARROW_ENV, UNBANDABLE  # the real tuner on a two-candidate space
 from flows.lock import TuneLocked, lock_path, machine_lock, read_holder
 from flows.outcome import AutotuneResult, WorkloadOutcome, summary_markdown, winners_table
 from flows.report import ReportError, load_study, render_report, write_report
@@ -33,10 +34,7 @@ from flows.server import (
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
-GOOD = "1,2,16,8,8,float32,prefill"  # flow_helpers.GOOD: test_tuner's workload, kernels compiled once
-UNBANDABLE = "1,3,16,8,8,float32,prefill"  # flow_helpers.UNBANDABLE: the real tuner refuses it
 FAILING = UNBANDABLE
-NARROW = "flow_helpers:tune_narrow"  # the real tuner on a two-candidate space
 
 
 def _holder_script(home: Path, seconds: float) -> str:
@@ -282,11 +280,11 @@ def _artifacts(key: str):
 
 @pytest.fixture()
 def tuner_home(tmp_path, monkeypatch):
-    """A fresh HOME (DB, profiles, reports) and small timing budgets; settings re-read around the test."""
+    """A fresh HOME (DB, profiles, reports), the narrowed space, small timing budgets; settings re-read."""
     import xlstm_kernels as xk
 
     monkeypatch.setenv("XLSTM_AUTOTUNE_HOME", str(tmp_path))
-    for k, v in dict(TUNE_REPEATS="4", TUNE_WARMUP="1", TUNE_RETIME_ROUNDS="3").items():
+    for k, v in NARROW_ENV.items():
         monkeypatch.setenv(f"XLSTM_AUTOTUNE_{k}", v)
     xk.reset_settings()
     yield tmp_path
@@ -299,7 +297,7 @@ def test_autotune_flow_real_tuner_end_to_end_then_revalidates(prefect_harness, t
     import xlstm_kernels as xk
     from flows.flows import artifact_key, autotune
     
-    state = autotune(workloads=[GOOD, UNBANDABLE], quick=True, tune_fn=NARROW, return_state=True)
+    state = autotune(workloads=[GOOD, UNBANDABLE], quick=True, return_state=True)
     assert state.is_failed() and UNBANDABLE in state.message and "1 tuned" in state.message
     result = state.result(raise_on_failure=False)
     assert isinstance(result, AutotuneResult)
@@ -340,7 +338,7 @@ def test_autotune_flow_real_tuner_end_to_end_then_revalidates(prefect_harness, t
 
     # a scheduled run re-validates: the published winner re-checks and re-times -> kept, nothing re-tuned
     monkeypatch.setenv("XLSTM_AUTOTUNE_RETUNE_SLOWDOWN", "1000")  # timing noise can't re-tune it here
-    state = autotune(workloads=[GOOD], quick=True, revalidate=True, tune_fn=NARROW, return_state=True)
+    state = autotune(workloads=[GOOD], quick=True, revalidate=True, return_state=True)
     assert state.is_completed(), state.message
     kept = state.result()
     assert [d["action"] for d in kept.decisions] == ["keep"] and "re-validated" in kept.decisions[0]["reason"]
@@ -351,7 +349,7 @@ def test_autotune_flow_real_tuner_end_to_end_then_revalidates(prefect_harness, t
     # ... and a winner that re-times far slower than published is re-tuned and re-published
     slow = profile.entries[0].model_copy(update={"median_s": 1e-9, "tokens_per_s": 1e12})
     xk.publish_profile(profile.model_copy(update={"entries": [slow], "publication": None}), result.profile_path)
-    state = autotune(workloads=[GOOD], quick=True, revalidate=True, tune_fn=NARROW, return_state=True)
+    state = autotune(workloads=[GOOD], quick=True, revalidate=True, return_state=True)
     assert state.is_completed(), state.message
     redo = state.result()
     assert [d["action"] for d in redo.decisions] == ["retune"] and "slowed" in redo.decisions[0]["reason"]
@@ -364,8 +362,7 @@ def test_autotune_flow_real_tuner_end_to_end_then_revalidates(prefect_harness, t
 def test_autotune_flow_fails_cleanly_when_publish_fails(prefect_harness, tuner_home):
     from flows.flows import autotune
 
-    state = autotune(workloads=[GOOD], quick=True, tune_fn=NARROW, publish_fn="flow_helpers:no_such_function",
-                     return_state=True)
+    state = autotune(workloads=[GOOD], quick=True, publish_fn="tuner:no_such_function", return_state=True)
     assert state.is_failed() and "publish" in state.message
     result = state.result(raise_on_failure=False)
     assert [o.workload for o in result.outcomes] == [GOOD] and result.profile_path is None
@@ -394,7 +391,7 @@ def test_revalidate_decisions_with_the_real_evaluator(tmp_path):
     fp = xk.fingerprint("cpu")
     settings = xk.Settings(tune_repeats=3, tune_warmup=1)
     wl = xk.Workload.parse(GOOD)
-    cfg = xk.KernelConfig("recurrent", chunk_size=16, heads_per_band=2, t_inner=1)  # in flow_helpers' space
+    cfg = xk.KernelConfig("recurrent", chunk_size=16, heads_per_band=2, t_inner=1)  # in the narrowed space
 
     def entry(median_s: float, config=cfg):
         return xk.ProfileEntry(workload=GOOD, config=config.to_dict(), t_inner_requested=1, t_inner_effective=1,
