@@ -311,6 +311,7 @@ def test_autotune_flow_real_tuner_end_to_end_then_revalidates(prefect_harness, t
     assert profile.publication.version == result.profile_version == 1
     assert profile.publication.checksum == result.profile_checksum
     assert profile.tuning_run.run_id == str(result.run_id) and profile.machine_id == result.machine_id
+    assert profile.tuning_run.started_at is not None and profile.tuning_run.source == "tuner"
     [entry] = profile.entries
     assert entry.workload == GOOD and entry.config == won.config
     assert entry.t_inner_effective == won.config["t_inner"] <= entry.t_inner_requested

@@ -160,9 +160,11 @@ def publish_entries(
     previous = None
     with contextlib.suppress(ProfileError):
         previous = load_profile(target)
-    profile = build_profile(fp, entries, run_id=run_id, started_at=started_at, previous=previous)
-    result = publish_profile(profile, target)
     with _db(db if db is not None else (settings.resolved_db_path() if settings else None)) as tdb:
+        if started_at is None and run_id is not None:  # provenance: when the tuning run began
+            started_at = datetime.fromisoformat(tdb.run(run_id)["started_at"])
+        profile = build_profile(fp, entries, run_id=run_id, started_at=started_at, previous=previous)
+        result = publish_profile(profile, target)
         record_published(result, fp, tdb, run_id)
     return result
 
@@ -178,12 +180,13 @@ def publish_profile_file(
     source = Path(source)
     profile = parse_profile(source.read_text(encoding="utf-8"), str(source))
     result = publish_profile(profile, path)
-    run_id = profile.tuning_run.run_id
+    rid = profile.tuning_run.run_id
     with _db(db) as tdb:
-        record_published(result, profile.fingerprint, tdb,
-                         int(run_id) if run_id is not None and run_id.isdigit() and _run_exists(tdb, int(run_id)) else None)
+        linked = int(rid) if rid is not None and rid.isdigit() and _run_of(tdb, int(rid), profile.machine_id) else None
+        record_published(result, profile.fingerprint, tdb, linked)
     return result
 
 
-def _run_exists(db: TuningDB, run_id: int) -> bool:
-    return bool(list(db.db.query("SELECT 1 FROM runs WHERE id = ?", [run_id])))
+def _run_of(db: TuningDB, run_id: int, machine_id: str) -> bool:
+    """True when this DB holds run ``run_id`` and it is a run of ``machine_id`` (a provenance link is safe)."""
+    return bool(list(db.db.query("SELECT 1 FROM runs WHERE id = ? AND machine_id = ?", [run_id, machine_id])))
