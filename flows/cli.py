@@ -1,7 +1,7 @@
 """The ``xlstm-autotune`` command line: thin typer commands over library functions.
 
 Exit codes: 0 success; 1 the work ran but failed (a workload failed, a report could not be made);
-2 bad usage or a part not available yet; 3 the Prefect server is unavailable; 4 the machine is locked
+2 bad usage; 3 the Prefect server is unavailable; 4 the machine is locked
 by another tuning run.
 """
 
@@ -28,7 +28,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SERVER, EXIT_LOCKED = 0, 1, 2, 3, 4
 # Dotted paths of the library functions behind `tune` and `serve` (hidden options let tests and
 # experiments swap in others; see flows.tasks).
 _TUNE_FN = "tuner:tune_workload"
-_PUBLISH_FN = "xlstm_kernels.profile:publish_profile"
+_PUBLISH_FN = "tuner:publish_entries"
 _SERVE_FLOW = "flows.flows:autotune"
 
 
@@ -37,14 +37,27 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code=code)
 
 
-def _print_result(result, info, profile_note: str) -> None:  # noqa: ANN001 - rich output only
+def _profile_note(result) -> str:  # noqa: ANN001 - AutotuneResult
+    if result.profile_path and result.profile_version is not None:
+        return f"profile v{result.profile_version} published to {result.profile_path} ({result.profile_checksum})"
+    if result.profile_path:
+        return f"profile unchanged: {result.profile_path} (every workload kept)"
+    return "profile: not published"
+
+
+def _print_result(result, info) -> None:  # noqa: ANN001 - rich output only
     from rich.console import Console
     from rich.table import Table
 
     from .outcome import winners_table
 
-    console = Console()
+    console = Console(soft_wrap=True)
+    console = Console(soft_wrap=True, width=max(console.width, 120))  # pipes get 80 columns: too narrow
     console.print(info.describe())
+    if result.run_id is not None:
+        console.print(f"tuning run {result.run_id} on machine {result.machine_id}")
+    for d in result.decisions:
+        console.print(f"{d['action']:>6} {d['workload']}: {d['reason']}")
     if result.outcomes:
         rows = winners_table(result.outcomes)
         table = Table(title=f"Winners on machine {result.machine_id}")
@@ -55,7 +68,8 @@ def _print_result(result, info, profile_note: str) -> None:  # noqa: ANN001 - ri
         console.print(table)
     for workload, message in result.failed.items():
         console.print(f"[red]failed[/] {workload}: {message}")
-    console.print(profile_note)
+    console.print(_profile_note(result))
+    console.print(f"report written to {result.report_path}" if result.report_path else "report: none (nothing tuned)")
 
 
 @app.command()
@@ -72,6 +86,9 @@ def tune(
     wait: Optional[float] = typer.Option(
         None, "--wait", min=0.0, help="Seconds to wait for another tuning run on this machine (default: refuse)."
     ),
+    revalidate: bool = typer.Option(
+        False, "--revalidate", help="Re-check the published winners first; tune only new, stale or slowed workloads."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     tune_fn: str = typer.Option(_TUNE_FN, "--tune-fn", hidden=True),
     publish_fn: str = typer.Option(_PUBLISH_FN, "--publish-fn", hidden=True),
@@ -81,6 +98,7 @@ def tune(
 
     from .flows import AutotuneCrashed, run_autotune
     from .lock import TuneLocked
+    from .progress import progress_wanted
     from .server import ServerUnavailable
     from .tasks import SeamMissing
 
@@ -96,6 +114,8 @@ def tune(
             device=settings.device,
             no_server=no_server,
             wait_s=settings.lock_wait_s if wait is None else wait,
+            revalidate=revalidate,
+            show_progress=not json_out and progress_wanted(),
             tune_fn=tune_fn,
             publish_fn=publish_fn,
             startup_timeout_s=settings.server_startup_timeout_s,
@@ -105,18 +125,17 @@ def tune(
     except ValueError as exc:
         raise _fail(f"bad input: {exc}", EXIT_USAGE) from None
     except SeamMissing as exc:
-        raise _fail(f"tune: not yet available (the tuner has not landed yet: {exc})", EXIT_USAGE) from None
+        raise _fail(f"tune: cannot load the tuner or publisher: {exc}", EXIT_USAGE) from None
     except ServerUnavailable as exc:
         raise _fail(str(exc), EXIT_SERVER) from None
     except TuneLocked as exc:
         raise _fail(str(exc), EXIT_LOCKED) from None
     if result is None:
         raise _fail(f"the autotune flow ended {state.type.value}: {state.message}", EXIT_FAILED)
-    note = f"profile: {result.profile_path}" if result.profile_path else "profile: not published"
     if json_out:
         typer.echo(json.dumps(result.to_dict() | {"state": state.type.value, "server": info.to_dict()}, indent=2))
     else:
-        _print_result(result, info, note)
+        _print_result(result, info)
     raise typer.Exit(code=EXIT_OK if state.is_completed() else EXIT_FAILED)
 
 
@@ -143,7 +162,7 @@ def serve(
             resolve(_TUNE_FN)
             resolve(_PUBLISH_FN)
     except SeamMissing as exc:
-        raise _fail(f"serve: not yet available ({exc})", EXIT_USAGE) from None
+        raise _fail(f"serve: cannot load {exc}", EXIT_USAGE) from None
     except ValueError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     name = deployment_name(fingerprint(settings.device).machine_id)
@@ -154,7 +173,9 @@ def serve(
         ) as info:
             typer.echo(info.describe())
             typer.echo(f"serving deployment {flow_obj.name}/{name} ({schedule}); Ctrl-C stops it")
-            serve_deployment(flow_obj, name, cron=None if interval else (cron or settings.serve_cron), interval=interval)
+            params = {"revalidate": True} if flow_path == _SERVE_FLOW else {}  # scheduled runs re-validate
+            serve_deployment(flow_obj, name, cron=None if interval else (cron or settings.serve_cron),
+                             interval=interval, parameters=params)
     except (ServerUnavailable, ServerStartError) as exc:
         raise _fail(str(exc), EXIT_SERVER) from None
     typer.echo("stopped" + (" (local Prefect server stopped)" if info.kind == "started" else ""))
@@ -199,12 +220,14 @@ def version() -> None:
 
 
 # --- commands registered by the other packages (kept together here) ---------------------------------
+from flows.commands_bench import bench  # noqa: E402
 from flows.commands_best import best  # noqa: E402
 from flows.commands_probe import fuse_report, probe  # noqa: E402
 
 app.command("probe")(probe)
 app.command("fuse-report")(fuse_report)
 app.command("best")(best)
+app.command("bench")(bench)
 # ------------------------------------------------------------------------------------------------------
 
 

@@ -92,13 +92,18 @@ def list_cmd(path: Path | None = PathOption) -> None:
 def publish_cmd(
     source: Path = typer.Argument(..., exists=True, dir_okay=False, help="Profile JSON (e.g. written by the tuner)."),
     path: Path | None = PathOption,
+    db: Path | None = typer.Option(None, "--db", help="Tuning database to record the version in (default: from settings)."),
 ) -> None:
-    """Validate a profile JSON file and publish it as the next version (atomic; earlier versions kept)."""
-    from xlstm_kernels.profile import parse_profile, publish_profile
+    """Validate a profile JSON file, publish it as the next version (atomic; earlier versions kept) and
+    record the version in the tuning database (created if absent)."""
+    from tuner import ProfileRecordError, publish_profile_file
 
     with _errors():
-        profile = parse_profile(source.read_text(encoding="utf-8"), str(source))
-        result = publish_profile(profile, path)
+        try:
+            result = publish_profile_file(source, path=path, db=db)
+        except ProfileRecordError as exc:
+            typer.echo(f"error: published, but not recorded in the tuning DB: {exc}", err=True)
+            raise typer.Exit(code=1) from None
     typer.echo(json.dumps({"path": str(result.path), "version": result.version, "checksum": result.checksum}))
 
 

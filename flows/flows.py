@@ -1,9 +1,11 @@
 """The ``autotune`` Prefect flow and the per-machine scheduled deployment.
 
-fingerprint the machine -> one task per workload, one after the other (never two studies timing on the
-device at once), each calling ``tune_fn`` -> publish the winners with ``publish_fn`` -> a table and a
-markdown artifact. A workload that fails is reported, the others' results are kept and published; the
-flow then ends Failed with a message naming the failed workloads.
+fingerprint the machine -> open ONE tuning run in the DB (``tuner.tuning_run``) -> [re-validate the
+published profile: keep / re-tune / tune per workload] -> one task per workload to tune, one after the
+other (never two studies timing on the device at once), each calling ``tune_fn`` (``tuner.tune_workload``)
+-> publish the winners with ``publish_fn`` (``tuner.publish_entries``: atomic, versioned, recorded in the
+DB) -> HTML report of the run's studies -> a table and a markdown artifact. A workload that fails is
+reported, the others' results are kept and published; the flow then ends Failed naming the failures.
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ from xlstm_kernels.config import Workload
 from xlstm_kernels.settings import Settings
 
 from .outcome import AutotuneResult, WorkloadOutcome, summary_markdown, winners_table
-from .tasks import PUBLISH_FN, TUNE_FN, fingerprint_task, publish_profile_task, tune_workload_task
+from .tasks import (
+    PUBLISH_FN,
+    TUNE_FN,
+    fingerprint_task,
+    publish_profile_task,
+    report_task,
+    revalidate_task,
+    tune_workload_task,
+)
 
 __all__ = [
     "AutotuneCrashed",
@@ -65,46 +75,89 @@ def autotune(
     time_budget_s: float | None = None,
     quick: bool = False,
     device: str | None = None,
+    revalidate: bool = False,
+    show_progress: bool = False,
     tune_fn: str = TUNE_FN,
     publish_fn: str = PUBLISH_FN,
 ) -> AutotuneResult | State:
-    """Tune each workload on this machine, publish the winners, and record artifacts."""
+    """Tune each workload on this machine in one tuning run, publish the winners, record artifacts.
+
+    With ``revalidate`` (scheduled runs), a published profile's winners are re-checked first and only
+    workloads the re-validation rule (``flows.schedule``) sends to (re-)tuning are tuned.
+    """
+    from storage import open_db
+    from tuner import profile_path_for, tuning_run
+    from xlstm_kernels.device import default_device
+    from xlstm_kernels.settings import get_settings, reset_settings
+
     logger = get_run_logger()
-    names = [str(Workload.parse(w)) for w in (workloads or Settings().workloads)]
-    fp = fingerprint_task(device)
+    reset_settings()  # read XLSTM_AUTOTUNE_* afresh for every run (a served deployment lives long)
+    settings = get_settings()
+    names = [str(Workload.parse(w)) for w in (workloads or settings.workloads)]
+    dev = str(device or settings.device or default_device())
+    fp = fingerprint_task(dev)
+    machine_id = fp["machine_id"]
+    profile_path = profile_path_for(machine_id, settings)
     outcomes: list[WorkloadOutcome] = []
     failed: dict[str, str] = {}
-    for name in names:  # sequential on purpose: one study times on the device at a time
-        state = tune_workload_task.with_options(task_run_name=f"tune {name}")(
-            name, fp, trials=trials, time_budget_s=time_budget_s, quick=quick, tune_fn=tune_fn, return_state=True
-        )
-        if state.is_completed():
-            outcomes.append(state.result())
-        else:
-            failed[name] = _failure_message(state)
-            logger.error("workload %s failed: %s", name, failed[name])
-    profile_path = None
-    if outcomes:
-        pstate = publish_profile_task(fp, outcomes, publish_fn=publish_fn, return_state=True)
-        if pstate.is_completed():
-            profile_path = pstate.result()
-        else:
-            failed["publish"] = _failure_message(pstate)
-    result = AutotuneResult(fp["machine_id"], outcomes, failed, profile_path)
+    decisions: list[dict[str, str]] = []
+    published = report_path = None
+    with open_db(settings.resolved_db_path()) as db, tuning_run(db, dev, quick, settings) as (run_id, _):
+        to_tune = names
+        if revalidate:
+            rv = revalidate_task(names, fp, dev, str(profile_path))
+            decisions = rv.decision_rows()
+            reasons = {d.workload: d.reason for d in rv.decisions}
+            outcomes += [WorkloadOutcome.from_entry(e, action="kept", reason=reasons[w]) for w, e in rv.kept.items()]
+            to_tune = rv.to_tune()
+        for name in to_tune:  # sequential on purpose: one study times on the device at a time
+            state = tune_workload_task.with_options(task_run_name=f"tune {name}")(
+                name, db=db, run_id=run_id, device=dev, trials=trials, time_budget_s=time_budget_s,
+                quick=quick, show_progress=show_progress, tune_fn=tune_fn, return_state=True,
+            )
+            if state.is_completed():
+                outcomes.append(state.result())
+            else:
+                failed[name] = _failure_message(state)
+                logger.error("workload %s failed: %s", name, failed[name])
+        tuned = [o for o in outcomes if o.action == "tuned"]
+        if tuned:
+            pstate = publish_profile_task(fp, outcomes, run_id=run_id, db=db, publish_fn=publish_fn,
+                                          return_state=True)
+            if pstate.is_completed():
+                published = pstate.result()
+            else:
+                failed["publish"] = _failure_message(pstate)
+            studies = [o.study_name for o in tuned if o.study_name]
+            if studies:
+                rstate = report_task(run_id, studies, db, outcomes, return_state=True)
+                if rstate.is_completed():
+                    report_path = rstate.result()
+                else:
+                    failed["report"] = _failure_message(rstate)
+    if published is not None:
+        path, version, checksum = str(published.path), published.version, published.checksum
+    else:  # nothing re-tuned: the published profile stands unchanged
+        path = str(profile_path) if outcomes and not tuned else None
+        version = checksum = None
+    result = AutotuneResult(machine_id, outcomes, failed, path, run_id=run_id, profile_version=version,
+                            profile_checksum=checksum, report_path=report_path, decisions=decisions)
     if outcomes:
         create_table_artifact(
             table=winners_table(outcomes),
-            key=artifact_key("autotune-winners", fp["machine_id"]),
+            key=artifact_key("autotune-winners", machine_id),
             description="Winner per workload: config, median time, speedup over the default, equivalence error.",
         )
     create_markdown_artifact(
         markdown=summary_markdown(result),
-        key=artifact_key("autotune-summary", fp["machine_id"]),
+        key=artifact_key("autotune-summary", machine_id),
         description="Autotune run summary with rejected candidates and their reasons.",
     )
+    n_kept = sum(o.action == "kept" for o in outcomes)
+    done = f"{len(outcomes) - n_kept} tuned" + (f", {n_kept} kept" if n_kept else "")
     if failed:
-        return Failed(message=f"{len(failed)} failed ({', '.join(failed)}); {len(outcomes)} tuned", data=result)
-    return Completed(message=f"{len(outcomes)} workload(s) tuned", data=result)
+        return Failed(message=f"{len(failed)} failed ({', '.join(failed)}); {done}", data=result)
+    return Completed(message=f"{len(outcomes)} workload(s): {done}", data=result)
 
 
 def serve_deployment(
@@ -176,6 +229,8 @@ def run_autotune(
     device: str | None = None,
     no_server: bool = False,
     wait_s: float = 0.0,
+    revalidate: bool = False,
+    show_progress: bool = False,
     tune_fn: str = TUNE_FN,
     publish_fn: str = PUBLISH_FN,
     startup_timeout_s: float = 180.0,
@@ -202,6 +257,8 @@ def run_autotune(
                 time_budget_s=time_budget_s,
                 quick=quick,
                 device=device,
+                revalidate=revalidate,
+                show_progress=show_progress,
                 tune_fn=tune_fn,
                 publish_fn=publish_fn,
                 return_state=True,

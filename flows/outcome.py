@@ -8,9 +8,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from xlstm_kernels.config import KernelConfig
+
+if TYPE_CHECKING:
+    from tuner import WorkloadResult
+    from xlstm_kernels.profile import ProfileEntry
 
 
 def _config_dict(config: Any) -> dict[str, Any]:
@@ -35,9 +39,10 @@ def config_short(config: Mapping[str, Any]) -> str:
 class WorkloadOutcome:
     """The confirmed winner of one workload.
 
-    config: the winning KernelConfig as a dict; median_ms: its median time; speedup: default config's
-    median over the winner's; equiv_err: the winner's error in the equivalence gate; rejected:
-    (config dict, reason) of every candidate the tuner rejected.
+    config: the winning KernelConfig as a dict (its t_inner the effective one); median_ms: its median
+    time; speedup: default config's median over the winner's; equiv_err: the winner's error in the
+    equivalence gate; rejected: (config dict, reason) of every candidate the tuner rejected;
+    action: ``tuned`` (by this run) or ``kept`` (a published winner re-validated), with ``reason``.
     """
 
     workload: str
@@ -46,6 +51,11 @@ class WorkloadOutcome:
     speedup: float
     equiv_err: float
     rejected: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    t_inner_requested: int | None = None
+    tokens_per_s: float | None = None
+    study_name: str | None = None
+    action: Literal["tuned", "kept"] = "tuned"
+    reason: str = ""
 
     def __post_init__(self) -> None:
         for name in ("median_ms", "speedup", "equiv_err"):
@@ -64,10 +74,53 @@ class WorkloadOutcome:
         return d
 
     @classmethod
+    def from_entry(
+        cls,
+        entry: ProfileEntry,
+        *,
+        rejected: list[tuple[dict[str, Any], str]] | None = None,
+        study_name: str | None = None,
+        action: Literal["tuned", "kept"] = "tuned",
+        reason: str = "",
+    ) -> WorkloadOutcome:
+        """The outcome of a profile entry (a fresh winner, or a kept published one)."""
+        return cls(
+            workload=entry.workload, config=dict(entry.config), median_ms=entry.median_s * 1e3,
+            speedup=entry.speedup_vs_default, equiv_err=entry.equivalence_error, rejected=list(rejected or []),
+            t_inner_requested=entry.t_inner_requested, tokens_per_s=entry.tokens_per_s, study_name=study_name,
+            action=action, reason=reason,
+        )
+
+    @classmethod
+    def from_result(cls, result: WorkloadResult) -> WorkloadOutcome:
+        """The outcome of ``tuner.tune_workload``; ``tuner.NoWinner`` when no candidate validated."""
+        from tuner import profile_entry
+
+        entry = profile_entry(result)
+        rejected = [(r.config.to_dict(), f"{r.status}: {r.reason}") for r in result.rejected]
+        return cls.from_entry(entry, rejected=rejected, study_name=result.study_name, action="tuned",
+                              reason=f"{result.n_trials} trial(s) this run, {result.sampler} over "
+                                     f"{result.n_candidates} candidate(s)")
+
+    def to_profile_entry(self) -> ProfileEntry:
+        """This winner as a profile entry (requires the tuner's fields: t_inner_requested, tokens_per_s)."""
+        from xlstm_kernels.profile import ProfileEntry
+
+        if self.t_inner_requested is None or self.tokens_per_s is None:
+            raise ValueError(f"{self.workload}: outcome lacks t_inner_requested/tokens_per_s (not from the tuner)")
+        return ProfileEntry(
+            workload=self.workload, config=self.config, t_inner_requested=self.t_inner_requested,
+            t_inner_effective=int(self.config["t_inner"]), median_s=self.median_ms / 1e3,
+            tokens_per_s=self.tokens_per_s, speedup_vs_default=self.speedup, equivalence_error=self.equiv_err,
+        )
+
+    @classmethod
     def coerce(cls, result: Any, workload: str) -> WorkloadOutcome:
-        """Read a tuner result (this class, a mapping, or an object with these attribute names)."""
+        """Read a tuner result (this class, a ``WorkloadResult``, a mapping, or an object with these names)."""
         if isinstance(result, cls):
             return result
+        if hasattr(result, "retimed") and hasattr(result, "study_name"):
+            return cls.from_result(result)
         get = result.get if isinstance(result, Mapping) else lambda k, d=None: getattr(result, k, d)
         config = get("config", None)
         if config is None:
@@ -97,12 +150,20 @@ class WorkloadOutcome:
 
 @dataclass(frozen=True)
 class AutotuneResult:
-    """What one autotune flow run produced: winners, failed workloads (with why), the profile path."""
+    """What one autotune flow run produced: winners, failed workloads (with why), profile and report.
+
+    ``decisions``: the re-validation decisions (workload, action, reason) of a ``revalidate`` run.
+    """
 
     machine_id: str
     outcomes: list[WorkloadOutcome]
     failed: dict[str, str]
     profile_path: str | None
+    run_id: int | None = None
+    profile_version: int | None = None
+    profile_checksum: str | None = None
+    report_path: str | None = None
+    decisions: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -116,6 +177,11 @@ class AutotuneResult:
             "outcomes": [o.to_dict() for o in self.outcomes],
             "failed": dict(self.failed),
             "profile_path": self.profile_path,
+            "run_id": self.run_id,
+            "profile_version": self.profile_version,
+            "profile_checksum": self.profile_checksum,
+            "report_path": self.report_path,
+            "decisions": list(self.decisions),
         }
 
 
@@ -124,6 +190,7 @@ def winners_table(outcomes: Sequence[WorkloadOutcome]) -> list[dict[str, Any]]:
     return [
         {
             "workload": o.workload,
+            "action": o.action,
             "config": o.config_short(),
             "median_ms": round(o.median_ms, 4),
             "speedup_vs_default": round(o.speedup, 3),
@@ -142,13 +209,27 @@ def summary_markdown(result: AutotuneResult) -> str:
     lines = [f"# Autotune run on machine `{result.machine_id}`", ""]
     n_ok, n_failed = len(result.outcomes), len(result.failed)
     lines.append(f"{n_ok} workload(s) tuned, {n_failed} failed.")
-    lines.append(f"Profile: `{result.profile_path}`" if result.profile_path else "Profile: not published.")
+    if result.run_id is not None:
+        lines.append(f"Tuning run: {result.run_id}.")
+    if result.profile_path and result.profile_version is not None:
+        lines.append(f"Profile: `{result.profile_path}` (version {result.profile_version}, {result.profile_checksum}).")
+    elif result.profile_path:
+        lines.append(f"Profile: `{result.profile_path}` (unchanged).")
+    else:
+        lines.append("Profile: not published.")
+    if result.report_path:
+        lines.append(f"Report: `{result.report_path}`.")
     lines.append("")
+    if result.decisions:
+        lines += ["## Re-validation", "", "| workload | action | reason |", "|---|---|---|"]
+        lines += [f"| {_md_cell(d['workload'])} | {d['action']} | {_md_cell(d['reason'])} |" for d in result.decisions]
+        lines.append("")
     if result.outcomes:
-        lines += ["## Winners", "", "| workload | config | median ms | speedup | equiv err |", "|---|---|---|---|---|"]
+        lines += ["## Winners", "", "| workload | action | config | median ms | speedup | equiv err |",
+                  "|---|---|---|---|---|---|"]
         for row in winners_table(result.outcomes):
             lines.append(
-                f"| {_md_cell(row['workload'])} | {_md_cell(row['config'])} | {row['median_ms']} | "
+                f"| {_md_cell(row['workload'])} | {row['action']} | {_md_cell(row['config'])} | {row['median_ms']} | "
                 f"{row['speedup_vs_default']}x | {row['equiv_err']} |"
             )
         lines.append("")

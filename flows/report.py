@@ -6,11 +6,14 @@ import html
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from .outcome import WorkloadOutcome, winners_table
+
+if TYPE_CHECKING:
+    from storage import TuningDB
 
 
 class ReportError(ValueError):
@@ -114,3 +117,54 @@ def write_report(study: optuna.Study, path: Path, winners: Sequence[WorkloadOutc
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_report(study, winners), encoding="utf-8")
     return path
+
+
+def render_run_report(title: str, studies: Sequence[optuna.Study], winners: Sequence[WorkloadOutcome]) -> str:
+    """One page for a tuning run: the winners table, then each study's plots (plotly.js inlined once)."""
+    parts, inlined = [], False
+    for study in studies:
+        n_done = len(_completed(study))
+        parts.append(f"<h2>Study {html.escape(study.study_name)}</h2>"
+                     f"<p>{len(study.trials)} trials, {n_done} completed (all runs of this study).</p>")
+        try:
+            figs = study_figures(study)
+        except ReportError as exc:
+            parts.append(f'<p class="note">{html.escape(str(exc))}</p>')
+            continue
+        for fig_title, fig, note in figs:
+            parts.append(f"<h3>{html.escape(fig_title)}</h3>")
+            if fig is None:
+                parts.append(f'<p class="note">{html.escape(note)}</p>')
+                continue
+            parts.append(fig.to_html(full_html=False, include_plotlyjs=not inlined))
+            inlined = True
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #bbb;padding:4px 8px}.note{color:#666}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>"
+        f"<p>{len(studies)} studies; generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}.</p>"
+        f"<h2>Winners</h2>{_html_table(winners_table(winners))}" + "".join(parts) + "</body></html>\n"
+    )
+
+
+def write_run_report(
+    run_id: int,
+    study_names: Sequence[str],
+    db: TuningDB,
+    winners: Sequence[WorkloadOutcome],
+    out: Path | None = None,
+) -> Path:
+    """Write the report of tuning run ``run_id`` (its studies, from the tuner's Optuna storage of the
+    tuning DB ``db``) to ``out`` (default HOME/reports/run-<run_id>.html) and return the path."""
+    from tuner import optuna_storage
+    from xlstm_kernels.settings import get_settings
+
+    settings = get_settings()
+    storage = optuna_storage(db, settings)
+    studies = [load_study(name, storage) for name in study_names]
+    out = Path(out) if out is not None else settings.resolved_home() / "reports" / f"run-{run_id}.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_run_report(f"xlstm-autotune run {run_id}", studies, winners), encoding="utf-8")
+    return out

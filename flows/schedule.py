@@ -35,12 +35,17 @@ class PublishedEntry:
 
 @dataclass(frozen=True)
 class Remeasurement:
-    """A fresh quick re-time and equivalence check of a published winner."""
+    """A fresh quick re-time and equivalence check of a published winner.
+
+    ``checked``: the winner compiled and ran, so ``equiv_ok`` is a verdict (a winner that fails the
+    check is never timed: ``median_ms`` None); unchecked with no median means it could not run.
+    """
 
     workload: str
     median_ms: float | None
     equiv_ok: bool
     error: str | None = None
+    checked: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,9 @@ def decide(
             decisions.append(Decision(w, "retune", f"software changed: {changed}"))
             continue
         m = fresh.get(w)
+        if m is not None and m.checked and not m.equiv_ok:
+            decisions.append(Decision(w, "retune", f"winner failed the equivalence check{': ' + m.error if m.error else ''}"))
+            continue
         if m is None or m.median_ms is None:
             why = m.error if m is not None and m.error else "not re-measured"
             decisions.append(Decision(w, "retune", f"winner could not be re-timed: {why}"))

@@ -1,8 +1,8 @@
 """Prefect tasks of the ``autotune`` flow: each calls one library function and returns its result.
 
-The library functions are named by dotted path (``"package.module:function"``) so that a flow
-parameter, and so a deployment, can carry them; they are imported lazily, inside the task, which keeps
-``flows`` importable before (or without) the tuner.
+The tuner and the publisher are named by dotted path (``"package.module:function"``) so that a flow
+parameter, and so a deployment, can carry another one (tests narrow the search space this way); they
+are imported lazily, inside the task. Seam signatures: DEVELOPERS.md, "Flow seams".
 """
 
 from __future__ import annotations
@@ -10,22 +10,24 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
-
-from xlstm_kernels.config import Workload
 
 from .outcome import WorkloadOutcome
 
-# The seams to the tuner and to profile publishing (signatures: DEVELOPERS.md, "Flow seams").
+if TYPE_CHECKING:
+    from storage import TuningDB
+
+# The seams to the tuner and to profile publishing: the real library functions.
 TUNE_FN = "tuner:tune_workload"
-PUBLISH_FN = "xlstm_kernels.profile:publish_profile"
+PUBLISH_FN = "tuner:publish_entries"
 
 
 class SeamMissing(ImportError):
-    """A library function named by dotted path does not exist (yet)."""
+    """A library function named by dotted path does not exist."""
 
 
 def resolve(dotted: str) -> Callable[..., Any]:
@@ -43,7 +45,7 @@ def resolve(dotted: str) -> Callable[..., Any]:
         raise SeamMissing(f"{dotted}: module {module_name!r} has no {attr!r}") from None
 
 
-@task(name="fingerprint")
+@task(name="fingerprint", cache_policy=NO_CACHE)
 def fingerprint_task(device: str | None = None) -> dict[str, Any]:
     """Fingerprint this machine (hardware and software) for ``device``."""
     from xlstm_kernels.fingerprint import fingerprint
@@ -53,35 +55,70 @@ def fingerprint_task(device: str | None = None) -> dict[str, Any]:
     return fp.to_dict()
 
 
-@task(name="tune-workload")
+@task(name="revalidate", cache_policy=NO_CACHE)
+def revalidate_task(workloads: list[str], fingerprint: dict[str, Any], device: str, profile_path: str) -> Any:
+    """Re-check and re-time the published winners; decide keep / re-tune / tune (``flows.revalidate``)."""
+    from xlstm_kernels.fingerprint import Fingerprint
+    from xlstm_kernels.settings import get_settings
+
+    from .revalidate import revalidate
+
+    rv = revalidate(workloads, fingerprint=Fingerprint.from_dict(fingerprint), device=device,
+                    profile_path=Path(profile_path), settings=get_settings())
+    for d in rv.decisions:
+        get_run_logger().info("%s: %s (%s)", d.workload, d.action, d.reason)
+    return rv
+
+
+@task(name="tune-workload", cache_policy=NO_CACHE)
 def tune_workload_task(
     workload: str,
-    fingerprint: dict[str, Any],
+    *,
+    db: TuningDB,
+    run_id: int,
+    device: str,
     trials: int | None = None,
     time_budget_s: float | None = None,
     quick: bool = False,
+    show_progress: bool = False,
     tune_fn: str = TUNE_FN,
 ) -> WorkloadOutcome:
-    """Tune one workload with ``tune_fn(workload, fingerprint=, trials=, time_budget_s=, quick=)``."""
+    """Tune one workload with ``tune_fn`` (default ``tuner.tune_workload``) under run ``run_id``.
+
+    ``db`` is the flow's open ``TuningDB``, passed as an object (not a path): a second connection that
+    this process opens and closes on the same SQLite file can drop the first one's POSIX locks.
+    """
+    from .progress import terminal_progress
+
     fn = resolve(tune_fn)
-    result = fn(Workload.parse(workload), fingerprint=fingerprint, trials=trials, time_budget_s=time_budget_s, quick=quick)
+    with terminal_progress(show_progress) as progress:
+        result = fn(workload, db=db, device=device, n_trials=trials, time_budget_s=time_budget_s,
+                    progress=progress, quick=quick, run_id=run_id)
     outcome = WorkloadOutcome.coerce(result, workload=workload)
     get_run_logger().info(
         "%s: winner %s, %.3f ms, %.2fx over default, %d rejected",
-        workload,
-        outcome.config_short(),
-        outcome.median_ms,
-        outcome.speedup,
-        len(outcome.rejected),
+        workload, outcome.config_short(), outcome.median_ms, outcome.speedup, len(outcome.rejected),
     )
     return outcome
 
 
-@task(name="publish-profile")
+@task(name="publish-profile", cache_policy=NO_CACHE)
 def publish_profile_task(
-    fingerprint: dict[str, Any], outcomes: list[WorkloadOutcome], publish_fn: str = PUBLISH_FN
-) -> str:
-    """Publish the winners as this machine's profile with ``publish_fn(fingerprint, outcomes) -> path``."""
-    path = resolve(publish_fn)(fingerprint, outcomes)
-    get_run_logger().info("profile published to %s", path)
-    return str(Path(path))
+    fingerprint: dict[str, Any], outcomes: list[WorkloadOutcome], *, run_id: int, db: TuningDB,
+    publish_fn: str = PUBLISH_FN,
+) -> Any:
+    """Publish the winners as this machine's profile and record it (default ``tuner.publish_entries``)."""
+    entries = [o.to_profile_entry() for o in outcomes]
+    published = resolve(publish_fn)(fingerprint, entries, run_id=run_id, db=db)
+    get_run_logger().info("profile version %s published to %s", published.version, published.path)
+    return published
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def report_task(run_id: int, study_names: list[str], db: TuningDB, outcomes: list[WorkloadOutcome]) -> str:
+    """Write the run's HTML report (Optuna plots of its studies, winners table); returns its path."""
+    from .report import write_run_report
+
+    path = write_run_report(run_id, study_names, db, outcomes)
+    get_run_logger().info("report written to %s", path)
+    return str(path)

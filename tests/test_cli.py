@@ -10,21 +10,32 @@ import optuna
 import pytest
 from typer.testing import CliRunner
 
+import storage
+import xlstm_kernels as xk
 from flows import tasks
 from flows.cli import EXIT_FAILED, EXIT_LOCKED, EXIT_SERVER, EXIT_USAGE, _PUBLISH_FN, _TUNE_FN, app
 from flows.lock import machine_lock
 from flows.server import free_port
 
 runner = CliRunner()
-GOOD = "2,4,37,16,32,float32,prefill"
-FAILING = "2,4,37,16,3,float32,prefill"
-SEAMS = ["--tune-fn", "flow_helpers:tune_small", "--publish-fn", "flow_helpers:publish_json"]
+from flow_helpers import GOOD, NARROW_ENV  # the real tuner on a two-candidate space
+from flow_helpers import UNBANDABLE as FAILING
+
+REC = xk.KernelConfig("recurrent", chunk_size=16, heads_per_band=2, t_inner=1)  # a candidate of that space
 
 
 @pytest.fixture()
 def home(tmp_path, monkeypatch):
+    """A fresh HOME, the narrowed space and small timing budgets; settings re-read around the test."""
     monkeypatch.setenv("XLSTM_AUTOTUNE_HOME", str(tmp_path))
-    return tmp_path
+    for k, v in NARROW_ENV.items():
+        monkeypatch.setenv(f"XLSTM_AUTOTUNE_{k}", v)
+    xk.reset_settings()
+    xk.reload_profile()
+    yield tmp_path
+    monkeypatch.undo()
+    xk.reset_settings()
+    xk.reload_profile()
 
 
 @pytest.fixture()
@@ -37,7 +48,7 @@ def dead_api():
         yield url
 
 
-@pytest.mark.parametrize("command", ["tune", "serve", "report", "version"])
+@pytest.mark.parametrize("command", ["tune", "serve", "report", "version", "bench"])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0, result.output
@@ -48,56 +59,102 @@ def test_cli_seams_match_the_tasks():
     assert (_TUNE_FN, _PUBLISH_FN) == (tasks.TUNE_FN, tasks.PUBLISH_FN)
 
 
-def test_tune_without_the_tuner_says_not_yet_available(home):
-    result = runner.invoke(app, ["tune", "--quick"])
-    assert result.exit_code == EXIT_USAGE
-    assert "not yet available" in result.output and "tuner" in result.output
+def test_seams_default_to_the_real_tuner_and_publisher():
+    import tuner
+
+    assert tasks.resolve(_TUNE_FN) is tuner.tune_workload and tasks.resolve(_PUBLISH_FN) is tuner.publish_entries
 
 
 def test_tune_bad_workload_is_usage_error(home):
-    result = runner.invoke(app, ["tune", "-w", "1,2,3", *SEAMS])
+    result = runner.invoke(app, ["tune", "-w", "1,2,3"])
     assert result.exit_code == EXIT_USAGE
     assert "bad input" in result.output and "6 or 7 fields" in result.output
 
 
 def test_tune_unreachable_server_exits_3_with_local_hint(home, dead_api):
-    result = runner.invoke(app, ["tune", "-w", GOOD, *SEAMS])
+    result = runner.invoke(app, ["tune", "-w", GOOD])
     assert result.exit_code == EXIT_SERVER
     assert dead_api in result.output and "--no-server" in result.output
 
 
 def test_tune_refuses_while_machine_locked(home):
     with machine_lock(home):
-        result = runner.invoke(app, ["tune", "-w", GOOD, "--no-server", "--wait", "0.3", *SEAMS])
+        result = runner.invoke(app, ["tune", "-w", GOOD, "--no-server", "--wait", "0.3"])
     assert result.exit_code == EXIT_LOCKED
     assert f"pid {os.getpid()}" in result.output and "after waiting" in result.output
 
 
 def test_tune_runs_flow_and_prints_json(prefect_harness, home):
-    result = runner.invoke(app, ["tune", "-w", GOOD, "-w", FAILING, "--quick", "--json", *SEAMS])
+    result = runner.invoke(app, ["tune", "-w", GOOD, "-w", FAILING, "--quick", "--json"])
     assert result.exit_code == EXIT_FAILED, result.output
     data = json.loads(result.output[result.output.index("{") :])
     assert data["state"] == "FAILED" and list(data["failed"]) == [FAILING]
-    assert [o["workload"] for o in data["outcomes"]] == [GOOD]
+    assert "UnbandableWorkload" in data["failed"][FAILING]
+    assert [o["workload"] for o in data["outcomes"]] == [GOOD] and data["outcomes"][0]["action"] == "tuned"
     assert data["server"]["kind"] == "remote"  # the harness's API server
-    assert Path(data["profile_path"]).exists() and Path(data["profile_path"]).is_relative_to(home)
+    profile = xk.load_profile(data["profile_path"])
+    assert Path(data["profile_path"]).is_relative_to(home) and profile.publication.version == data["profile_version"]
+    assert Path(data["report_path"]).exists() and data["run_id"] == 1
+    with storage.open_db(home / "tuning.db") as db:
+        assert db.profiles()[0]["checksum"] == data["profile_checksum"]
 
 
-def test_tune_runs_flow_and_prints_table(prefect_harness, home):
-    result = runner.invoke(app, ["tune", "-w", GOOD, "--quick", *SEAMS])
+def test_tune_prints_table_profile_and_report(prefect_harness, home):
+    result = runner.invoke(app, ["tune", "-w", GOOD, "--quick"])
     assert result.exit_code == 0, result.output
-    assert "Winners on machine" in result.output and "profile:" in result.output
-    assert str(home / "profiles") in result.output.replace("\n", "")
+    out = result.output.replace("\n", "")
+    assert "Winners on machine" in out and "not yet available" not in out
+    assert f"profile v1 published to {home / 'profiles'}" in out
+    assert f"report written to {home / 'reports' / 'run-1.html'}" in out
+
+
+def test_bench_given_config_and_profile_pick(home):
+    result = runner.invoke(app, ["bench", "-w", GOOD, "--config", json.dumps(REC.to_dict()), "--rounds", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["source"] == "given" and data["chosen"]["config"] == REC.to_dict()
+    assert data["speedup"] == pytest.approx(data["default"]["median_ms"] / data["chosen"]["median_ms"])
+    assert max(data["chosen"]["equivalence_error"], data["default"]["equivalence_error"]) < 1e-4
+    # with a published profile, bench takes the profile's pick for the workload
+    wl = xk.Workload.parse(GOOD)
+    entry = xk.ProfileEntry(workload=GOOD, config=REC.to_dict(), t_inner_requested=1, t_inner_effective=1,
+                            median_s=1e-3, tokens_per_s=wl.tokens() / 1e-3, speedup_vs_default=1.0,
+                            equivalence_error=0.0)
+    xk.publish_profile(xk.Profile.for_machine(xk.fingerprint("cpu"), [entry]))
+    xk.reload_profile()
+    result = runner.invoke(app, ["bench", "-w", GOOD, "--rounds", "3"])
+    assert result.exit_code == 0, result.output
+    assert "(exact: exact workload match)" in result.output and REC.short() in result.output
+    assert "x over the default config" in result.output
+
+
+def test_bench_bad_input_and_failing_config(home):
+    bad = runner.invoke(app, ["bench", "-w", GOOD, "--config", "{nope"])
+    assert bad.exit_code == EXIT_USAGE and "not JSON" in bad.output
+    broken = json.dumps(REC.replace(heads_per_band=3).to_dict())  # cannot band NH=2: fails to run
+    failed = runner.invoke(app, ["bench", "-w", GOOD, "--config", broken])
+    assert failed.exit_code == EXIT_FAILED and "chosen config" in failed.output and "failed" in failed.output
+
+
+def test_profile_publish_records_the_version_in_the_db(home):
+    wl = xk.Workload.parse(GOOD)
+    entry = xk.ProfileEntry(workload=GOOD, config=REC.to_dict(), t_inner_requested=1, t_inner_effective=1,
+                            median_s=1e-3, tokens_per_s=wl.tokens() / 1e-3, speedup_vs_default=1.0,
+                            equivalence_error=0.0)
+    src = home / "tuned.json"
+    src.write_text(xk.Profile.for_machine(xk.fingerprint("cpu"), [entry]).to_json())
+    assert not (home / "tuning.db").exists()
+    outs = [json.loads(runner.invoke(app, ["profile", "publish", str(src)]).output) for _ in range(2)]
+    with storage.open_db(home / "tuning.db") as db:  # created by the first publish
+        rows = db.profiles()
+    assert [(r["version"], r["checksum"], r["path"]) for r in rows] == [
+        (o["version"], o["checksum"], o["path"]) for o in reversed(outs)]
+    assert [o["version"] for o in outs] == [1, 2]
 
 
 def test_serve_rejects_cron_and_interval_together(home):
     result = runner.invoke(app, ["serve", "--cron", "0 3 * * *", "--interval", "60"])
     assert result.exit_code == EXIT_USAGE and "not both" in result.output
-
-
-def test_serve_without_the_tuner_says_not_yet_available(home):
-    result = runner.invoke(app, ["serve", "--interval", "60"])
-    assert result.exit_code == EXIT_USAGE and "not yet available" in result.output
 
 
 def test_serve_unreachable_server_exits_3(home, dead_api):

@@ -17,6 +17,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from flow_helpers import GOOD, NARROW_ENV, UNBANDABLE  # the real tuner on a two-candidate space
 from flows.lock import TuneLocked, lock_path, machine_lock, read_holder
 from flows.outcome import AutotuneResult, WorkloadOutcome, summary_markdown, winners_table
 from flows.report import ReportError, load_study, render_report, write_report
@@ -33,8 +34,7 @@ from flows.server import (
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
-GOOD = "2,4,37,16,32,float32,prefill"  # conftest.SHAPE: configs compiled once per session
-FAILING = "2,4,37,16,3,float32,prefill"  # flow_helpers.FAIL_DHV
+FAILING = UNBANDABLE
 
 
 def _holder_script(home: Path, seconds: float) -> str:
@@ -217,12 +217,14 @@ def test_outcome_coerce_and_artifact_content():
         WorkloadOutcome(GOOD, cfg.to_dict(), float("nan"), 1.0, 0.0)
     rows = winners_table([o])
     assert rows == [
-        {"workload": GOOD, "config": cfg.short(), "median_ms": 1.5, "speedup_vs_default": 2.0, "equiv_err": "3.00e-06"}
+        {"workload": GOOD, "action": "tuned", "config": cfg.short(), "median_ms": 1.5, "speedup_vs_default": 2.0,
+         "equiv_err": "3.00e-06"}
     ]
     md = summary_markdown(AutotuneResult("abc123", [o], {FAILING: "RuntimeError: boom"}, "/p/abc123.json"))
     assert "1 workload(s) tuned, 1 failed" in md and "`/p/abc123.json`" in md
     assert f"`{FAILING}`: RuntimeError: boom" in md
     assert f"| {GOOD} | {bad.short()} | equiv 2e-2 > 1e-4 |" in md
+    assert f"| {GOOD} | tuned | {cfg.short()} | 1.5 | 2.0x | 3.00e-06 |" in md
     assert "None." in summary_markdown(AutotuneResult("m", [], {}, None))
 
 
@@ -265,7 +267,7 @@ def test_report_degrades_with_one_trial_and_rejects_empty_study(tmp_path):
         load_study("unknown", storage)
 
 
-# --- the autotune flow under Prefect's test harness --------------------------------------------------
+# --- the autotune flow under Prefect's test harness, with the real tuner ----------------------------
 
 
 def _artifacts(key: str):
@@ -276,71 +278,181 @@ def _artifacts(key: str):
         return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
 
 
-def test_autotune_flow_keeps_results_of_good_workloads(prefect_harness, tmp_path, monkeypatch):
-    from flows.flows import artifact_key, autotune
+@pytest.fixture()
+def tuner_home(tmp_path, monkeypatch):
+    """A fresh HOME (DB, profiles, reports), the narrowed space, small timing budgets; settings re-read."""
+    import xlstm_kernels as xk
 
     monkeypatch.setenv("XLSTM_AUTOTUNE_HOME", str(tmp_path))
-    state = autotune(
-        workloads=[GOOD, FAILING],
-        quick=True,
-        tune_fn="flow_helpers:tune_small",
-        publish_fn="flow_helpers:publish_json",
-        return_state=True,
-    )
-    assert state.is_failed()
-    assert FAILING in state.message and "1 tuned" in state.message
+    for k, v in NARROW_ENV.items():
+        monkeypatch.setenv(f"XLSTM_AUTOTUNE_{k}", v)
+    xk.reset_settings()
+    yield tmp_path
+    monkeypatch.undo()
+    xk.reset_settings()
+
+
+def test_autotune_flow_real_tuner_end_to_end_then_revalidates(prefect_harness, tuner_home, monkeypatch):
+    import storage
+    import xlstm_kernels as xk
+    from flows.flows import artifact_key, autotune
+    
+    state = autotune(workloads=[GOOD, UNBANDABLE], quick=True, return_state=True)
+    assert state.is_failed() and UNBANDABLE in state.message and "1 tuned" in state.message
     result = state.result(raise_on_failure=False)
     assert isinstance(result, AutotuneResult)
-    assert [o.workload for o in result.outcomes] == [GOOD]
-    assert "RuntimeError: no candidate compiles" in result.failed[FAILING]
-    winner = result.outcomes[0]
-    assert winner.config["family"] in ("chunkwise", "recurrent") and winner.equiv_err < 1e-4
-    assert [reason.split(":")[0] for _, reason in winner.rejected] == ["invalid"]
+    assert "UnbandableWorkload" in result.failed[UNBANDABLE] and list(result.failed) == [UNBANDABLE]
+    [won] = result.outcomes
+    assert won.workload == GOOD and won.action == "tuned" and won.equiv_err < 1e-4 and won.speedup > 0
 
-    profile = json.loads(Path(result.profile_path).read_text())
-    assert Path(result.profile_path).parent == tmp_path / "profiles"
-    assert profile["entries"][0]["config"] == winner.config
-    assert profile["fingerprint"]["machine_id"] == result.machine_id
+    # profile: published atomically at this machine's path, loadable, one entry per winner
+    profile = xk.load_profile(result.profile_path)
+    assert Path(result.profile_path) == tuner_home / "profiles" / f"{result.machine_id}.json"
+    assert profile.publication.version == result.profile_version == 1
+    assert profile.publication.checksum == result.profile_checksum
+    assert profile.tuning_run.run_id == str(result.run_id) and profile.machine_id == result.machine_id
+    assert profile.tuning_run.started_at is not None and profile.tuning_run.source == "tuner"
+    [entry] = profile.entries
+    assert entry.workload == GOOD and entry.config == won.config
+    assert entry.t_inner_effective == won.config["t_inner"] <= entry.t_inner_requested
+    assert entry.median_s == pytest.approx(won.median_ms / 1e3) and entry.tokens_per_s > 0
 
+    # DB: one run (completed), its trials (both candidates), the result, the recorded profile
+    with storage.open_db(tuner_home / "tuning.db") as db:
+        [run] = db.runs()
+        assert run["id"] == result.run_id and run["status"] == "completed"
+        trials = db.trials(run_id=result.run_id)
+        assert len(trials) == 2 and {t["status"] for t in trials} == {"ok"}
+        assert db.best(xk.Workload.parse(GOOD), result.machine_id).median_ms > 0
+        [prow] = db.profiles(result.machine_id)
+        assert (prow["version"], prow["checksum"], prow["run_id"]) == (1, result.profile_checksum, result.run_id)
+
+    # artifacts and the HTML report of the run's study
     table = _artifacts(artifact_key("autotune-winners", result.machine_id))
     summary = _artifacts(artifact_key("autotune-summary", result.machine_id))
-    assert table and summary
     assert table[0].type == "table" and GOOD in str(table[0].data)
-    assert summary[0].type == "markdown"
-    assert "## Failed workloads" in summary[0].data and "heads_per_band" in summary[0].data
+    assert summary[0].type == "markdown" and "## Failed workloads" in summary[0].data
+    assert "UnbandableWorkload" in summary[0].data and "version 1" in summary[0].data
+    report = Path(result.report_path)
+    assert report == tuner_home / "reports" / f"run-{result.run_id}.html"
+    assert "Optimization history" in report.read_text() and won.study_name in report.read_text()
 
-
-def test_autotune_flow_completed_when_all_workloads_tune(prefect_harness, tmp_path, monkeypatch):
-    from flows.flows import autotune
-
-    monkeypatch.setenv("XLSTM_AUTOTUNE_HOME", str(tmp_path))
-    state = autotune(
-        workloads=[GOOD],
-        quick=True,
-        tune_fn="flow_helpers:tune_small",
-        publish_fn="flow_helpers:publish_json",
-        return_state=True,
-    )
+    # a scheduled run re-validates: the published winner re-checks and re-times -> kept, nothing re-tuned
+    monkeypatch.setenv("XLSTM_AUTOTUNE_RETUNE_SLOWDOWN", "1000")  # timing noise can't re-tune it here
+    state = autotune(workloads=[GOOD], quick=True, revalidate=True, return_state=True)
     assert state.is_completed(), state.message
-    result = state.result()
-    assert result.ok and Path(result.profile_path).exists()
+    kept = state.result()
+    assert [d["action"] for d in kept.decisions] == ["keep"] and "re-validated" in kept.decisions[0]["reason"]
+    assert [o.action for o in kept.outcomes] == ["kept"] and kept.outcomes[0].config == won.config
+    assert kept.profile_version is None and kept.report_path is None
+    assert xk.load_profile(result.profile_path).publication.version == 1  # not re-published
+
+    # ... and a winner that re-times far slower than published is re-tuned and re-published
+    slow = profile.entries[0].model_copy(update={"median_s": 1e-9, "tokens_per_s": 1e12})
+    xk.publish_profile(profile.model_copy(update={"entries": [slow], "publication": None}), result.profile_path)
+    state = autotune(workloads=[GOOD], quick=True, revalidate=True, return_state=True)
+    assert state.is_completed(), state.message
+    redo = state.result()
+    assert [d["action"] for d in redo.decisions] == ["retune"] and "slowed" in redo.decisions[0]["reason"]
+    assert [o.action for o in redo.outcomes] == ["tuned"] and redo.profile_version == 3
+    assert xk.load_profile(result.profile_path).entries[0].median_s > 1e-6
+    with storage.open_db(tuner_home / "tuning.db") as db:
+        assert [r["status"] for r in db.runs()] == ["completed"] * 3
 
 
-def test_autotune_flow_fails_cleanly_when_publish_fails(prefect_harness, tmp_path, monkeypatch):
+def test_autotune_flow_fails_cleanly_when_publish_fails(prefect_harness, tuner_home):
     from flows.flows import autotune
 
-    monkeypatch.setenv("XLSTM_AUTOTUNE_HOME", str(tmp_path))
-    state = autotune(
-        workloads=[GOOD],
-        quick=True,
-        tune_fn="flow_helpers:tune_small",
-        publish_fn="flow_helpers:no_such_function",
-        return_state=True,
-    )
+    state = autotune(workloads=[GOOD], quick=True, publish_fn="tuner:no_such_function", return_state=True)
     assert state.is_failed() and "publish" in state.message
     result = state.result(raise_on_failure=False)
     assert [o.workload for o in result.outcomes] == [GOOD] and result.profile_path is None
     assert "no_such_function" in result.failed["publish"]
+
+
+# --- re-validation wiring with the real Evaluator (no Prefect) ----------------------------------------
+
+
+def _published(tmp_path: Path, name: str, entries, **fp_changes):
+    import xlstm_kernels as xk
+
+    fp = xk.fingerprint("cpu")
+    if fp_changes:
+        fields = {k: v for k, v in fp.to_dict().items() if k != "machine_id"}
+        fp = xk.Fingerprint(**{**fields, **fp_changes})
+    path = tmp_path / f"{name}.json"
+    xk.publish_profile(xk.Profile.for_machine(fp, entries), path)
+    return path
+
+
+def test_revalidate_decisions_with_the_real_evaluator(tmp_path):
+    import xlstm_kernels as xk
+    from flows.revalidate import revalidate
+
+    fp = xk.fingerprint("cpu")
+    settings = xk.Settings(tune_repeats=3, tune_warmup=1)
+    wl = xk.Workload.parse(GOOD)
+    cfg = xk.KernelConfig("recurrent", chunk_size=16, heads_per_band=2, t_inner=1)  # in the narrowed space
+
+    def entry(median_s: float, config=cfg):
+        return xk.ProfileEntry(workload=GOOD, config=config.to_dict(), t_inner_requested=1, t_inner_effective=1,
+                               median_s=median_s, tokens_per_s=wl.tokens() / median_s, speedup_vs_default=1.0,
+                               equivalence_error=1e-7)
+
+    def run(path, s=settings, workloads=(GOOD,)):
+        return revalidate(list(workloads), fingerprint=fp, device="cpu", profile_path=path, settings=s)
+
+    keep = run(_published(tmp_path, "keep", [entry(10.0)]))  # published 10 s: any re-time is faster
+    assert [d.action for d in keep.decisions] == ["keep"] and keep.to_tune() == []
+    assert keep.fresh[GOOD].checked and keep.fresh[GOOD].median_ms < 10_000 and GOOD in keep.kept
+
+    slow = run(_published(tmp_path, "slow", [entry(1e-9)]))
+    assert slow.to_tune() == [GOOD] and "slowed" in slow.decisions[0].reason
+
+    strict = xk.Settings(tune_repeats=3, tune_warmup=1, tol_fp32=1e-30)  # nothing passes this gate
+    equiv = run(_published(tmp_path, "equiv", [entry(10.0)]), s=strict)
+    assert equiv.to_tune() == [GOOD] and "equivalence" in equiv.decisions[0].reason
+    assert equiv.fresh[GOOD].median_ms is None  # an invalid winner is never timed
+
+    broken = cfg.replace(heads_per_band=3)  # 3 heads per band cannot run NH=2
+    gone = run(_published(tmp_path, "gone", [entry(1.0, broken)]))
+    assert gone.to_tune() == [GOOD] and "could not be re-timed" in gone.decisions[0].reason
+
+    stale = run(_published(tmp_path, "stale", [entry(10.0)], torch="0.0.1"))
+    assert stale.to_tune() == [GOOD] and "software changed: torch 0.0.1" in stale.decisions[0].reason
+    assert stale.fresh == {}  # a software change re-tunes without re-timing the old winner
+
+    new = run(tmp_path / "none.json", workloads=(GOOD, "1,2,1,8,8,float32,decode"))
+    assert [d.action for d in new.decisions] == ["tune", "tune"] and "no usable published profile" in new.note
+
+
+# --- the glue: winner -> profile entry -> published and recorded ---------------------------------------
+
+
+def test_publish_entries_records_and_keeps_other_workloads(tmp_path):
+    import storage
+    import xlstm_kernels as xk
+    from tuner import build_profile, publish_entries
+
+    fp = xk.fingerprint("cpu")
+    wl = xk.Workload.parse(GOOD)
+
+    def entry(workload, median_s):
+        return xk.ProfileEntry(workload=workload, config=xk.DEFAULT_CONFIG.replace(t_inner=1).to_dict(),
+                               t_inner_requested=4, t_inner_effective=1, median_s=median_s,
+                               tokens_per_s=wl.tokens() / median_s, speedup_vs_default=1.0, equivalence_error=0.0)
+
+    path, db_path = tmp_path / "p.json", tmp_path / "t.db"
+    first = publish_entries(fp, [entry(GOOD, 1e-3), entry("2,2,16,8,8,float32", 2e-3)], db=db_path, path=path)
+    second = publish_entries(fp, [entry(GOOD, 5e-4)], db=db_path, path=path)
+    assert (first.version, second.version) == (1, 2)
+    got = {e.workload: e.median_s for e in xk.load_profile(path).entries}
+    assert got == {GOOD: 5e-4, "2,2,16,8,8,float32,prefill": 2e-3}  # the other workload carried over
+    with storage.open_db(db_path) as db:
+        assert [(r["version"], r["checksum"]) for r in db.profiles(fp.machine_id)] == [
+            (2, second.checksum), (1, first.checksum)]
+    other_sw = xk.Profile.for_machine(fp, [entry("2,2,16,8,8,float32", 2e-3)]).model_copy(update={"torch": "0.0.1"})
+    assert [e.workload for e in build_profile(fp, [entry(GOOD, 1e-3)], previous=other_sw).entries] == [GOOD]
 
 
 # --- serve against a real local Prefect server -------------------------------------------------------
@@ -417,3 +529,16 @@ def test_local_server_that_cannot_start_is_reported_and_reaped(tmp_path):
         start_local_server(tmp_path, startup_timeout_s=120, env=env)
     assert not state_path(tmp_path).exists()
     assert (tmp_path / "logs" / "prefect-server.log").read_text().strip()
+
+
+def test_terminal_progress_renders_tuner_events(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # rich squeezes the bar's columns away at 80
+    from flows.progress import terminal_progress
+    from tuner import ProgressEvent
+
+    with terminal_progress(False) as none:
+        assert none is None
+    with terminal_progress(True) as progress:
+        progress(ProgressEvent(GOOD, "trial", 1, 2, "ok", "recurrent L16 hpb2 T1", 0.25, 0.25, "recurrent L16 hpb2 T1", 1.0))
+    err = capsys.readouterr().err
+    assert "1,2,16,8,8" in err and "1/2" in err and "best 0.250 ms" in err

@@ -6,6 +6,10 @@ Entry points (see their docstrings):
     with RichProgress() as progress:
         result = run_tuning(["1,4,512,64,64,float32"], quick=True, progress=progress)
     result.workloads[0].winner, result.workloads[0].speedup, result.workloads[0].rejected
+
+    entry = profile_entry(result.workloads[0])                # winner -> xk.ProfileEntry (NoWinner if none)
+    publish_entries(fingerprint, [entry], run_id=result.run_id)  # atomic, versioned, recorded in the DB
+    bench("1,4,512,64,64,float32")                             # profile's pick vs the default, side by side
 """
 
 from ._errors import CandidateFailed, TunerError, UnbandableWorkload, UnknownWorkload
@@ -22,7 +26,18 @@ from ._evaluate import (
     run_kernel,
     time_callable,
 )
+from ._bench import BenchResult, BenchSide, bench, profile_choice
 from ._progress import Progress, ProgressEvent, RichProgress
+from ._publish import (
+    NoWinner,
+    ProfileRecordError,
+    build_profile,
+    profile_entry,
+    profile_path_for,
+    publish_entries,
+    publish_profile_file,
+    record_published,
+)
 from ._space import SearchSpace, effective_key, effective_t_inner, parse_workload
 from ._study import (
     Candidate,
@@ -37,13 +52,17 @@ from ._study import (
 )
 
 __all__ = [
+    "BenchResult",
+    "BenchSide",
     "Candidate",
     "CandidateFailed",
     "CompileProbe",
     "Evaluation",
     "Evaluator",
     "KernelRunner",
+    "NoWinner",
     "ProbeResult",
+    "ProfileRecordError",
     "Progress",
     "ProgressEvent",
     "Rejected",
@@ -55,12 +74,20 @@ __all__ = [
     "UnbandableWorkload",
     "UnknownWorkload",
     "WorkloadResult",
+    "bench",
+    "build_profile",
     "compile_once",
     "ratchet_probe",
     "effective_key",
     "effective_t_inner",
     "optuna_storage",
     "parse_workload",
+    "profile_choice",
+    "profile_entry",
+    "profile_path_for",
+    "publish_entries",
+    "publish_profile_file",
+    "record_published",
     "rel_error",
     "run_kernel",
     "study_summary",

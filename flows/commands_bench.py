@@ -1,0 +1,50 @@
+"""``xlstm-autotune bench``: a config (the profile's pick, or a given one) against the default, side by side.
+
+Thin over ``tuner.bench``; exit 1 when a config fails to compile/run or fails the equivalence check,
+2 for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+
+def bench(
+    workload: str = typer.Option(..., "--workload", "-w", help="B,NH,S,DHQK,DHV,dtype[,mode], e.g. 1,4,512,64,64,float32"),
+    config: Optional[str] = typer.Option(
+        None, "--config", help='KernelConfig as JSON, e.g. \'{"family": "recurrent", "t_inner": 4}\' '
+        "(default: the config this machine's profile picks for the workload)."
+    ),
+    device: Optional[str] = typer.Option(None, "--device", help="Device (default: setting DEVICE, else best available)."),
+    rounds: Optional[int] = typer.Option(None, "--rounds", min=1, help="Interleaved timing rounds (default: from settings)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Time the profile's config for a workload (or --config) against the default config, side by side."""
+    from tuner import CandidateFailed, bench as run_bench
+    from xlstm_kernels.config import KernelConfig
+    from xlstm_kernels.settings import get_settings
+
+    try:
+        cfg = KernelConfig.from_dict(json.loads(config)) if config is not None else None
+        result = run_bench(workload, cfg, device=device or get_settings().device, rounds=rounds)
+    except json.JSONDecodeError as exc:
+        typer.echo(f"error: --config is not JSON: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    except CandidateFailed as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    except (ValueError, TypeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    typer.echo(f"workload  {result.workload} on {result.device}, {result.rounds} interleaved rounds")
+    typer.echo(f"chosen    ({result.source}: {result.reason})")
+    for label, side in (("config", result.chosen), ("default", result.default)):
+        typer.echo(f"{label:<9} {side.config.short():<40} {side.median_ms:>10.4f} ms median "
+                   f"(IQR {side.spread_ms:.4f})  {side.tokens_per_s:>12,.0f} tok/s  err {side.equivalence_error:.1e}")
+    typer.echo(f"speedup   {result.speedup:.2f}x over the default config")

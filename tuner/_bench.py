@@ -1,0 +1,132 @@
+"""Side-by-side benchmark of one config against the default config on one workload.
+
+``bench(workload)`` times the config this machine's profile would pick (``xk.explain_config``'s choice)
+or a given one against ``DEFAULT_CONFIG``, with the tuner's own stages: each is compiled, validated
+against the float64 reference (never timed when invalid), then both are timed in interleaved rounds
+of synchronised calls (rotating order, warm-up outside the rounds) so drift hits both alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+import xlstm_kernels as xk
+from xlstm_kernels.config import DEFAULT_CONFIG, KernelConfig, Workload
+from xlstm_kernels.device import default_device
+from xlstm_kernels.settings import Settings, get_settings
+
+from ._errors import CandidateFailed
+from ._evaluate import Evaluation, Evaluator, summarize, time_one
+from ._space import parse_workload
+
+
+@dataclass(frozen=True)
+class BenchSide:
+    """One side of a benchmark: config, median/spread of the paired timing, equivalence error."""
+
+    config: KernelConfig
+    median_ms: float
+    spread_ms: float
+    tokens_per_s: float
+    equivalence_error: float
+    compile_s: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return {"config": self.config.to_dict(), "config_short": self.config.short(), "median_ms": self.median_ms,
+                "spread_ms": self.spread_ms, "tokens_per_s": self.tokens_per_s,
+                "equivalence_error": self.equivalence_error, "compile_s": self.compile_s}
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """The chosen config against the default, side by side; ``speedup`` = default median / chosen median."""
+
+    workload: Workload
+    device: str
+    source: str  # "given" or explain_config's source: exact | nearest | default | no-profile | ...
+    reason: str
+    chosen: BenchSide
+    default: BenchSide
+    rounds: int
+
+    @property
+    def speedup(self) -> float:
+        """Default config's median over the chosen config's."""
+        return self.default.median_ms / self.chosen.median_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return {"workload": str(self.workload), "device": self.device, "source": self.source, "reason": self.reason,
+                "chosen": self.chosen.to_dict(), "default": self.default.to_dict(), "speedup": self.speedup,
+                "rounds": self.rounds}
+
+
+def profile_choice(workload: Workload, device: torch.device) -> tuple[KernelConfig, str, str]:
+    """(config, source, reason) the runtime would use for ``workload`` on ``device`` (profile or default)."""
+    dt = workload.torch_dtype
+    if workload.mode == "decode":
+        q = torch.empty(workload.B, workload.NH, workload.DHQK, dtype=dt, device=device)
+        v = torch.empty(workload.B, workload.NH, workload.DHV, dtype=dt, device=device)
+    else:
+        q = torch.empty(workload.B, workload.NH, workload.S, workload.DHQK, dtype=dt, device=device)
+        v = torch.empty(workload.B, workload.NH, workload.S, workload.DHV, dtype=dt, device=device)
+    choice = xk.explain_config(q, None, v, mode=workload.mode)
+    return choice.config, choice.source, choice.reason
+
+
+def _validated(evaluator: Evaluator, config: KernelConfig, label: str) -> Evaluation:
+    try:
+        ev = evaluator.evaluate(config)
+    except Exception as exc:  # noqa: BLE001 - e.g. a config the kernels refuse before compiling
+        raise CandidateFailed(f"the {label} config {config.short()} failed: {type(exc).__name__}: {exc}") from exc
+    if ev.status != "ok":
+        raise CandidateFailed(f"the {label} config {ev.config.short()} {ev.status}: {ev.reason}")
+    return ev
+
+
+def bench(
+    workload: Workload | str,
+    config: KernelConfig | None = None,
+    *,
+    device: torch.device | str | None = None,
+    rounds: int | None = None,
+    settings: Settings | None = None,
+) -> BenchResult:
+    """Time ``config`` (default: what this machine's profile picks) against the default config, side by side.
+
+    Raises ``UnknownWorkload`` for a bad workload and ``CandidateFailed`` when either config fails to
+    compile/run or fails the equivalence check (it is then not timed).
+    """
+    settings = settings or get_settings()
+    wl = parse_workload(workload)
+    dev = torch.device(device) if device is not None else default_device()
+    if config is None:
+        config, source, reason = profile_choice(wl, dev)
+    else:
+        source, reason = "given", "config given on the command line"
+    ev = Evaluator(wl, dev, settings)
+    chosen = _validated(ev, config, "chosen")
+    default = _validated(ev, DEFAULT_CONFIG, "default")
+    inputs, run = ev.timing_inputs(), ev.runner
+    sides = [chosen, default]
+    fns = [(lambda e=e: run(wl, inputs, e.effective)) for e in sides]
+    for fn in fns:
+        for _ in range(settings.tune_warmup):
+            fn()
+    n = rounds or max(settings.tune_retime_rounds, settings.tune_repeats)
+    samples: list[list[float]] = [[], []]
+    for r in range(n):
+        for j in range(2):
+            idx = (j + r) % 2
+            samples[idx].append(time_one(fns[idx], dev))
+    out = []
+    for e, s in zip(sides, samples):
+        tm = summarize(s)
+        assert e.equivalence_error is not None
+        out.append(BenchSide(e.effective, tm.median_ms, tm.spread_ms, wl.tokens() / (tm.median_ms / 1e3),
+                             e.equivalence_error, e.compile_s))
+    return BenchResult(wl, str(dev), source, reason, out[0], out[1], n)

@@ -1,0 +1,192 @@
+"""From tuning results to a published profile: winner -> ``ProfileEntry`` -> ``Profile`` -> publish + record.
+
+The glue between the tuner, ``xlstm_kernels.profile`` and the tuning DB, kept free of Prefect so the
+flow's tasks stay one call each and all of it is tested without a server:
+
+    entry = profile_entry(result)                       # NoWinner when nothing validated
+    published = publish_entries(fp, [entry, ...], run_id=run_id, db=db)   # atomic, versioned, recorded
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from storage import TuningDB, open_db
+from xlstm_kernels.fingerprint import Fingerprint
+from xlstm_kernels.profile import (
+    Profile,
+    ProfileEntry,
+    ProfileError,
+    PublishResult,
+    TuningRun,
+    check_profile_matches,
+    load_profile,
+    parse_profile,
+    publish_profile,
+)
+from xlstm_kernels.settings import Settings, get_settings
+
+from ._errors import TunerError
+from ._study import WorkloadResult
+
+
+class NoWinner(TunerError):
+    """A workload's study ended without a single validated candidate: nothing to publish for it."""
+
+
+def profile_entry(result: WorkloadResult) -> ProfileEntry:
+    """The profile entry of a tuned workload's winner (config carries the effective T_inner).
+
+    ``speedup_vs_default`` is the paired re-timing's default median over the winner's; when the default
+    config did not validate (no paired time), the winner is its own baseline and 1.0 is recorded.
+    """
+    w = result.winner
+    if w is None:
+        reasons = "; ".join(f"{r.config.short()}: {r.reason}" for r in result.rejected[:3]) or "no candidate ran"
+        raise NoWinner(f"{result.workload}: no candidate validated ({len(result.rejected)} rejected/failed: {reasons})")
+    effective = w.t_inner_effective or w.config.t_inner
+    return ProfileEntry(
+        workload=str(result.workload),
+        config=w.config.replace(t_inner=effective).to_dict(),
+        t_inner_requested=max(w.config.t_inner, effective),
+        t_inner_effective=effective,
+        median_s=w.median_ms / 1e3,
+        tokens_per_s=w.tokens_per_s,
+        speedup_vs_default=result.speedup if result.speedup else 1.0,
+        equivalence_error=w.equivalence_error,
+    )
+
+
+def profile_path_for(machine_id: str, settings: Settings | None = None) -> Path:
+    """Where ``machine_id``'s profile is published: settings' profile_path, else HOME/profiles/<id>.json."""
+    s = settings or get_settings()
+    if s.profile_path is not None:
+        return Path(s.profile_path).expanduser()
+    return s.resolved_home() / "profiles" / f"{machine_id}.json"
+
+
+def build_profile(
+    fingerprint: Fingerprint | dict[str, Any],
+    entries: Sequence[ProfileEntry],
+    *,
+    run_id: int | None = None,
+    started_at: datetime | None = None,
+    previous: Profile | None = None,
+    notes: str = "",
+) -> Profile:
+    """A new profile for the machine ``fingerprint`` holding ``entries``.
+
+    Entries of ``previous`` (the profile published before) for other workloads are carried over when
+    it belongs to this machine and software stack, so tuning one workload does not drop the others.
+    """
+    fp = fingerprint if isinstance(fingerprint, Fingerprint) else Fingerprint.from_dict(fingerprint)
+    mine = {e.workload for e in entries}
+    carried: list[ProfileEntry] = []
+    if previous is not None:
+        try:
+            check_profile_matches(previous, fp)
+        except ProfileError:
+            pass  # another machine or software: its timings do not carry over
+        else:
+            carried = [e for e in previous.entries if e.workload not in mine]
+    run = TuningRun(run_id=None if run_id is None else str(run_id), source="tuner", started_at=started_at, notes=notes)
+    return Profile.for_machine(fp, [*entries, *carried], tuning_run=run)
+
+
+class ProfileRecordError(TunerError):
+    """A published profile cannot be recorded in the tuning DB (version clash, incomplete fingerprint)."""
+
+
+def record_published(result: PublishResult, fingerprint: Fingerprint | dict[str, Any], db: TuningDB,
+                     run_id: int | None = None) -> int:
+    """Record a published version (path, version, checksum, provenance run) in the tuning DB.
+
+    The machine is recorded first when the DB does not know it. Recording the same version and
+    checksum again is a no-op; the same version with another checksum raises ``ProfileRecordError``.
+    """
+    fpd = fingerprint.to_dict() if isinstance(fingerprint, Fingerprint) else dict(fingerprint)
+    mid = str(fpd["machine_id"])
+    if not db.db["machines"].count_where("id = ?", [mid]):
+        try:
+            fp = Fingerprint.from_dict(fpd)
+        except TypeError as exc:
+            raise ProfileRecordError(f"machine {mid} is not in {db.path} and the profile's fingerprint is "
+                                     f"incomplete ({exc})") from None
+        if fp.machine_id != mid:
+            raise ProfileRecordError(f"the profile's fingerprint gives machine id {fp.machine_id}, "
+                                     f"not the {mid} it names")
+        db.record_machine(fp)
+    same = [r for r in db.profiles(mid) if r["version"] == result.version]
+    if same:
+        if same[0]["checksum"] == result.checksum:
+            return result.version
+        raise ProfileRecordError(
+            f"the tuning DB {db.path} already records version {result.version} of machine {mid}'s profile "
+            f"with checksum {same[0]['checksum']} (at {same[0]['path']}); {result.path} has {result.checksum}")
+    return db.record_profile(machine_id=mid, path=result.path, checksum=result.checksum,
+                             run_id=run_id, version=result.version)
+
+
+@contextlib.contextmanager
+def _db(db: TuningDB | str | Path | None):  # noqa: ANN202 - private helper
+    if isinstance(db, TuningDB):
+        yield db
+        return
+    with open_db(db) as opened:
+        yield opened
+
+
+def publish_entries(
+    fingerprint: Fingerprint | dict[str, Any],
+    entries: Sequence[ProfileEntry],
+    *,
+    run_id: int | None = None,
+    db: TuningDB | str | Path | None = None,
+    path: str | Path | None = None,
+    started_at: datetime | None = None,
+    settings: Settings | None = None,
+) -> PublishResult:
+    """Build this machine's profile from ``entries``, publish it atomically, record it in the DB.
+
+    ``path`` defaults to ``profile_path_for(machine_id)``; ``db`` to the settings' tuning DB (created if
+    absent). Entries of the currently published profile for other workloads are kept (``build_profile``).
+    """
+    fp = fingerprint if isinstance(fingerprint, Fingerprint) else Fingerprint.from_dict(fingerprint)
+    target = Path(path).expanduser() if path is not None else profile_path_for(fp.machine_id, settings)
+    previous = None
+    with contextlib.suppress(ProfileError):
+        previous = load_profile(target)
+    with _db(db if db is not None else (settings.resolved_db_path() if settings else None)) as tdb:
+        if started_at is None and run_id is not None:  # provenance: when the tuning run began
+            started_at = datetime.fromisoformat(tdb.run(run_id)["started_at"])
+        profile = build_profile(fp, entries, run_id=run_id, started_at=started_at, previous=previous)
+        result = publish_profile(profile, target)
+        record_published(result, fp, tdb, run_id)
+    return result
+
+
+def publish_profile_file(
+    source: str | Path, *, path: str | Path | None = None, db: TuningDB | str | Path | None = None
+) -> PublishResult:
+    """Validate a profile JSON file, publish it as the next version and record that in the tuning DB.
+
+    The DB (default: the settings') is created when it does not exist yet. Raises ``ProfileError``
+    subclasses for a bad file (nothing is published or recorded then).
+    """
+    source = Path(source)
+    profile = parse_profile(source.read_text(encoding="utf-8"), str(source))
+    result = publish_profile(profile, path)
+    rid = profile.tuning_run.run_id
+    with _db(db) as tdb:
+        linked = int(rid) if rid is not None and rid.isdigit() and _run_of(tdb, int(rid), profile.machine_id) else None
+        record_published(result, profile.fingerprint, tdb, linked)
+    return result
+
+
+def _run_of(db: TuningDB, run_id: int, machine_id: str) -> bool:
+    """True when this DB holds run ``run_id`` and it is a run of ``machine_id`` (a provenance link is safe)."""
+    return bool(list(db.db.query("SELECT 1 FROM runs WHERE id = ? AND machine_id = ?", [run_id, machine_id])))
