@@ -29,7 +29,6 @@ from xlstm_kernels.fingerprint import Fingerprint
 from ._errors import NoTunedConfig, NotADatabase, SchemaTooNew, UnknownRun
 from ._schema import MIGRATIONS, SCHEMA_VERSION, TABLES
 
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 RUN_STATUSES = ("running", "completed", "interrupted", "failed")
 TRIAL_STATUSES = ("ok", "rejected", "failed")
 
@@ -55,18 +54,20 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _check_file(path: Path) -> None:
-    """Refuse a non-empty file that is not SQLite, before sqlite3 touches it."""
-    if not path.exists():
-        return
+    """Refuse a directory; the SQLite header itself is checked by sqlite3 (``_refuse_not_sqlite``).
+
+    The file is deliberately not opened from Python: closing any descriptor of a file drops every
+    POSIX lock this process holds on it, including those of another open connection to the DB.
+    """
     if path.is_dir():
         raise NotADatabase(f"{path} is a directory; expected an SQLite tuning database file")
-    with open(path, "rb") as fh:
-        head = fh.read(len(_SQLITE_MAGIC))
-    if head and head != _SQLITE_MAGIC:
-        raise NotADatabase(
-            f"{path} is not an SQLite database (header {head[:16]!r}); refusing to touch it. "
-            "Point XLSTM_AUTOTUNE_DB_PATH or XLSTM_AUTOTUNE_HOME elsewhere."
-        )
+
+
+def _refuse_not_sqlite(path: Path, exc: sqlite3.DatabaseError) -> NotADatabase:
+    return NotADatabase(
+        f"{path} is not an SQLite database ({exc}); refusing to touch it. "
+        "Point XLSTM_AUTOTUNE_DB_PATH or XLSTM_AUTOTUNE_HOME elsewhere."
+    )
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class TuningDB:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise NotADatabase(f"{self.path} is not a usable SQLite database: {exc}") from exc
+            raise _refuse_not_sqlite(self.path, exc) from exc
         if version > SCHEMA_VERSION:
             conn.close()
             raise SchemaTooNew(
