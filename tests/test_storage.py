@@ -301,4 +301,3 @@ def test_best_cli(db_path):
     res = runner.invoke(app, ["best", "--workload", "1,2,16,8,8,float32", "--db",
                               str(db_path.with_name("junk.db"))])
     assert res.exit_code == 2 and "not an SQLite database" in res.stderr
-
