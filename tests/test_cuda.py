@@ -93,3 +93,15 @@ def test_decode_step(mode):
         hs.append(h)
     assert rel_err(torch.stack(hs, 2), h_ref) < REF_RTOL[torch.bfloat16]
     assert rel_err(c, st_ref[0]) < REF_RTOL[torch.float32]
+
+
+def test_tuner_study_on_cuda(tmp_path):
+    """A real (tiny) study on the GPU: validation compares on the device, the winner is timed."""
+    tuner = pytest.importorskip("tuner")
+    wl = "1,2,64,16,16,bfloat16"
+    space = tuner.SearchSpace.for_workload(wl, "cuda", families=["chunkwise"], chunk_sizes=[32],
+                                           heads_per_band=[2], t_inners=[2],
+                                           compile_modes=["default", "graph-capture"], precisions=["tf32"])
+    res = tuner.tune_workload(wl, db=tmp_path / "t.db", device="cuda", space=space, quick=True)
+    assert res.winner is not None and res.winner.equivalence_error < MIXED_RTOL
+    assert not [r for r in res.rejected if r.status == "failed"], res.rejected
