@@ -28,6 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from storage import pid_alive
+
 STATE_FILE = "prefect-server.json"
 NO_SERVER_HINT = (
     "To run locally without it, unset PREFECT_API_URL or pass --no-server: the run then uses "
@@ -132,16 +134,6 @@ def state_path(home: Path) -> Path:
     return Path(home).expanduser() / STATE_FILE
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def attach_local_server(home: Path, timeout_s: float = 3.0) -> ServerInfo | None:
     """The local server recorded in ``home`` if its process lives and its API answers; else None."""
     path = state_path(home)
@@ -150,7 +142,7 @@ def attach_local_server(home: Path, timeout_s: float = 3.0) -> ServerInfo | None
         pid, port, url = int(data["pid"]), int(data["port"]), str(data["api_url"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not _pid_alive(pid) or not api_healthy(url, timeout_s):
+    if not pid_alive(pid) or not api_healthy(url, timeout_s):
         return None
     return ServerInfo(api_url=url, kind="attached", pid=pid, port=port, log_path=data.get("log_path"))
 
@@ -172,7 +164,7 @@ def _stop_process_group(pid: int, timeout_s: float = 20.0) -> None:
         try:
             done, _ = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:  # not our child: poll for its exit instead
-            done = 0 if _pid_alive(pid) else pid
+            done = 0 if pid_alive(pid) else pid
         if done:
             return
         time.sleep(0.2)

@@ -6,7 +6,7 @@
 """
 
 from ._db import RUN_STATUSES, TRIAL_STATUSES, BestConfig, TuningDB, config_key, open_db, query_best
-from ._db import this_machine_id
+from ._db import pid_alive, this_machine_id
 from ._errors import NoTunedConfig, NotADatabase, SchemaTooNew, StorageError, UnknownRun
 from ._schema import SCHEMA_VERSION
 
@@ -23,6 +23,7 @@ __all__ = [
     "UnknownRun",
     "config_key",
     "open_db",
+    "pid_alive",
     "query_best",
     "this_machine_id",
 ]

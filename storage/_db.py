@@ -43,7 +43,8 @@ def config_key(config: KernelConfig) -> str:
     return json.dumps(config.to_dict(), sort_keys=True)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while a process with ``pid`` exists on this host (one of another user's counts too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -263,7 +264,7 @@ class TuningDB:
         stale = [
             r["id"] for r in self.db.query(
                 "SELECT id, pid FROM runs WHERE status = 'running' AND host = ?", [host])
-            if r["pid"] != os.getpid() and not _pid_alive(r["pid"])
+            if r["pid"] != os.getpid() and not pid_alive(r["pid"])
         ]
         if stale:
             with self.write():

@@ -182,7 +182,8 @@ def test_ctrl_c_keeps_finished_trials_and_the_next_run_resumes(db_path, fast):
         assert len(first) == 1 and first[0]["is_default"] == 1
         machine_id = run["machine_id"]
     st = tuner.optuna_storage(storage.open_db(db_path), xk.get_settings())
-    name = f"{machine_id}/{WL}/{_space().signature()}"
+    name = tuner.study_name_for(machine_id, WL, _space())
+    assert torch.__version__ in name  # a software change starts a new study
     study = optuna.load_study(study_name=name, storage=st)
     states = sorted(t.state.name for t in study.trials)
     assert states.count("COMPLETE") == 1 and states.count("FAIL") == 1

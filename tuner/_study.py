@@ -31,7 +31,8 @@ import optuna
 import torch
 
 import xlstm_kernels as xk
-from storage import TuningDB, open_db
+from storage import TuningDB, open_db, pid_alive
+from xlstm_kernels.fingerprint import triton_version
 from xlstm_kernels.config import KernelConfig, Workload
 from xlstm_kernels.device import default_device
 from xlstm_kernels.settings import Settings, get_settings
@@ -173,22 +174,12 @@ def tuning_run(db: TuningDB, device: torch.device | str, quick: bool = False,
     db.finish_run(run_id, "completed")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _fail_zombies(study: optuna.Study) -> None:
     """Trials left RUNNING by a dead process on this host become FAIL (their candidates run again)."""
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         pid, thost = t.user_attrs.get("pid"), t.user_attrs.get("host")
-        if thost == host and pid is not None and pid != os.getpid() and not _pid_alive(pid):
+        if thost == host and pid is not None and pid != os.getpid() and not pid_alive(pid):
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
 
 
@@ -220,6 +211,17 @@ def _candidate(t: optuna.trial.FrozenTrial, wl: Workload) -> Candidate:
 
 
 # -- entry points --------------------------------------------------------------------------------
+
+def study_name_for(machine_id: str, workload: Workload, space: SearchSpace) -> str:
+    """The Optuna study of a (machine, workload, space, software stack): resumed while all four match.
+
+    torch and triton versions are part of it, so a re-tune after a software change searches again
+    instead of only re-timing the old study's best candidates.
+    """
+    triton = triton_version()
+    software = f"torch-{torch.__version__}" + (f"+triton-{triton}" if triton else "")
+    return f"{machine_id}/{workload}/{space.signature()}/{software}"
+
 
 def tune_workload(
     workload: Workload | str,
@@ -324,7 +326,7 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
     machine_id = db.run(run_id)["machine_id"]
     candidates = space.candidates()
     use_grid = sampler == "grid" or (sampler == "auto" and len(candidates) <= settings.tune_grid_max)
-    study_name = f"{machine_id}/{wl}/{space.signature()}"
+    study_name = study_name_for(machine_id, wl, space)
     with warnings.catch_warnings():  # ``group`` is marked experimental in Optuna 5
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = optuna.create_study(

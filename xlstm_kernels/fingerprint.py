@@ -42,7 +42,8 @@ def _memory_bytes() -> int:
         return 0
 
 
-def _triton_version() -> str | None:
+def triton_version() -> str | None:
+    """Triton's version, or None where Triton is not installed (CPU, MPS)."""
     try:
         import triton  # type: ignore[import-not-found]
 
@@ -101,7 +102,7 @@ def fingerprint(device: torch.device | str | None = None) -> Fingerprint:
         machine=platform.machine(),
         python=platform.python_version(),
         torch=torch.__version__,
-        triton=_triton_version(),
+        triton=triton_version(),
         memory_gb=round(_memory_bytes() / 2**30, 1),
         device_count=count,
     )
