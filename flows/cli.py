@@ -173,7 +173,8 @@ def serve(
         ) as info:
             typer.echo(info.describe())
             typer.echo(f"serving deployment {flow_obj.name}/{name} ({schedule}); Ctrl-C stops it")
-            params = {"revalidate": True} if flow_path == _SERVE_FLOW else {}  # scheduled runs re-validate
+            # scheduled runs re-validate, and queue behind a manual `tune` on the machine lock
+            params = {"revalidate": True, "lock_wait_s": settings.serve_lock_wait_s} if flow_path == _SERVE_FLOW else {}
             serve_deployment(flow_obj, name, cron=None if interval else (cron or settings.serve_cron),
                              interval=interval, parameters=params)
     except (ServerUnavailable, ServerStartError) as exc:

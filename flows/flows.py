@@ -79,12 +79,24 @@ def autotune(
     show_progress: bool = False,
     tune_fn: str = TUNE_FN,
     publish_fn: str = PUBLISH_FN,
+    lock_wait_s: float | None = None,
 ) -> AutotuneResult | State:
     """Tune each workload on this machine in one tuning run, publish the winners, record artifacts.
 
     With ``revalidate`` (scheduled runs), a published profile's winners are re-checked first and only
     workloads the re-validation rule (``flows.schedule``) sends to (re-)tuning are tuned.
+    ``lock_wait_s``: take the machine lock inside the run, waiting up to that long (scheduled runs,
+    so a scheduled and a manual run never time on the device together); ``None`` when the caller
+    (``xlstm-autotune tune``) already holds it.
     """
+    if lock_wait_s is not None:
+        from xlstm_kernels.settings import get_settings
+
+        from .lock import machine_lock
+
+        with machine_lock(get_settings().resolved_home(), "tune", wait_s=lock_wait_s):
+            return autotune.fn(workloads, trials, time_budget_s, quick, device, revalidate, show_progress,
+                               tune_fn, publish_fn, None)
     from storage import open_db
     from tuner import profile_path_for, tuning_run
     from xlstm_kernels.device import default_device

@@ -370,6 +370,15 @@ def test_autotune_flow_fails_cleanly_when_publish_fails(prefect_harness, tuner_h
     assert "no_such_function" in result.failed["publish"]
 
 
+def test_scheduled_run_takes_the_machine_lock(prefect_harness, tuner_home):
+    """A scheduled run (lock_wait_s set) refuses while a manual tune holds the machine."""
+    from flows.flows import autotune
+
+    with machine_lock(tuner_home, "tune"):
+        state = autotune(workloads=[GOOD], quick=True, lock_wait_s=0.0, return_state=True)
+    assert state.is_failed() and "holds this machine" in state.message
+
+
 # --- re-validation wiring with the real Evaluator (no Prefect) ----------------------------------------
 
 

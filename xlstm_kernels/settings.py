@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     server_startup_timeout_s: float = Field(
         default=180.0, gt=0, description="How long `serve` waits for a local Prefect server to answer."
     )
+    serve_lock_wait_s: float = Field(
+        default=6 * 3600.0, ge=0, description="How long a scheduled run waits for the machine lock held by a manual `tune`."
+    )
     lock_wait_s: float = Field(
         default=0.0, ge=0, description="How long `tune` waits for another run's machine lock (0: refuse at once)."
     )
