@@ -270,12 +270,14 @@ def test_report_degrades_with_one_trial_and_rejects_empty_study(tmp_path):
 # --- the autotune flow under Prefect's test harness, with the real tuner ----------------------------
 
 
-def _artifacts(key: str):
+def _artifacts(key: str, flow_run_id):
+    """The artifacts with ``key`` that one flow run created (other tests' runs share the harness)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     with get_client(sync_client=True) as client:
-        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+        return client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
 
 
 @pytest.fixture()
@@ -328,8 +330,9 @@ def test_autotune_flow_real_tuner_end_to_end_then_revalidates(prefect_harness, t
         assert (prow["version"], prow["checksum"], prow["run_id"]) == (1, result.profile_checksum, result.run_id)
 
     # artifacts and the HTML report of the run's study
-    table = _artifacts(artifact_key("autotune-winners", result.machine_id))
-    summary = _artifacts(artifact_key("autotune-summary", result.machine_id))
+    flow_run_id = state.state_details.flow_run_id
+    table = _artifacts(artifact_key("autotune-winners", result.machine_id), flow_run_id)
+    summary = _artifacts(artifact_key("autotune-summary", result.machine_id), flow_run_id)
     assert table[0].type == "table" and GOOD in str(table[0].data)
     assert summary[0].type == "markdown" and "## Failed workloads" in summary[0].data
     assert "UnbandableWorkload" in summary[0].data and "version 1" in summary[0].data
