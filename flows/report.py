@@ -85,30 +85,40 @@ def _html_table(rows: Sequence[dict[str, Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render_report(study: optuna.Study, winners: Sequence[WorkloadOutcome] | None = None) -> str:
-    """The report page as one HTML string; plotly.js is inlined once, so the page works offline."""
-    figs = study_figures(study)
-    rows = winners_table(winners) if winners else study_winner_rows(study)
-    parts, inlined = [], False
-    for title, fig, note in figs:
-        parts.append(f"<h2>{html.escape(title)}</h2>")
-        if fig is None:
-            parts.append(f'<p class="note">{html.escape(note)}</p>')
-            continue
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=not inlined))
-        inlined = True
-    n_done = len(_completed(study))
-    title = f"xlstm-autotune report: {study.study_name}"
+def _page(title: str, intro: str, rows: list[dict[str, Any]], parts: list[str]) -> str:
+    """A self-contained HTML page: title, intro line, winners table, then the plot sections."""
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title>"
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #bbb;padding:4px 8px}.note{color:#666}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>"
-        f"<p>{len(study.trials)} trials, {n_done} completed; generated "
-        f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}.</p>"
+        f"<p>{intro}; generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}.</p>"
         f"<h2>Winners</h2>{_html_table(rows)}" + "".join(parts) + "</body></html>\n"
     )
+
+
+def _figures_html(figs: Sequence[tuple[str, Any, str]], heading: str, inlined: bool) -> tuple[list[str], bool]:
+    """HTML of one study's plots; plotly.js goes into the first plot of the page only."""
+    parts = []
+    for title, fig, note in figs:
+        parts.append(f"<{heading}>{html.escape(title)}</{heading}>")
+        if fig is None:
+            parts.append(f'<p class="note">{html.escape(note)}</p>')
+            continue
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=not inlined))
+        inlined = True
+    return parts, inlined
+
+
+def render_report(study: optuna.Study, winners: Sequence[WorkloadOutcome] | None = None) -> str:
+    """The report page as one HTML string; plotly.js is inlined once, so the page works offline."""
+    figs = study_figures(study)
+    rows = winners_table(winners) if winners else study_winner_rows(study)
+    parts, _ = _figures_html(figs, "h2", inlined=False)
+    n_done = len(_completed(study))
+    return _page(f"xlstm-autotune report: {study.study_name}",
+                 f"{len(study.trials)} trials, {n_done} completed", rows, parts)
 
 
 def write_report(study: optuna.Study, path: Path, winners: Sequence[WorkloadOutcome] | None = None) -> Path:
@@ -131,22 +141,9 @@ def render_run_report(title: str, studies: Sequence[optuna.Study], winners: Sequ
         except ReportError as exc:
             parts.append(f'<p class="note">{html.escape(str(exc))}</p>')
             continue
-        for fig_title, fig, note in figs:
-            parts.append(f"<h3>{html.escape(fig_title)}</h3>")
-            if fig is None:
-                parts.append(f'<p class="note">{html.escape(note)}</p>')
-                continue
-            parts.append(fig.to_html(full_html=False, include_plotlyjs=not inlined))
-            inlined = True
-    return (
-        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #bbb;padding:4px 8px}.note{color:#666}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>"
-        f"<p>{len(studies)} studies; generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}.</p>"
-        f"<h2>Winners</h2>{_html_table(winners_table(winners))}" + "".join(parts) + "</body></html>\n"
-    )
+        more, inlined = _figures_html(figs, "h3", inlined)
+        parts += more
+    return _page(title, f"{len(studies)} studies", winners_table(winners), parts)
 
 
 def write_run_report(
