@@ -16,7 +16,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XLSTM_AUTOTUNE_HOME", str(tmp_path))
     monkeypatch.delenv("XLSTM_AUTOTUNE_PROFILE_PATH", raising=False)
     monkeypatch.delenv("XLSTM_AUTOTUNE_USE_PROFILE", raising=False)
-    monkeypatch.delenv("XLSTM_AUTOTUNE_DEVICE", raising=False)
+    monkeypatch.setenv("XLSTM_AUTOTUNE_DEVICE", "cpu")  # profiles here are CPU ones, also on GPU boxes
     xk.reset_settings()
     xk.reload_profile()
     yield tmp_path
