@@ -9,9 +9,8 @@ the same model after ``use_xlstm_kernels(model)``: configs from this machine's p
 ``xk.explain_config``). Both run in one process, interleaved, on the same weights and prompt; greedy
 tokens must agree.
 
-``--quick-tune`` measures a handful of candidate configs for exactly this model's two workloads,
-validates each against the float64 reference, and publishes the winners as this machine's profile.
-It is a small stand-in for the real tuner (``xlstm-autotune tune``), which searches far more widely.
+``--quick-tune`` runs the tuner (``--quick``) on exactly this model's two workloads and publishes the
+winners as this machine's profile, as ``xlstm-autotune tune -w ... --quick`` would (without Prefect).
 """
 
 from __future__ import annotations
@@ -20,20 +19,11 @@ import argparse
 import copy
 import statistics
 import time
-from datetime import datetime, timezone
 
 import torch
 
 import xlstm_kernels as xk
 from xlstm_kernels.xlstm_adapter import use_xlstm_kernels
-
-CANDIDATES = [  # prefill candidates of --quick-tune (each one is a compile)
-    xk.KernelConfig("chunkwise", chunk_size=64, t_inner=2),
-    xk.KernelConfig("chunkwise", chunk_size=32, t_inner=4),
-    xk.KernelConfig("chunkwise", chunk_size=16, t_inner=8),
-    xk.KernelConfig("recurrent", chunk_size=16, t_inner=16),
-]
-
 
 def build_model(args: argparse.Namespace) -> torch.nn.Module:
     """A small xLSTMLarge with the native PyTorch kernels, in inference mode, random weights."""
@@ -65,64 +55,21 @@ def _inputs(w: xk.Workload) -> tuple[torch.Tensor, ...]:
     return q, k, v, i, f
 
 
-def _median_s(fn, repeats: int) -> float:
-    fn()  # warm-up (compiles on first use)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def quick_tune(args: argparse.Namespace) -> xk.PublishResult:
-    """Time CANDIDATES (validated against the float64 reference) for this model's workloads; publish.
+    """Tune this model's two workloads with the real tuner (``--quick``) and publish the winners.
 
-    Candidates are timed in interleaved rounds (each round calls every candidate once), so load that
-    drifts on a shared machine hits them alike; the median over rounds decides.
+    The same library calls as ``xlstm-autotune tune`` makes (without Prefect): ``tuner.run_tuning``,
+    then ``tuner.publish_entries`` (atomic, versioned, recorded in the tuning DB).
     """
-    prefill, decode = workloads(args)
-    q, k, v, i, f = _inputs(prefill)
-    ref = xk.mlstm_reference(q, k, v, i, f)[0].double()
-    valid: dict[xk.KernelConfig, float] = {}
-    for cfg in [xk.DEFAULT_CONFIG, *CANDIDATES]:
-        h = xk.mlstm(q, k, v, i, f, config=cfg)[0]  # compiles; not timed
-        err = ((h.double() - ref).abs().max() / ref.abs().max()).item()
-        if err > 1e-4:
-            print(f"  reject {cfg.short()}: error {err:.1e}")
-            continue
-        valid[cfg] = err
-    times: dict[xk.KernelConfig, list[float]] = {cfg: [] for cfg in valid}
-    for _ in range(args.tune_repeats):
-        for cfg in valid:
-            t0 = time.perf_counter()
-            xk.mlstm(q, k, v, i, f, config=cfg)
-            times[cfg].append(time.perf_counter() - t0)
-    med = {cfg: statistics.median(ts) for cfg, ts in times.items()}
-    for cfg, s in med.items():
-        print(f"  {cfg.short():<36} {s * 1e3:8.3f} ms  err {valid[cfg]:.1e}")
-    if xk.DEFAULT_CONFIG not in med:
-        raise SystemExit("quick-tune: the default config failed validation")
-    cfg = min(med, key=med.__getitem__)
-    s, err, default_s = med[cfg], valid[cfg], med[xk.DEFAULT_CONFIG]
-    entries = [dict(
-        workload=str(prefill), config=cfg.to_dict(), t_inner_requested=cfg.t_inner, t_inner_effective=cfg.t_inner,
-        median_s=s, tokens_per_s=prefill.tokens() / s, speedup_vs_default=default_s / s, equivalence_error=err,
-    )]
-    dq, dk, dv = (x[:, :, 0] for x in (q, k, v))
-    di, df = i[:, :, :1], f[:, :, :1]
-    st = tuple(x.clone() for x in xk.mlstm(q, k, v, i, f, config=cfg)[1])
-    step_s = _median_s(lambda: xk.mlstm_step(dq, dk, dv, di, df, *st, config=xk.DEFAULT_CONFIG), args.tune_repeats * 10)
-    entries.append(dict(
-        workload=str(decode), config=xk.DEFAULT_CONFIG.replace(t_inner=1).to_dict(), t_inner_requested=1,
-        t_inner_effective=1, median_s=step_s, tokens_per_s=decode.B / step_s, speedup_vs_default=1.0,
-        equivalence_error=0.0,
-    ))
-    run = xk.TuningRun(run_id=f"quick-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}",
-                       source="examples/generate.py --quick-tune",
-                       notes=f"default + {len(CANDIDATES)} prefill candidates, default step; "
-                             f"threads {torch.get_num_threads()}")
-    return xk.publish_profile(xk.Profile.for_machine(xk.fingerprint(), entries, run))
+    import tuner
+
+    result = tuner.run_tuning(list(workloads(args)), device="cpu", quick=True)
+    for w in result.workloads:
+        win = w.winner
+        print(f"  {w.workload}: " + (f"{win.config.short()} {win.median_ms:.3f} ms, {w.speedup:.2f}x default"
+                                      if win else "no validated config"))
+    entries = [tuner.profile_entry(w) for w in result.workloads if w.winner is not None]
+    return tuner.publish_entries(xk.fingerprint("cpu"), entries, run_id=result.run_id)
 
 
 def timed_generate(model: torch.nn.Module, prompt: torch.Tensor, new: int) -> tuple[float, float, torch.Tensor]:
@@ -185,14 +132,14 @@ def main() -> None:
     p.add_argument("--new", type=int, default=32, help="tokens to generate")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--quick-tune", action="store_true", help="measure a few configs and publish a profile first")
-    p.add_argument("--tune-repeats", type=int, default=15)
+    p.add_argument("--quick-tune", action="store_true",
+                   help="tune this model's workloads (the real tuner, --quick) and publish a profile first")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     if args.quick_tune:
-        print("quick-tune (stand-in for `xlstm-autotune tune`):")
+        print("quick-tune (tuner.run_tuning, as `xlstm-autotune tune --quick` runs it):")
         res = quick_tune(args)
         print(f"published {res.path} v{res.version} {res.checksum[:19]}...")
         xk.reload_profile()
