@@ -36,7 +36,7 @@ def probe(
     t_inner: int = typer.Option(16, "--t-inner", help="Requested T_inner (ratcheted down on limit failures)."),
     heads_per_band: Optional[int] = typer.Option(None, "--heads-per-band", help="Heads per band (default all)."),
     compile_mode: str = typer.Option("default", "--compile-mode", help="torch.compile mode."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 | mixed."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | tf32 | mixed (tf32 and mixed matter on CUDA)."),
     device: Optional[str] = typer.Option(None, "--device", help="Device (default: best available)."),
     max_buffers: Optional[int] = typer.Option(
         None, "--max-buffers", min=1, help="Emulate a per-kernel buffer limit (default: 31 on MPS, off elsewhere)."),
@@ -69,7 +69,7 @@ def fuse_report(
     t_inner: int = typer.Option(4, "--t-inner", help="T_inner of the compiled tile."),
     heads_per_band: Optional[int] = typer.Option(None, "--heads-per-band", help="Heads per band (default all)."),
     compile_mode: str = typer.Option("default", "--compile-mode", help="torch.compile mode."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 | mixed."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | tf32 | mixed (tf32 and mixed matter on CUDA)."),
     device: Optional[str] = typer.Option(None, "--device", help="Device (default: best available)."),
     max_buffers: Optional[int] = typer.Option(
         None, "--max-buffers", min=1, help="Flag kernels over this buffer limit (default: 31 on MPS, off elsewhere)."),
