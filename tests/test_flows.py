@@ -380,6 +380,10 @@ def test_scheduled_run_takes_the_machine_lock(prefect_harness, tuner_home):
     with machine_lock(tuner_home, "tune"):
         state = autotune(workloads=[GOOD], quick=True, lock_wait_s=0.0, return_state=True)
     assert state.is_failed() and "holds this machine" in state.message
+    state = autotune(workloads=[GOOD], quick=True, lock_wait_s=0.0, return_state=True)  # lock free now
+    assert state.is_completed(), state.message
+    assert [o.workload for o in state.result().outcomes] == [GOOD]
+    assert read_holder(lock_path(tuner_home, "tune")) is None  # released after the run
 
 
 # --- re-validation wiring with the real Evaluator (no Prefect) ----------------------------------------
