@@ -65,8 +65,9 @@ def show_cmd(path: Path | None = PathOption,
     typer.echo(f"this host  {fits}")
     typer.echo(f"{'workload':<34} {'config':<34} {'T req/eff':>9} {'median ms':>10} {'tok/s':>12} {'speedup':>8} {'err':>8}")
     for e in profile.entries:
+        short = e.kernel_config.short("decode" if e.workload.endswith(",decode") else "prefill")
         typer.echo(
-            f"{e.workload:<34} {e.kernel_config.short():<34} {e.t_inner_requested:>4}/{e.t_inner_effective:<4} "
+            f"{e.workload:<34} {short:<34} {e.t_inner_requested:>4}/{e.t_inner_effective:<4} "
             f"{e.median_s * 1e3:>10.3f} {e.tokens_per_s:>12,.0f} {e.speedup_vs_default:>7.2f}x {e.equivalence_error:>8.1e}"
         )
 

@@ -27,10 +27,10 @@ def _config_dict(config: Any) -> dict[str, Any]:
     raise TypeError(f"a winner config must be a KernelConfig or a mapping, got {type(config).__name__}")
 
 
-def config_short(config: Mapping[str, Any]) -> str:
-    """``KernelConfig.short()`` of a config dict; the dict itself when it is not a valid KernelConfig."""
+def config_short(config: Mapping[str, Any], mode: str = "prefill") -> str:
+    """``KernelConfig.short(mode)`` of a config dict; the dict itself when it is not a valid KernelConfig."""
     try:
-        return KernelConfig.from_dict(dict(config)).short()
+        return KernelConfig.from_dict(dict(config)).short(mode)
     except (ValueError, TypeError):
         return ", ".join(f"{k}={v}" for k, v in config.items())
 
@@ -65,7 +65,7 @@ class WorkloadOutcome:
 
     def config_short(self) -> str:
         """The winner in compact form."""
-        return config_short(self.config)
+        return config_short(self.config, "decode" if self.workload.endswith(",decode") else "prefill")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""

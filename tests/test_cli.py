@@ -87,7 +87,8 @@ def test_tune_refuses_while_machine_locked(home):
 def test_tune_runs_flow_and_prints_json(prefect_harness, home):
     result = runner.invoke(app, ["tune", "-w", GOOD, "-w", FAILING, "--quick", "--json"])
     assert result.exit_code == EXIT_FAILED, result.output
-    data = json.loads(result.output[result.output.index("{") :])
+    out = result.stdout  # Prefect may log (to stderr, or late) after the JSON document: parse just that
+    data, _ = json.JSONDecoder().raw_decode(out, out.index("{"))
     assert data["state"] == "FAILED" and list(data["failed"]) == [FAILING]
     assert "UnbandableWorkload" in data["failed"][FAILING]
     assert [o["workload"] for o in data["outcomes"]] == [GOOD] and data["outcomes"][0]["action"] == "tuned"

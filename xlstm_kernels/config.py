@@ -108,8 +108,11 @@ class KernelConfig:
             raise ValueError(f"heads_per_band ({hpb}) must divide the number of heads NH ({num_heads})")
         return num_heads // hpb
 
-    def short(self) -> str:
-        """Compact human-readable form, e.g. ``chunkwise L64 hpb4 T8 queued``."""
+    def short(self, mode: str = "prefill") -> str:
+        """Compact human-readable form, e.g. ``chunkwise L64 hpb4 T8 queued``; ``step <compile mode>``
+        for ``mode="decode"``, where only the compile mode matters."""
+        if mode == "decode":
+            return f"step {self.compile_mode}"
         hpb = "all" if self.heads_per_band is None else self.heads_per_band
         extra = "" if self.compile_mode == "default" else f" {self.compile_mode}"
         extra += "" if self.precision == "fp32" else f" {self.precision}"

@@ -53,7 +53,7 @@ class ConfigChoice:
     def __str__(self) -> str:
         lines = [
             f"workload   {self.workload}",
-            f"config     {self.config.short()}",
+            f"config     {self.config.short(self.workload.mode)}",
             f"source     {self.source}",
             f"why        {self.reason}",
         ]
