@@ -61,7 +61,7 @@ class CompileKey:
 def _block_fn(key: CompileKey) -> Callable[..., Any]:
     mixed = key.precision == "mixed"
     if key.family == "recurrent":
-        return make_recurrent_block(key.t_inner, key.eps, mixed)
+        return make_recurrent_block(key.t_inner, key.eps)
     if key.family == "chunkwise":
         return make_chunkwise_block(key.t_inner, key.chunk_size, key.eps, mixed)
     if key.family == "step":

@@ -56,12 +56,6 @@ def supports_cuda_graphs(device: torch.device | str) -> bool:
     return torch.device(device).type == "cuda"
 
 
-def supports_tf32(device: torch.device | str) -> bool:
-    """TF32 matmul precision is a CUDA (Ampere+) notion; MPS and CPU ignore it."""
-    device = torch.device(device)
-    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
-
-
 def device_name(device: torch.device | str) -> str:
     """Human-readable name of the device (GPU model, 'Apple MPS' or the CPU model)."""
     device = torch.device(device)

@@ -78,6 +78,11 @@ def kernel_dtype(config: KernelConfig, dtype: torch.dtype, device: torch.device)
     return torch.float32
 
 
+def gate_dtype(i_dtype: torch.dtype, f_dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The dtype i and f enter the compiled region with: theirs when they agree (not on MPS), else float32."""
+    return i_dtype if i_dtype == f_dtype and device.type != "mps" else torch.float32
+
+
 def prepare(q, k, v, i, f, c0, n0, m0, config: KernelConfig, p: Plan):
     """Cast (MPS only), pad to the plan's length, and build float32 initial states."""
     B, NH, S, DHQK = q.shape
@@ -85,7 +90,7 @@ def prepare(q, k, v, i, f, c0, n0, m0, config: KernelConfig, p: Plan):
     kdtype = kernel_dtype(config, q.dtype, q.device)
     extra = p.padded_len - S
     q, k, v = (_pad_time(x.to(kdtype), extra, 0.0, 2) for x in (q, k, v))
-    gdtype = i.dtype if i.dtype == f.dtype and q.device.type != "mps" else torch.float32
+    gdtype = gate_dtype(i.dtype, f.dtype, q.device)
     i = _pad_time(i.to(gdtype), extra, float("-inf"), 1)
     f = _pad_time(f.to(gdtype), extra, float("inf"), 1)
     dev = q.device
@@ -207,8 +212,7 @@ def call_plan(config: KernelConfig, B: int, NH: int, S: int, DHQK: int, DHV: int
     """Plan and compile key of a call, memoised: repeated calls skip the bookkeeping."""
     p = plan(config, NH, S)
     kdtype = kernel_dtype(config, dtype, device)
-    i_dt, f_dt = gate_dtypes
-    gdtype = i_dt if i_dt == f_dt and device.type != "mps" else torch.float32
+    gdtype = gate_dtype(*gate_dtypes, device)
     key = kernel_key(config, p, B, DHQK, DHV, kdtype, device, eps)
     return p, dataclasses.replace(key, gate_dtype=dtype_name(gdtype))
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 BlockFn = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
-def make_recurrent_block(t_inner: int, eps: float, mixed: bool = False) -> BlockFn:
+def make_recurrent_block(t_inner: int, eps: float) -> BlockFn:
     """A block of ``t_inner`` unrolled recurrent steps (the unit is one time step)."""
 
     def recurrent_block(q, k, v, i, f, c, n, m):

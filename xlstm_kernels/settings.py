@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,10 +48,6 @@ class Settings(BaseSettings):
         description="Inductor's on-disk cache; default HOME/inductor-cache unless "
         "TORCHINDUCTOR_CACHE_DIR is already set.",
     )
-    recompile_limit: int = Field(
-        default=64, ge=8, description="Dynamo recompile limit applied when kernels are compiled."
-    )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # --- flows: tuning runs, scheduled runs, the local Prefect server ---
     workloads: list[str] = Field(
         default=["1,4,512,64,128,float32,prefill", "1,4,1,64,128,float32,decode"],
