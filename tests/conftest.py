@@ -90,3 +90,20 @@ def fresh_db(db_path):
     db = storage.TuningDB(db_path)
     yield db
     db.close()
+
+
+@pytest.fixture()
+def tuner_home(tmp_path, monkeypatch):
+    """A fresh HOME (DB, profiles, reports), the real tuner narrowed to a two-candidate space with
+    small timing budgets (``flow_helpers.NARROW_ENV``); settings and the loaded profile re-read around it."""
+    from flow_helpers import NARROW_ENV
+
+    monkeypatch.setenv("XLSTM_AUTOTUNE_HOME", str(tmp_path))
+    for k, v in NARROW_ENV.items():
+        monkeypatch.setenv(f"XLSTM_AUTOTUNE_{k}", v)
+    xk.reset_settings()
+    xk.reload_profile()
+    yield tmp_path
+    monkeypatch.undo()
+    xk.reset_settings()
+    xk.reload_profile()

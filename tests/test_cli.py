@@ -18,24 +18,16 @@ from flows.lock import machine_lock
 from flows.server import free_port
 
 runner = CliRunner()
-from flow_helpers import GOOD, NARROW_ENV  # the real tuner on a two-candidate space
+from flow_helpers import GOOD  # the real tuner on a two-candidate space
 from flow_helpers import UNBANDABLE as FAILING
 
 REC = xk.KernelConfig("recurrent", chunk_size=16, heads_per_band=2, t_inner=1)  # a candidate of that space
 
 
 @pytest.fixture()
-def home(tmp_path, monkeypatch):
-    """A fresh HOME, the narrowed space and small timing budgets; settings re-read around the test."""
-    monkeypatch.setenv("XLSTM_AUTOTUNE_HOME", str(tmp_path))
-    for k, v in NARROW_ENV.items():
-        monkeypatch.setenv(f"XLSTM_AUTOTUNE_{k}", v)
-    xk.reset_settings()
-    xk.reload_profile()
-    yield tmp_path
-    monkeypatch.undo()
-    xk.reset_settings()
-    xk.reload_profile()
+def home(tuner_home):
+    """The conftest's ``tuner_home`` under this file's name."""
+    return tuner_home
 
 
 @pytest.fixture()

@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from flow_helpers import GOOD, NARROW_ENV, UNBANDABLE  # the real tuner on a two-candidate space
+from flow_helpers import GOOD, UNBANDABLE  # the real tuner on a two-candidate space
 from flows.lock import TuneLocked, lock_path, machine_lock, read_holder
 from flows.outcome import AutotuneResult, WorkloadOutcome, summary_markdown, winners_table
 from flows.report import ReportError, load_study, render_report, write_report
@@ -279,19 +279,6 @@ def _artifacts(key: str, flow_run_id):
         return client.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
 
-
-@pytest.fixture()
-def tuner_home(tmp_path, monkeypatch):
-    """A fresh HOME (DB, profiles, reports), the narrowed space, small timing budgets; settings re-read."""
-    import xlstm_kernels as xk
-
-    monkeypatch.setenv("XLSTM_AUTOTUNE_HOME", str(tmp_path))
-    for k, v in NARROW_ENV.items():
-        monkeypatch.setenv(f"XLSTM_AUTOTUNE_{k}", v)
-    xk.reset_settings()
-    yield tmp_path
-    monkeypatch.undo()
-    xk.reset_settings()
 
 
 def test_autotune_flow_real_tuner_end_to_end_then_revalidates(prefect_harness, tuner_home, monkeypatch):
