@@ -26,6 +26,8 @@ from common import make_inputs, rel_err  # noqa: E402
 
 SHAPE = dict(B=1, NH=4, S=512, DHQK=64, DHV=128)
 OURS = [
+    xk.KernelConfig("chunkwise", chunk_size=64, t_inner=8, compile_mode="max-autotune-no-cudagraphs"),
+    xk.KernelConfig("chunkwise", chunk_size=128, t_inner=4, compile_mode="max-autotune-no-cudagraphs"),
     xk.KernelConfig("chunkwise", chunk_size=64, t_inner=8),
     xk.KernelConfig("chunkwise", chunk_size=128, t_inner=4),
     xk.KernelConfig("chunkwise", chunk_size=32, t_inner=16),

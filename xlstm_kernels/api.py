@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .compiler import CACHE, CompileKey
+from .compiler import CACHE, CompileKey, use_cpp_wrapper
 from .config import KernelConfig, dtype_name
 from .drivers import check_device, run_sequence
 from .runtime import config_for
@@ -65,16 +65,18 @@ def mlstm(
 
 def step_key(q: torch.Tensor, v: torch.Tensor, eps: float, compile_mode: str = "default") -> CompileKey:
     """The compile key of the decode step for these shapes."""
-    return _step_key(tuple(q.shape), v.shape[-1], q.dtype, q.device, float(eps), compile_mode)
+    return _step_key(tuple(q.shape), v.shape[-1], q.dtype, q.device, float(eps), compile_mode,
+                     use_cpp_wrapper(q.device))
 
 
 @functools.lru_cache(maxsize=1024)
 def _step_key(shape: tuple[int, ...], DHV: int, dtype: torch.dtype, device: torch.device, eps: float,
-              compile_mode: str) -> CompileKey:
+              compile_mode: str, cpp_wrapper: bool) -> CompileKey:
     B, NH, DHQK = shape
     return CompileKey(
         family="step", B=B, heads=NH, DHQK=DHQK, DHV=DHV, dtype=dtype_name(dtype),
         device=str(device), t_inner=1, chunk_size=1, compile_mode=compile_mode, eps=eps,
+        cpp_wrapper=cpp_wrapper,
     )
 
 

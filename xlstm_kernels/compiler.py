@@ -27,6 +27,11 @@ from .device import synchronize
 from .families import make_chunkwise_block, make_recurrent_block, make_step
 from .settings import get_settings
 
+
+def use_cpp_wrapper(device: torch.device | str) -> bool:
+    """Whether kernels for ``device`` compile with Inductor's C++ wrapper (CPU only, per settings)."""
+    return torch.device(device).type == "cpu" and get_settings().cpp_wrapper
+
 log = logging.getLogger(__name__)
 
 
@@ -52,6 +57,7 @@ class CompileKey:
     eps: float = 1e-6
     gate_dtype: str = "float32"  # dtype of i, f fed to the kernel
     inductor_options: tuple[tuple[str, Any], ...] = ()
+    cpp_wrapper: bool = False  # Inductor's C++ wrapper (CPU): see Settings.cpp_wrapper
 
     def tag(self) -> str:
         """Short stable hash, used to name the code object (shows up in Inductor's logs)."""
@@ -213,6 +219,8 @@ def build_compiled(key: CompileKey, fn: Callable[..., Any] | None = None) -> Cal
     ensure_inductor_cache_dir()
     fn = fn or _fresh_code_copy(_block_fn(key), key.tag())
     opts = inductor_options(key.compile_mode, key.inductor_options)
+    if key.cpp_wrapper:
+        opts["cpp_wrapper"] = True
     return torch.compile(fn, fullgraph=True, dynamic=False, options=opts or None)
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .compiler import CACHE, CompileKey
+from .compiler import CACHE, CompileKey, use_cpp_wrapper
 from .config import CUDA_ONLY_MODES, KernelConfig, dtype_name
 
 States = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -57,6 +57,7 @@ def kernel_key(config: KernelConfig, p: Plan, B: int, DHQK: int, DHV: int, dtype
         compile_mode=config.compile_mode, precision=config.precision, eps=float(eps),
         inductor_options=() if config.fusion_io_limit is None
         else (("max_fusion_unique_io_buffers", config.fusion_io_limit),),
+        cpp_wrapper=use_cpp_wrapper(device),
     )
 
 
@@ -117,9 +118,13 @@ def run_queued(inputs, states: States, key: CompileKey, p: Plan) -> tuple[torch.
     DHV = v.shape[-1]
     kernel = CACHE.get(key)
     cudagraphs = key.compile_mode == "reduce-overhead"
+    if p.bands == 1 and p.blocks == 1:  # one compiled call: no slicing, no output buffer
+        h, c, n, m = kernel(q, k, v, i, f, *(x.contiguous() for x in states))
+        if cudagraphs:  # a replay overwrites the previous replay's outputs: keep our own copies
+            h, c, n, m = h.clone(), c.clone(), n.clone(), m.clone()
+        return h, (c, n, m)
     band_states = _band_states(states, p)
-    single = p.bands == 1 and p.blocks == 1
-    h_out = None if single else torch.empty(B, NH, S_pad, DHV, dtype=v.dtype, device=q.device)
+    h_out = torch.empty(B, NH, S_pad, DHV, dtype=v.dtype, device=q.device)
     hb, span = p.heads_per_band, p.span
     for j in range(p.blocks):
         t = slice(j * span, (j + 1) * span)
@@ -127,12 +132,9 @@ def run_queued(inputs, states: States, key: CompileKey, p: Plan) -> tuple[torch.
             hs = slice(b * hb, (b + 1) * hb)
             h, c, n, m = kernel(q[:, hs, t], k[:, hs, t], v[:, hs, t], i[:, hs, t], f[:, hs, t],
                                 *band_states[b])
-            if cudagraphs:  # a replay overwrites the previous replay's outputs: keep our own copies
+            if cudagraphs:
                 c, n, m = c.clone(), n.clone(), m.clone()
-            if single:
-                h_out = h.clone() if cudagraphs else h
-            else:
-                h_out[:, hs, t] = h
+            h_out[:, hs, t] = h
             band_states[b] = [c, n, m]
     if p.bands == 1:
         return h_out, tuple(band_states[0])  # type: ignore[return-value]
@@ -208,19 +210,20 @@ def _run(q, k, v, i, f, c0, n0, m0, config: KernelConfig, p: Plan, key: CompileK
 @functools.lru_cache(maxsize=4096)
 def call_plan(config: KernelConfig, B: int, NH: int, S: int, DHQK: int, DHV: int, dtype: torch.dtype,
               gate_dtypes: tuple[torch.dtype, torch.dtype], device: torch.device,
-              eps: float) -> tuple[Plan, CompileKey]:
+              eps: float, cpp_wrapper: bool) -> tuple[Plan, CompileKey]:
     """Plan and compile key of a call, memoised: repeated calls skip the bookkeeping."""
     p = plan(config, NH, S)
     kdtype = kernel_dtype(config, dtype, device)
     gdtype = gate_dtype(*gate_dtypes, device)
     key = kernel_key(config, p, B, DHQK, DHV, kdtype, device, eps)
-    return p, dataclasses.replace(key, gate_dtype=dtype_name(gdtype))
+    return p, dataclasses.replace(key, gate_dtype=dtype_name(gdtype), cpp_wrapper=cpp_wrapper)
 
 
 def run_sequence(q, k, v, i, f, c0, n0, m0, config: KernelConfig, eps: float):
     """h (B, NH, S, DHV) in q's dtype and float32 terminal (C, n, m) for validated inputs."""
     B, NH, S, DHQK = q.shape
-    p, key = call_plan(config, B, NH, S, DHQK, v.shape[-1], q.dtype, (i.dtype, f.dtype), q.device, eps)
+    p, key = call_plan(config, B, NH, S, DHQK, v.shape[-1], q.dtype, (i.dtype, f.dtype), q.device, eps,
+                        use_cpp_wrapper(q.device))
     if config.compile_mode != "graph-capture":
         return _run(q, k, v, i, f, c0, n0, m0, config, p, key)
     from .capture import captured

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
         description="Buffer-argument limit enforced by the probe's static check; default: "
         "metal_buffer_limit on MPS, off elsewhere. Set it to emulate Metal on other devices.",
     )
+    cpp_wrapper: bool = Field(
+        default=True,
+        description="On CPU, compile pseudo-kernels with Inductor's C++ wrapper: less Python between "
+        "kernels on every call, a few seconds more per compile.",
+    )
     compile_timeout_s: float = Field(default=600.0, gt=0, description="Bound on one probe compile.")
     shrink: bool = Field(
         default=False,
