@@ -46,3 +46,39 @@ def test_eager_fallback_is_detected_and_warned():
             kernel(*_step_args(99))
     assert kernel.eager_fallback and kernel.graphs == 0
     assert any(issubclass(w.category, xk.EagerFallbackWarning) for w in caught)
+
+
+def test_cpu_keys_take_the_cpp_wrapper_per_setting(monkeypatch):
+    """CPU kernels compile with Inductor's C++ wrapper unless the setting says no; other devices never."""
+    from xlstm_kernels.drivers import call_plan, kernel_key, plan
+    from xlstm_kernels.settings import reset_settings
+
+    cfg = xk.KernelConfig("chunkwise", chunk_size=4, t_inner=2)
+    p = plan(cfg, 2, 8)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert kernel_key(cfg, p, 1, 4, 4, torch.float32, cpu, 1e-6).cpp_wrapper
+    assert not kernel_key(cfg, p, 1, 4, 4, torch.float32, cuda, 1e-6).cpp_wrapper
+    monkeypatch.setenv("XLSTM_AUTOTUNE_CPP_WRAPPER", "false")
+    reset_settings()
+    try:
+        assert not kernel_key(cfg, p, 1, 4, 4, torch.float32, cpu, 1e-6).cpp_wrapper
+        q = torch.randn(1, 2, 8, 4)
+        from xlstm_kernels.api import step_key
+
+        assert not step_key(q[:, :, 0], q[:, :, 0], 1e-6).cpp_wrapper
+        _, key = call_plan(cfg, 1, 2, 8, 4, 4, torch.float32, (torch.float32,) * 2, cpu, 1e-6, False)
+        assert not key.cpp_wrapper
+    finally:
+        monkeypatch.delenv("XLSTM_AUTOTUNE_CPP_WRAPPER")
+        reset_settings()
+
+
+def test_keep_freed_memory_applies_on_linux_glibc():
+    import platform
+    import sys
+
+    from xlstm_kernels.device import keep_freed_memory
+
+    expected = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is expected
+    assert keep_freed_memory() is expected  # once per process; later calls report the same

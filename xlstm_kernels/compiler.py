@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .device import synchronize
+from .device import keep_freed_memory, synchronize
 from .families import make_chunkwise_block, make_recurrent_block, make_step
 from .settings import get_settings
 
@@ -189,6 +189,8 @@ class CompileCache:
         with self._lock:
             kernel = self._kernels.get(key)
             if kernel is None:
+                if key.device == "cpu" and get_settings().cpu_keep_freed_memory:
+                    keep_freed_memory()
                 eager = _fresh_code_copy(_block_fn(key), key.tag())
                 kernel = CompiledKernel(key, build_compiled(key, eager), eager)
                 self._kernels[key] = kernel

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
         description="On CPU, compile pseudo-kernels with Inductor's C++ wrapper: less Python between "
         "kernels on every call, a few seconds more per compile.",
     )
+    cpu_keep_freed_memory: bool = Field(
+        default=True,
+        description="Linux/glibc: once CPU kernels run, make malloc keep freed memory for reuse so "
+        "per-call buffers do not page-fault (process-wide mallopt). Off leaves malloc alone.",
+    )
     compile_timeout_s: float = Field(default=600.0, gt=0, description="Bound on one probe compile.")
     shrink: bool = Field(
         default=False,
