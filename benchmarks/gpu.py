@@ -1,7 +1,8 @@
 """GPU benchmark (one `device` call): our configs next to mlstm_kernels' native and Triton kernels.
 
-Rows: time (median ms, CUDA events around each call) and relative error of h against a float64
-reference. Run: ``python benchmarks/gpu.py --out results.json``; ``--quick`` for fewer configs.
+Rows: time (median ms, CUDA events around each synchronised call; ``b2b_ms``: per call of 20-50
+calls enqueued back to back, as a decode loop or Triton's ``do_bench`` runs them) and relative error
+of h against a float64 reference. Run: ``python benchmarks/gpu.py --out results.json``; ``--quick`` for fewer configs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import xlstm_kernels as xk  # noqa: E402
-from common import make_inputs, rel_err, time_fn  # noqa: E402
+from common import make_inputs, rel_err, time_back_to_back, time_fn  # noqa: E402
 
 PREFILL = {"P1": dict(B=1, NH=8, S=2048, DHQK=256, DHV=512), "P8": dict(B=8, NH=8, S=1024, DHQK=256, DHV=512)}
 DECODE = {"D1": dict(B=1, NH=8, DHQK=256, DHV=512), "D64": dict(B=64, NH=8, DHQK=256, DHV=512)}
@@ -67,6 +68,7 @@ def bench_prefill(name, shape, quick, rows, profile=False):
     for cfg in our_prefill_configs(shape["S"], quick):
         try:
             st = time_fn(lambda: xk.mlstm(*x, config=cfg), dev)
+            st["b2b_ms"] = time_back_to_back(lambda: xk.mlstm(*x, config=cfg), dev, calls=20)
             h = xk.mlstm(*x, config=cfg)[0]
             rows.append(row(name, "ours " + cfg.short(), st, rel_err(h, h_ref), compile_s=st["first_ms"] / 1e3))
             if profile:
@@ -84,6 +86,7 @@ def bench_prefill(name, shape, quick, rows, profile=False):
         for mode in ("default", "reduce-overhead"):
             fn = torch.compile(lambda *a, L=L: native(*a, chunk_size=L), mode=None if mode == "default" else mode)
             st = time_fn(lambda: fn(*x), dev)
+            st["b2b_ms"] = time_back_to_back(lambda: fn(*x), dev, calls=20)
             rows.append(row(name, f"mlstm_kernels native compiled L{L} {mode}", st, rel_err(fn(*x), h_ref),
                             compile_s=st["first_ms"] / 1e3))
     xf = tuple(t.float() for t in x)  # the eager native kernel cannot mix bf16 inputs with its float32 states
@@ -92,6 +95,7 @@ def bench_prefill(name, shape, quick, rows, profile=False):
     try:
         tri = get_mlstm_kernel("chunkwise--triton_limit_chunk")
         st = time_fn(lambda: tri(*x, chunk_size=64), dev)
+        st["b2b_ms"] = time_back_to_back(lambda: tri(*x, chunk_size=64), dev, calls=20)
         rows.append(row(name, "mlstm_kernels triton_limit_chunk L64", st, rel_err(tri(*x, chunk_size=64), h_ref)))
     except Exception as exc:  # noqa: BLE001
         print(f"# triton_limit_chunk FAILED: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
@@ -107,9 +111,10 @@ def bench_decode(name, shape, rows, profile=False):
     args = (q[:, :, 1], k[:, :, 1], v[:, :, 1], i[:, :, 1:2], f[:, :, 1:2])
     h_ref, _ = xk.mlstm_reference(*(x[:, :, 1:2] for x in (q, k, v, i, f)), c, n, m)
     h_ref = h_ref[:, :, 0]
-    for mode in ("default", "reduce-overhead", "graph-capture"):
+    for mode in ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "graph-capture"):
         cfg = xk.KernelConfig(compile_mode=mode)
         st = time_fn(lambda: xk.mlstm_step(*args, c, n, m, config=cfg), dev, reps=100)
+        st["b2b_ms"] = time_back_to_back(lambda: xk.mlstm_step(*args, c, n, m, config=cfg), dev)
         h = xk.mlstm_step(*args, c, n, m, config=cfg)[0]
         rows.append(row(name, f"ours step {mode}", st, rel_err(h, h_ref), compile_s=st["first_ms"] / 1e3))
         if profile and mode == "default":
@@ -122,10 +127,12 @@ def bench_decode(name, shape, rows, profile=False):
     for mode in ("default", "reduce-overhead"):
         fn = torch.compile(nat, mode=None if mode == "default" else mode)
         st = time_fn(lambda: fn(*args, c, n, m), dev, reps=100)
+        st["b2b_ms"] = time_back_to_back(lambda: fn(*args, c, n, m), dev)
         rows.append(row(name, f"mlstm_kernels native step compiled {mode}", st, rel_err(fn(*args, c, n, m)[0], h_ref)))
     try:
         tri = get_mlstm_step_kernel("triton")
         st = time_fn(lambda: tri(*args, c, n, m), dev, reps=100)
+        st["b2b_ms"] = time_back_to_back(lambda: tri(*args, c, n, m), dev)
         rows.append(row(name, "mlstm_kernels triton step", st, rel_err(tri(*args, c, n, m)[0], h_ref)))
     except Exception as exc:  # noqa: BLE001
         print(f"# triton step FAILED: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
