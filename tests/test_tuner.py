@@ -226,6 +226,18 @@ def test_decode_workload(db_path, fast):
     assert wr.winner.tokens_per_s > 0
 
 
+def test_decode_samples_time_bursts_of_back_to_back_steps():
+    from tuner._evaluate import calls_per_sample
+
+    settings = xk.get_settings()
+    assert calls_per_sample(xk.Workload.parse("1,2,1,8,8,float32,decode"), settings) == settings.tune_decode_burst > 1
+    assert calls_per_sample(WL, settings) == 1
+    calls = []
+    timing = tuner.time_callable(lambda: calls.append(1), torch.device("cpu"), warmup=1, repeats=3,
+                                 budget_s=0.0, calls=4)
+    assert len(calls) == 1 + 3 * 4 and timing.median_ms >= 0
+
+
 def test_failed_compile_is_a_failed_trial(db_path, fast):
     def broken(wl, inputs, config):
         if config.t_inner == 1 and config.family == "recurrent":

@@ -3,7 +3,7 @@
 ``bench(workload)`` times the config this machine's profile would pick (``xk.explain_config``'s choice)
 or a given one against ``DEFAULT_CONFIG``, with the tuner's own stages: each is compiled, validated
 against the float64 reference (never timed when invalid), then both are timed in interleaved rounds
-of synchronised calls (rotating order, warm-up outside the rounds) so drift hits both alike.
+of synchronised samples (rotating order, warm-up outside the rounds) so drift hits both alike.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from xlstm_kernels.device import default_device
 from xlstm_kernels.settings import Settings, get_settings
 
 from ._errors import CandidateFailed
-from ._evaluate import Evaluation, Evaluator, summarize, time_one
+from ._evaluate import Evaluation, Evaluator, calls_per_sample, summarize, time_one
 from ._space import parse_workload
 
 
@@ -119,10 +119,11 @@ def bench(
             fn()
     n = rounds or max(settings.tune_retime_rounds, settings.tune_repeats)
     samples: list[list[float]] = [[], []]
+    calls = calls_per_sample(wl, settings)
     for r in range(n):
         for j in range(2):
             idx = (j + r) % 2
-            samples[idx].append(time_one(fns[idx], dev))
+            samples[idx].append(time_one(fns[idx], dev, calls))
     out = []
     for e, s in zip(sides, samples):
         tm = summarize(s)

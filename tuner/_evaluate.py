@@ -145,25 +145,31 @@ def summarize(samples_ms: list[float]) -> Timing:
     return Timing(statistics.median(s), spread, s[0], len(s), tuple(samples_ms))
 
 
-def time_one(fn: Callable[[], Any], device: torch.device) -> float:
-    """Wall time of one synchronised call, in ms."""
+def time_one(fn: Callable[[], Any], device: torch.device, calls: int = 1) -> float:
+    """Wall time per call of ``calls`` back-to-back calls between two synchronisations, in ms."""
     synchronize(device)
     t0 = time.perf_counter()
-    fn()
+    for _ in range(calls):
+        fn()
     synchronize(device)
-    return (time.perf_counter() - t0) * 1e3
+    return (time.perf_counter() - t0) * 1e3 / calls
+
+
+def calls_per_sample(workload: Workload, settings: Settings) -> int:
+    """Decode steps are timed in bursts, as a decode loop enqueues them; a prefill call alone."""
+    return settings.tune_decode_burst if workload.mode == "decode" else 1
 
 
 def time_callable(fn: Callable[[], Any], device: torch.device, *, warmup: int, repeats: int,
-                  budget_s: float) -> Timing:
-    """Warm up (untimed), then time up to ``repeats`` calls within ``budget_s`` (at least 3)."""
+                  budget_s: float, calls: int = 1) -> Timing:
+    """Warm up (untimed), then take up to ``repeats`` samples within ``budget_s`` (at least 3)."""
     for _ in range(warmup):
         fn()
     synchronize(device)
     samples: list[float] = []
     start = time.perf_counter()
     while len(samples) < repeats and (len(samples) < 3 or time.perf_counter() - start < budget_s):
-        samples.append(time_one(fn, device))
+        samples.append(time_one(fn, device, calls))
     return summarize(samples)
 
 
@@ -253,7 +259,8 @@ class Evaluator:
         try:
             ev.timing = time_callable(lambda: self.runner(wl, timing_in, eff), self.device,
                                       warmup=self.settings.tune_warmup, repeats=self.repeats,
-                                      budget_s=self.settings.tune_trial_budget_s)
+                                      budget_s=self.settings.tune_trial_budget_s,
+                                      calls=calls_per_sample(wl, self.settings))
         except Exception as exc:  # noqa: BLE001
             ev.status, ev.reason = "failed", f"timing run failed: {type(exc).__name__}: {str(exc)[:500]}"
             return ev

@@ -98,7 +98,12 @@ class Settings(BaseSettings):
         "exhaustively (grid); a larger one with TPE."
     )
     tune_warmup: int = Field(default=2, ge=1, description="Untimed calls before timing a candidate.")
-    tune_repeats: int = Field(default=10, ge=3, description="Timed calls per candidate (median, spread).")
+    tune_repeats: int = Field(default=10, ge=3, description="Timed samples per candidate (median, spread).")
+    tune_decode_burst: int = Field(
+        default=8, ge=1,
+        description="A decode sample times this many back-to-back steps between two synchronisations "
+        "(per step), as a decode loop enqueues them; 1 times single synchronised steps.",
+    )
     tune_trial_budget_s: float = Field(
         default=20.0, gt=0, description="Bound on one candidate's timed repeats (at least 3 are taken)."
     )
