@@ -66,7 +66,7 @@ def quick_tune(args: argparse.Namespace) -> xk.PublishResult:
     result = tuner.run_tuning(list(workloads(args)), device="cpu", quick=True)
     for w in result.workloads:
         win = w.winner
-        print(f"  {w.workload}: " + (f"{win.config.short()} {win.median_ms:.3f} ms, {w.speedup:.2f}x default"
+        print(f"  {w.workload}: " + (f"{win.config.short(w.workload.mode)} {win.median_ms:.3f} ms, {w.speedup:.2f}x default"
                                       if win else "no validated config"))
     entries = [tuner.profile_entry(w) for w in result.workloads if w.winner is not None]
     return tuner.publish_entries(xk.fingerprint("cpu"), entries, run_id=result.run_id)

@@ -88,7 +88,7 @@ def keep_freed_memory() -> bool:
 
     A compiled CPU kernel allocates its megabyte-sized intermediates on every call. With glibc's
     defaults those may come fresh from the OS each time (mmap, or a heap trimmed back after the
-    previous call), and the page faults on first touch made whole processes up to 2x slower
+    previous call), and the page faults on first touch made whole processes up to 2.8x slower
     (hundreds of faults per call, varying from process to process). Process-wide; only on Linux with
     glibc; ``Settings.cpu_keep_freed_memory`` turns it off.
     """
