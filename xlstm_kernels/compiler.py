@@ -27,12 +27,12 @@ from .device import keep_freed_memory, synchronize
 from .families import make_chunkwise_block, make_recurrent_block, make_step
 from .settings import get_settings
 
+log = logging.getLogger(__name__)
+
 
 def use_cpp_wrapper(device: torch.device | str) -> bool:
     """Whether kernels for ``device`` compile with Inductor's C++ wrapper (CPU only, per settings)."""
     return torch.device(device).type == "cpu" and get_settings().cpp_wrapper
-
-log = logging.getLogger(__name__)
 
 
 class EagerFallbackWarning(RuntimeWarning):

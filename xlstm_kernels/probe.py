@@ -266,7 +266,7 @@ def compile_and_scan(key: CompileKey, max_buffers: int | None = None,
     kernel with more buffer arguments fail with ``buffer_limit``, as Metal would.
     """
     eager = fn if fn is not None else _fresh_code_copy(_block_fn(key), key.tag())
-    # The scan reads Inductor's Python wrapper; the C++ wrapper changes no kernel, so probe without it.
+    # The C++ wrapper's output code lists each kernel twice and changes none, so probe without it.
     compiled = build_compiled(dataclasses.replace(key, cpp_wrapper=False), _fresh_code_copy(eager, key.tag()))
     args = args if args is not None else tile_inputs(key)
     before = _unique_graphs()
