@@ -219,6 +219,24 @@ def test_tpe_reuses_duplicates_and_starts_with_the_default(db_path, fast):
     assert res.n_trials == 0  # resumed: nothing left
 
 
+def test_tpe_tries_the_one_block_seeds_right_after_the_default(db_path, fast):
+    wl = xk.Workload.parse("1,2,256,8,8,float32")
+    space = SearchSpace.for_workload(wl, "cpu", families=["chunkwise"], heads_per_band=[2],
+                                     chunk_sizes=[32, 64, 128], t_inners=[1, 2, 4])
+    assert space.default.chunk_size == 64 and space.default.t_inner == 4  # already one block of 256
+    assert [(c.chunk_size, c.t_inner) for c in space.seeds()] == [(128, 2)]
+    assert SearchSpace.for_workload(xk.Workload.parse("1,2,1,8,8,float32,decode"), "cpu").seeds() == []
+
+    def reference_runner(w, inputs, config):  # exact and compile-free: the order is what is tested
+        return xk.mlstm_reference(*inputs)
+
+    tuner.tune_workload(wl, db=db_path, device="cpu", space=space, sampler="tpe", n_trials=3,
+                        runner=reference_runner)
+    with storage.TuningDB(db_path) as db:
+        first = [json.loads(r["config_json"]) for r in db.trials()[:2]]
+    assert [(c["chunk_size"], c["t_inner"]) for c in first] == [(64, 4), (128, 2)]
+
+
 def test_decode_workload(db_path, fast):
     res = tuner.run_tuning(["1,2,1,8,8,float32,decode"], db=db_path, device="cpu")
     (wr,) = res.workloads

@@ -7,8 +7,9 @@ the same study and continues it: finished trials are not repeated, a trial left 
 process (kill, Ctrl-C) is marked FAIL and its candidate is tried again.
 
 Sampler: a space with at most ``tune_grid_max`` distinct candidates is exhausted - every candidate
-is enqueued once (default first); a larger space enqueues the default first and then samples with
-TPE. Rejected candidates (failed validation) complete with value +inf and a violated
+is enqueued once (default first); a larger space enqueues the default first, then the space's
+seeds (the default with the sequence in one compiled block, see ``SearchSpace.seeds``), and then
+samples with TPE. Rejected candidates (failed validation) complete with value +inf and a violated
 ``trial.set_constraint("equivalence", error - tolerance)``; failed ones (compile/run error) are
 Optuna FAIL trials. Every trial also lands in the tuning DB with its status and reason.
 """
@@ -340,7 +341,7 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
     done = _finished(study)
     default_key = effective_key(space.default, wl)
     waiting = _waiting_keys(study, space)
-    to_enqueue = candidates if use_grid else [space.default]
+    to_enqueue = candidates if use_grid else [space.default, *space.seeds()]
     for cfg in to_enqueue:
         key = effective_key(cfg, wl)
         if key not in done and key not in waiting:
