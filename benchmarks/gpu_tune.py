@@ -43,10 +43,10 @@ def main() -> None:
     for w in result.workloads:
         win = w.winner
         print(f"{w.workload}: {w.n_trials} trials of {w.n_candidates}, "
-              + (f"winner {win.config.short()} {win.median_ms:.3f} ms, err {win.equivalence_error:.1e}, "
+              + (f"winner {win.config.short(w.workload.mode)} {win.median_ms:.3f} ms, err {win.equivalence_error:.1e}, "
                  f"{w.speedup:.2f}x default" if win else "no winner"), flush=True)
         for r in w.rejected:
-            print(f"   rejected {r.config.short()}: {r.status}: {r.reason[:160]}", flush=True)
+            print(f"   rejected {r.config.short(w.workload.mode)}: {r.status}: {r.reason[:160]}", flush=True)
     print(f"profile v{published.version} -> {published.path} ({wall:.0f} s, db {settings.resolved_db_path()})")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,6 @@ def bench(
     typer.echo(f"workload  {result.workload} on {result.device}, {result.rounds} interleaved rounds")
     typer.echo(f"chosen    ({result.source}: {result.reason})")
     for label, side in (("config", result.chosen), ("default", result.default)):
-        typer.echo(f"{label:<9} {side.config.short():<40} {side.median_ms:>10.4f} ms median "
+        typer.echo(f"{label:<9} {side.config.short(result.workload.mode):<40} {side.median_ms:>10.4f} ms median "
                    f"(IQR {side.spread_ms:.4f})  {side.tokens_per_s:>12,.0f} tok/s  err {side.equivalence_error:.1e}")
     typer.echo(f"speedup   {result.speedup:.2f}x over the default config")

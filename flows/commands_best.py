@@ -33,7 +33,8 @@ def best(
         return
     speed = f", {found.speedup:.2f}x vs default" if found.speedup is not None else ""
     typer.echo(f"workload  {found.workload}\nmachine   {found.machine_id}\n"
-               f"config    {found.config.short()} (effective T_inner {found.t_inner_effective})\n"
+               f"config    {found.config.short('decode' if found.workload.endswith(',decode') else 'prefill')} "
+               f"(effective T_inner {found.t_inner_effective})\n"
                f"time      {found.median_ms:.4f} ms median (IQR {found.spread_ms:.4f} ms), "
                f"{found.tokens_per_s:,.0f} tokens/s{speed}\n"
                f"error     {found.equivalence_error:.3g} vs. float64 reference\n"

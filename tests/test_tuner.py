@@ -238,7 +238,9 @@ def test_tpe_tries_the_one_block_seeds_right_after_the_default(db_path, fast):
 
 
 def test_decode_workload(db_path, fast):
-    res = tuner.run_tuning(["1,2,1,8,8,float32,decode"], db=db_path, device="cpu")
+    events = []
+    res = tuner.run_tuning(["1,2,1,8,8,float32,decode"], db=db_path, device="cpu", progress=events.append)
+    assert events and all(e.config.startswith("step ") and e.best_config.startswith("step ") for e in events)
     (wr,) = res.workloads
     assert wr.winner is not None and wr.speedup == 1.0 and wr.winner.equivalence_error < 1e-4
     assert wr.winner.tokens_per_s > 0

@@ -34,9 +34,9 @@ class BenchSide:
     equivalence_error: float
     compile_s: float | None
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
-        return {"config": self.config.to_dict(), "config_short": self.config.short(), "median_ms": self.median_ms,
+    def to_dict(self, mode: str = "prefill") -> dict[str, Any]:
+        """Plain-JSON form (``mode``: the workload's, for the short name)."""
+        return {"config": self.config.to_dict(), "config_short": self.config.short(mode), "median_ms": self.median_ms,
                 "spread_ms": self.spread_ms, "tokens_per_s": self.tokens_per_s,
                 "equivalence_error": self.equivalence_error, "compile_s": self.compile_s}
 
@@ -61,7 +61,8 @@ class BenchResult:
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
         return {"workload": str(self.workload), "device": self.device, "source": self.source, "reason": self.reason,
-                "chosen": self.chosen.to_dict(), "default": self.default.to_dict(), "speedup": self.speedup,
+                "chosen": self.chosen.to_dict(self.workload.mode), "default": self.default.to_dict(self.workload.mode),
+                "speedup": self.speedup,
                 "rounds": self.rounds}
 
 

@@ -46,7 +46,8 @@ def profile_entry(result: WorkloadResult) -> ProfileEntry:
     """
     w = result.winner
     if w is None:
-        reasons = "; ".join(f"{r.config.short()}: {r.reason}" for r in result.rejected[:3]) or "no candidate ran"
+        mode = result.workload.mode
+        reasons = "; ".join(f"{r.config.short(mode)}: {r.reason}" for r in result.rejected[:3]) or "no candidate ran"
         raise NoWinner(f"{result.workload}: no candidate validated ({len(result.rejected)} rejected/failed: {reasons})")
     effective = w.t_inner_effective or w.config.t_inner
     return ProfileEntry(

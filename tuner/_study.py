@@ -361,12 +361,12 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
         if not ok:
             return None, None
         b = min(ok, key=lambda t: t.value)
-        return float(b.value), KernelConfig.from_dict(b.user_attrs["config"]).short()
+        return float(b.value), KernelConfig.from_dict(b.user_attrs["config"]).short(wl.mode)
 
     def report(status: str, cfg: KernelConfig, median: float | None) -> None:
         if progress is not None:  # n counts evaluated candidates (a reused duplicate adds none)
             bm, bc = best_now()
-            progress(ProgressEvent(str(wl), "trial", state["evaluated"], total, status, cfg.short(),
+            progress(ProgressEvent(str(wl), "trial", state["evaluated"], total, status, cfg.short(wl.mode),
                                    median, bm, bc, time.perf_counter() - t0))
 
     def objective(trial: optuna.Trial) -> float:
@@ -479,8 +479,8 @@ def _finish(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, machine_
     result.winner, result.default, result.speedup, result.retimed = winner, default, speedup, retimed
     result.elapsed_s = time.perf_counter() - t0
     if progress is not None:
-        progress(ProgressEvent(str(wl), "retime", len(done), len(done), "done", winner.config.short(),
-                               winner.median_ms, winner.median_ms, winner.config.short(),
+        progress(ProgressEvent(str(wl), "retime", len(done), len(done), "done", winner.config.short(wl.mode),
+                               winner.median_ms, winner.median_ms, winner.config.short(wl.mode),
                                result.elapsed_s))
     return result
 
