@@ -18,6 +18,7 @@ os.environ["XLSTM_AUTOTUNE_HOME"] = tempfile.mkdtemp(prefix="xlstm-autotune-test
 os.environ["XLSTM_AUTOTUNE_DEVICE"] = "cpu"
 
 import xlstm_kernels as xk  # noqa: E402
+from xlstm_kernels import rel_err  # noqa: E402, F401 - the suite's tests import it from here
 
 # One small odd-length shape for the whole suite: S is not a multiple of any chunk used.
 SHAPE = dict(B=2, NH=4, S=37, DHQK=16, DHV=32)
@@ -43,11 +44,6 @@ def make_inputs(B, NH, S, DHQK, DHV, dtype=torch.float32, seed=0, gate_scale=3.0
     i = torch.randn(B, NH, S, generator=g) * gate_scale
     f = torch.randn(B, NH, S, generator=g) * gate_scale + 2.0
     return tuple(x.to(device=device, dtype=dtype) for x in (q, k, v)) + (i.to(device), f.to(device))
-
-
-def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
-    ref = ref.double().cpu()
-    return ((x.double().cpu() - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ from .profile import (
     publish_profile,
     rollback_profile,
 )
-from .reference import mlstm_reference
+from .reference import mlstm_reference, rel_err
 from .runtime import ConfigChoice, ProfileWarning, explain_config, loaded_profile, reload_profile
 from .settings import Settings, get_settings, reset_settings
 from .shrink import NonCanonicalWarning, run_with_shrink, tuning
@@ -66,6 +66,7 @@ __all__ = [
     "loaded_profile",
     "mlstm",
     "mlstm_reference",
+    "rel_err",
     "mlstm_step",
     "probe",
     "publish_profile",

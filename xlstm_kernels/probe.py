@@ -49,6 +49,7 @@ from .compiler import CompileKey, _block_fn, _fresh_code_copy, _unique_graphs, b
 from .config import T_INNER_LADDER, KernelConfig, Workload
 from .device import default_device, is_out_of_memory, synchronize
 from .drivers import kernel_dtype, kernel_key, plan
+from .reference import rel_err
 from .settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -250,11 +251,7 @@ def tile_inputs(key: CompileKey, seed: int = 0) -> tuple[torch.Tensor, ...]:
 def _rel_err(x: Any, ref: Any) -> float:
     xs = x if isinstance(x, (tuple, list)) else (x,)
     rs = ref if isinstance(ref, (tuple, list)) else (ref,)
-    worst = 0.0
-    for a, b in zip(xs, rs):
-        b = b.double().cpu()
-        worst = max(worst, ((a.double().cpu() - b).abs().max() / b.abs().max().clamp_min(1e-30)).item())
-    return worst
+    return max((rel_err(a, b) for a, b in zip(xs, rs)), default=0.0)
 
 
 def compile_and_scan(key: CompileKey, max_buffers: int | None = None,

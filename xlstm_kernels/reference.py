@@ -46,3 +46,10 @@ def mlstm_reference(
         hs.append(num / (torch.maximum(qn.abs(), torch.exp(-m)) + eps))
     h = torch.stack(hs, dim=2) if hs else torch.zeros(B, NH, 0, DHV, **dd)
     return h, (c, n, m)
+
+
+def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |x - ref| / max |ref| in float64 on ref's device: the equivalence measure everywhere here."""
+    ref = ref.detach().double()
+    x = x.detach().to(device=ref.device, dtype=torch.float64)
+    return ((x - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
