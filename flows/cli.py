@@ -1,9 +1,4 @@
-"""The ``xlstm-autotune`` command line: thin typer commands over library functions.
-
-Exit codes: 0 success; 1 the work ran but failed (a workload failed, a report could not be made);
-2 bad usage; 3 the Prefect server is unavailable; 4 the machine is locked
-by another tuning run.
-"""
+"""The ``xlstm-autotune`` command line: thin typer commands over library functions (exit codes: ``flows.exits``)."""
 
 from __future__ import annotations
 
@@ -14,6 +9,7 @@ from typing import Optional
 import typer
 
 from flows.commands_profile import profile_app
+from flows.exits import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_SERVER, EXIT_USAGE  # noqa: F401 - EXIT_* are API
 
 app = typer.Typer(
     name="xlstm-autotune",
@@ -22,8 +18,6 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(profile_app, name="profile")
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SERVER, EXIT_LOCKED = 0, 1, 2, 3, 4
 
 # Dotted paths of the library functions behind `tune` and `serve` (hidden options let tests and
 # experiments swap in others; see flows.tasks).

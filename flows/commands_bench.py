@@ -11,6 +11,8 @@ from typing import Optional
 
 import typer
 
+from flows.exits import EXIT_FAILED, EXIT_USAGE, error_exit
+
 
 def bench(
     workload: str = typer.Option(..., "--workload", "-w", help="B,NH,S,DHQK,DHV,dtype[,mode], e.g. 1,4,512,64,64,float32"),
@@ -31,14 +33,11 @@ def bench(
         cfg = KernelConfig.from_dict(json.loads(config)) if config is not None else None
         result = run_bench(workload, cfg, device=device or get_settings().device, rounds=rounds)
     except json.JSONDecodeError as exc:
-        typer.echo(f"error: --config is not JSON: {exc}", err=True)
-        raise typer.Exit(code=2) from None
+        raise error_exit(f"--config is not JSON: {exc}", EXIT_USAGE) from None
     except CandidateFailed as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=1) from None
+        raise error_exit(str(exc), EXIT_FAILED) from None
     except (ValueError, TypeError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
+        raise error_exit(str(exc), EXIT_USAGE) from None
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return

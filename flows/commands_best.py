@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from flows.exits import EXIT_FAILED, EXIT_USAGE, error_exit
 from storage import NoTunedConfig, StorageError, query_best
 
 
@@ -24,10 +25,9 @@ def best(
             typer.echo(json.dumps({"workload": workload, "machine_id": machine, "best": None,
                                    "error": "no tuned config", "message": str(exc)}))
         typer.echo(f"no tuned config: {exc}", err=True)
-        raise typer.Exit(code=1) from None
+        raise typer.Exit(code=EXIT_FAILED) from None
     except (StorageError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
+        raise error_exit(str(exc), EXIT_USAGE) from None
     if as_json:
         typer.echo(json.dumps(found.to_dict(), indent=2, sort_keys=True))
         return

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from flows.exits import EXIT_FAILED
 from xlstm_kernels.config import KernelConfig, Workload
 
 _WORKLOAD_HELP = "Workload 'B,NH,S,DHQK,DHV,dtype[,mode]'."
@@ -59,7 +60,7 @@ def probe(
         raise typer.BadParameter(str(exc)) from None
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.format_text())
     if not result.ok:
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=EXIT_FAILED)
 
 
 def fuse_report(
@@ -86,4 +87,4 @@ def fuse_report(
         raise typer.BadParameter(str(exc)) from None
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format_text())
     if not report.ok:
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=EXIT_FAILED)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import typer
 
+from flows.exits import EXIT_FAILED, error_exit
+
 profile_app = typer.Typer(help="Show, list, publish and roll back the tuned profile of this machine.",
                           no_args_is_help=True)
 
@@ -25,8 +27,7 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except ProfileError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=1) from None
+        raise error_exit(str(exc), EXIT_FAILED) from None
 
 
 @profile_app.command("path")
@@ -103,8 +104,7 @@ def publish_cmd(
         try:
             result = publish_profile_file(source, path=path, db=db)
         except ProfileRecordError as exc:
-            typer.echo(f"error: published, but not recorded in the tuning DB: {exc}", err=True)
-            raise typer.Exit(code=1) from None
+            raise error_exit(f"published, but not recorded in the tuning DB: {exc}", EXIT_FAILED) from None
     typer.echo(json.dumps({"path": str(result.path), "version": result.version, "checksum": result.checksum}))
 
 
