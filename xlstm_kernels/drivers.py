@@ -48,8 +48,8 @@ def plan(config: KernelConfig, NH: int, S: int) -> Plan:
 
 
 def kernel_key(config: KernelConfig, p: Plan, B: int, DHQK: int, DHV: int, dtype: torch.dtype,
-               device: torch.device, eps: float) -> CompileKey:
-    """The compile key of the block a call with this plan runs."""
+               device: torch.device, eps: float, cpp_wrapper: bool | None = None) -> CompileKey:
+    """The compile key of the block a call with this plan runs (``cpp_wrapper``: default from settings)."""
     return CompileKey(
         family=config.family, B=B, heads=p.heads_per_band, DHQK=DHQK, DHV=DHV,
         dtype=dtype_name(dtype), device=str(device), t_inner=p.t_inner,
@@ -57,7 +57,7 @@ def kernel_key(config: KernelConfig, p: Plan, B: int, DHQK: int, DHV: int, dtype
         compile_mode=config.compile_mode, precision=config.precision, eps=float(eps),
         inductor_options=() if config.fusion_io_limit is None
         else (("max_fusion_unique_io_buffers", config.fusion_io_limit),),
-        cpp_wrapper=use_cpp_wrapper(device),
+        cpp_wrapper=use_cpp_wrapper(device) if cpp_wrapper is None else cpp_wrapper,
     )
 
 
@@ -215,8 +215,8 @@ def call_plan(config: KernelConfig, B: int, NH: int, S: int, DHQK: int, DHV: int
     p = plan(config, NH, S)
     kdtype = kernel_dtype(config, dtype, device)
     gdtype = gate_dtype(*gate_dtypes, device)
-    key = kernel_key(config, p, B, DHQK, DHV, kdtype, device, eps)
-    return p, dataclasses.replace(key, gate_dtype=dtype_name(gdtype), cpp_wrapper=cpp_wrapper)
+    key = kernel_key(config, p, B, DHQK, DHV, kdtype, device, eps, cpp_wrapper)
+    return p, dataclasses.replace(key, gate_dtype=dtype_name(gdtype))
 
 
 def run_sequence(q, k, v, i, f, c0, n0, m0, config: KernelConfig, eps: float):
