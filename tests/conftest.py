@@ -4,8 +4,10 @@ and shapes so that the whole suite compiles only a handful of graphs, and Induct
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -88,18 +90,29 @@ def fresh_db(db_path):
     db.close()
 
 
+@contextlib.contextmanager
+def settings_env(monkeypatch, set_env: dict[str, str], unset: tuple[str, ...] = ()) -> Iterator[None]:
+    """``XLSTM_AUTOTUNE_*`` variables set (and others removed) meanwhile; settings and the loaded
+    profile are re-read on the way in and again after the environment is restored."""
+    for k, v in set_env.items():
+        monkeypatch.setenv(f"XLSTM_AUTOTUNE_{k}", v)
+    for k in unset:
+        monkeypatch.delenv(f"XLSTM_AUTOTUNE_{k}", raising=False)
+    xk.reset_settings()
+    xk.reload_profile()
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
+        xk.reset_settings()
+        xk.reload_profile()
+
+
 @pytest.fixture()
 def tuner_home(tmp_path, monkeypatch):
     """A fresh HOME (DB, profiles, reports), the real tuner narrowed to a two-candidate space with
     small timing budgets (``flow_helpers.NARROW_ENV``); settings and the loaded profile re-read around it."""
     from flow_helpers import NARROW_ENV
 
-    monkeypatch.setenv("XLSTM_AUTOTUNE_HOME", str(tmp_path))
-    for k, v in NARROW_ENV.items():
-        monkeypatch.setenv(f"XLSTM_AUTOTUNE_{k}", v)
-    xk.reset_settings()
-    xk.reload_profile()
-    yield tmp_path
-    monkeypatch.undo()
-    xk.reset_settings()
-    xk.reload_profile()
+    with settings_env(monkeypatch, {"HOME": str(tmp_path), **NARROW_ENV}):
+        yield tmp_path

@@ -8,21 +8,15 @@ from typing import Any
 import pytest
 
 import xlstm_kernels as xk
+from conftest import settings_env
 
 
 @pytest.fixture()
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty XLSTM_AUTOTUNE_HOME; settings and the runtime's loaded profile are reset around the test."""
-    monkeypatch.setenv("XLSTM_AUTOTUNE_HOME", str(tmp_path))
-    monkeypatch.delenv("XLSTM_AUTOTUNE_PROFILE_PATH", raising=False)
-    monkeypatch.delenv("XLSTM_AUTOTUNE_USE_PROFILE", raising=False)
-    monkeypatch.setenv("XLSTM_AUTOTUNE_DEVICE", "cpu")  # profiles here are CPU ones, also on GPU boxes
-    xk.reset_settings()
-    xk.reload_profile()
-    yield tmp_path
-    monkeypatch.undo()
-    xk.reset_settings()
-    xk.reload_profile()
+    # profiles here are CPU ones, also on GPU boxes
+    with settings_env(monkeypatch, {"HOME": str(tmp_path), "DEVICE": "cpu"}, unset=("PROFILE_PATH", "USE_PROFILE")):
+        yield tmp_path
 
 
 def entry(workload: str, config: xk.KernelConfig, requested: int | None = None, median_s: float = 1e-3,
