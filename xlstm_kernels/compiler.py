@@ -196,16 +196,13 @@ class CompileCache:
                 self._kernels[key] = kernel
             return kernel
 
-    def discard(self, key: CompileKey) -> None:
-        """Drop one key (after a failed compile, so no broken entry stays behind)."""
-        with self._lock:
-            self._kernels.pop(key, None)
-
     def clear(self) -> None:
+        """Forget every kernel (the next call of a key compiles again, from Inductor's disk cache)."""
         with self._lock:
             self._kernels.clear()
 
     def kernels(self) -> list[CompiledKernel]:
+        """The kernels created so far, with their compile times and call counts."""
         with self._lock:
             return list(self._kernels.values())
 
