@@ -82,3 +82,46 @@ def test_keep_freed_memory_applies_on_linux_glibc():
     expected = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert keep_freed_memory() is expected
     assert keep_freed_memory() is expected  # once per process; later calls report the same
+
+
+def _outputs_equal(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def _outputs_close(a, b) -> bool:
+    return all(torch.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(a, b, strict=True))
+
+
+def test_later_calls_skip_dynamo_while_the_inputs_match():
+    """After the first call, matching inputs go straight to the compiled graph with the same
+    results; other strides, or grad mode on, go through torch.compile (which recompiles as needed)."""
+    kernel = CompileCache().get(_key(2))
+    args = _step_args(2)
+    with torch.no_grad():
+        first = kernel(*args)
+    assert kernel.direct
+    through_dynamo, wrapper = [], kernel.fn
+    kernel.fn = lambda *a: through_dynamo.append(1) or wrapper(*a)
+    fresh = _step_args(2)  # new tensors, same dtypes, shapes and strides
+    with torch.no_grad():
+        assert _outputs_equal(kernel(*args), first)
+        assert _outputs_close(kernel(*fresh), kernel.eager_fn(*fresh))
+    assert through_dynamo == []
+    strided = (torch.randn(2, 1, 4)[..., ::2],) + fresh[1:]  # same shape, other strides
+    with torch.no_grad():
+        out = kernel(*strided)
+    assert through_dynamo == [1]
+    assert _outputs_close(out, kernel.eager_fn(*strided))
+    kernel(*args)  # grad mode on: torch.compile's guards decide
+    assert through_dynamo == [1, 1] and kernel.calls == 5
+
+
+def test_direct_calls_follow_the_setting(monkeypatch):
+    from conftest import settings_env
+
+    with settings_env(monkeypatch, {"DIRECT_CALLS": "false"}):
+        kernel = CompileCache().get(_key(3))
+        with torch.no_grad():
+            kernel(*_step_args(3))
+            kernel(*_step_args(3))
+    assert not kernel.direct and kernel.calls == 2

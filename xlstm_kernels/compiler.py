@@ -5,6 +5,10 @@ after ``recompile_limit`` (8) variants. Every key here therefore gets its own co
 code object, so many shapes never trip that limit, and ``fullgraph=True`` turns a graph break into
 an error instead of a silent slowdown. A first call that compiles no graph (e.g. Dynamo disabled)
 is an eager fallback: it is recorded on the kernel and warned about once.
+
+After the first call a kernel calls its compiled graph directly while the inputs match the ones it
+was compiled for (dtype, shape, strides: what Dynamo's tensor guards check): torch.compile's
+per-call frame evaluation costs tens of microseconds, a large share of a decode step.
 """
 
 from __future__ import annotations
@@ -118,6 +122,66 @@ def matmul_precision(key: CompileKey) -> Iterator[None]:
         flag.allow_tf32 = old
 
 
+Signature = tuple[tuple[torch.dtype, torch.Size, tuple[int, ...]], ...]
+
+
+def signature(args: tuple[torch.Tensor, ...]) -> Signature:
+    """The inputs' dtypes, shapes and strides: what a compiled graph with static shapes assumes."""
+    return tuple((a.dtype, a.shape, a.stride()) for a in args)
+
+
+@dataclass
+class CompiledGraph:
+    """One graph Inductor compiled, with the identities of the tensors it was compiled on."""
+
+    fn: Callable[..., Any]
+    input_ids: list[int]
+    output_ids: list[int] | None = None  # identities of the first call's outputs
+
+    def __call__(self, *args: Any) -> Any:
+        out = self.fn(*args)
+        if self.output_ids is None:
+            self.output_ids = [id(o) for o in out]
+        return out
+
+
+class InductorBackend:
+    """Inductor as a ``torch.compile`` backend that also keeps every graph it compiled."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+        self.graphs: list[CompiledGraph] = []
+
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> CompiledGraph:
+        graph = CompiledGraph(torch._inductor.compile(gm, example_inputs, options=self.options or None),
+                              [id(x) for x in example_inputs])
+        self.graphs.append(graph)
+        return graph
+
+
+def direct_call(backend: InductorBackend | None, args: tuple[Any, ...], out: Any) -> Callable[..., Any] | None:
+    """A call of the one graph behind ``out = compiled(*args)`` that skips Dynamo, or None when unsafe.
+
+    Safe when the first call compiled exactly one graph, its inputs are some of ``args`` (by
+    identity: no constants or globals) and ``out`` is exactly that graph's outputs, in order.
+    """
+    if backend is None or len(backend.graphs) != 1 or not isinstance(out, tuple):
+        return None
+    graph = backend.graphs[0]
+    ids = [id(a) for a in args]
+    if len(set(ids)) != len(ids) or not set(graph.input_ids) <= set(ids):
+        return None
+    if graph.output_ids != [id(o) for o in out]:
+        return None
+    order = [ids.index(i) for i in graph.input_ids]
+    fn = graph.fn
+
+    def call(args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(fn(*[args[j] for j in order]))
+
+    return call
+
+
 def _unique_graphs() -> int:
     from torch._dynamo.utils import counters
 
@@ -135,16 +199,29 @@ class CompiledKernel:
     graphs: int = 0  # graphs Dynamo produced on the first call
     calls: int = 0
     eager_fallback: bool = False
+    backend: InductorBackend | None = field(default=None, repr=False)  # set: direct calls allowed
+    direct: bool = False  # whether later calls with the first call's signature skip Dynamo
+    _direct: Callable[..., Any] | None = field(default=None, repr=False)
+    _signature: Signature | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __call__(self, *args: torch.Tensor) -> Any:
+        if not self.key.device.startswith("cuda"):
+            return self._call(args)
         with matmul_precision(self.key):
-            if self.calls == 0:
-                with self._lock:
-                    if self.calls == 0:
-                        return self._first_call(args)
+            return self._call(args)
+
+    def _call(self, args: tuple[torch.Tensor, ...]) -> Any:
+        direct = self._direct
+        if direct is not None and not torch.is_grad_enabled() and signature(args) == self._signature:
             self.calls += 1
-            return self.fn(*args)
+            return direct(args)
+        if self.calls == 0:
+            with self._lock:
+                if self.calls == 0:
+                    return self._first_call(args)
+        self.calls += 1
+        return self.fn(*args)
 
     def _first_call(self, args: tuple[torch.Tensor, ...]) -> Any:
         before = _unique_graphs()
@@ -170,6 +247,11 @@ class CompiledKernel:
             self.fn = self.eager_fn
             if out is None:
                 out = self.fn(*args)
+        elif not torch.is_grad_enabled():
+            self._direct = direct_call(self.backend, args, out)
+            self._signature = signature(args)
+            self.direct = self._direct is not None
+        self.backend = None  # the graph lives on in _direct; the backend's bookkeeping is done
         log.debug("compiled %s in %.2fs (%d graphs)", self.key, self.compile_s, self.graphs)
         return out
 
@@ -192,7 +274,9 @@ class CompileCache:
                 if key.device == "cpu" and get_settings().cpu_keep_freed_memory:
                     keep_freed_memory()
                 eager = _fresh_code_copy(_block_fn(key), key.tag())
-                kernel = CompiledKernel(key, build_compiled(key, eager), eager)
+                backend = (InductorBackend(compile_options(key))
+                           if get_settings().direct_calls and key.compile_mode != "reduce-overhead" else None)
+                kernel = CompiledKernel(key, build_compiled(key, eager, backend), eager, backend=backend)
                 self._kernels[key] = kernel
             return kernel
 
@@ -213,14 +297,25 @@ class CompileCache:
         return key in self._kernels
 
 
-def build_compiled(key: CompileKey, fn: Callable[..., Any] | None = None) -> Callable[..., Any]:
-    """``torch.compile`` the block for ``key`` (lazy: Dynamo compiles at the first call)."""
-    ensure_inductor_cache_dir()
-    fn = fn or _fresh_code_copy(_block_fn(key), key.tag())
+def compile_options(key: CompileKey) -> dict[str, Any]:
+    """Inductor options for ``key``: its compile mode's, its extra options, the C++ wrapper."""
     opts = inductor_options(key.compile_mode, key.inductor_options)
     if key.cpp_wrapper:
         opts["cpp_wrapper"] = True
-    return torch.compile(fn, fullgraph=True, dynamic=False, options=opts or None)
+    return opts
+
+
+def build_compiled(key: CompileKey, fn: Callable[..., Any] | None = None,
+                   backend: InductorBackend | None = None) -> Callable[..., Any]:
+    """``torch.compile`` the block for ``key`` (lazy: Dynamo compiles at the first call).
+
+    ``backend`` (built with ``compile_options(key)``) compiles the same way and keeps the graph.
+    """
+    ensure_inductor_cache_dir()
+    fn = fn or _fresh_code_copy(_block_fn(key), key.tag())
+    if backend is not None:
+        return torch.compile(fn, fullgraph=True, dynamic=False, backend=backend)
+    return torch.compile(fn, fullgraph=True, dynamic=False, options=compile_options(key) or None)
 
 
 CACHE = CompileCache()

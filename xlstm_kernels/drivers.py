@@ -90,18 +90,23 @@ def prepare(q, k, v, i, f, c0, n0, m0, config: KernelConfig, p: Plan):
     DHV = v.shape[-1]
     kdtype = kernel_dtype(config, q.dtype, q.device)
     extra = p.padded_len - S
-    q, k, v = (_pad_time(x.to(kdtype), extra, 0.0, 2) for x in (q, k, v))
+    q, k, v = (_pad_time(_cast(x, kdtype), extra, 0.0, 2) for x in (q, k, v))
     gdtype = gate_dtype(i.dtype, f.dtype, q.device)
-    i = _pad_time(i.to(gdtype), extra, float("-inf"), 1)
-    f = _pad_time(f.to(gdtype), extra, float("inf"), 1)
+    i = _pad_time(_cast(i, gdtype), extra, float("-inf"), 1)
+    f = _pad_time(_cast(f, gdtype), extra, float("inf"), 1)
     dev = q.device
     if c0 is None:
         c0 = torch.zeros(B, NH, DHQK, DHV, dtype=torch.float32, device=dev)
         n0 = torch.zeros(B, NH, DHQK, dtype=torch.float32, device=dev)
         m0 = torch.zeros(B, NH, 1, dtype=torch.float32, device=dev)
     else:
-        c0, n0, m0 = (x.to(torch.float32) for x in (c0, n0, m0))
+        c0, n0, m0 = (_cast(x, torch.float32) for x in (c0, n0, m0))
     return (q, k, v, i, f), (c0, n0, m0)
+
+
+def _cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x.to(dtype)`` without the dispatcher round trip when it is already that dtype (per-call cost)."""
+    return x if x.dtype == dtype else x.to(dtype)
 
 
 def _band_states(states: States, p: Plan) -> list[list[torch.Tensor]]:
@@ -204,7 +209,7 @@ def _run(q, k, v, i, f, c0, n0, m0, config: KernelConfig, p: Plan, key: CompileK
     h, final = run(inputs, states, key, p)
     if p.padded_len != q.shape[2]:
         h = h[:, :, : q.shape[2]]
-    return h.to(q.dtype), final
+    return _cast(h, q.dtype), final
 
 
 @functools.lru_cache(maxsize=4096)

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
         description="On CPU, compile pseudo-kernels with Inductor's C++ wrapper: less Python between "
         "the kernels of every call (8-11% faster on the CPU prefill benchmark).",
     )
+    direct_calls: bool = Field(
+        default=True,
+        description="After a kernel's first (compiling) call, call its compiled graph directly while the "
+        "inputs match the compiled ones (dtype, shape, strides), skipping torch.compile's per-call "
+        "frame evaluation. Off: every call goes through torch.compile's wrapper.",
+    )
     cpu_keep_freed_memory: bool = Field(
         default=True,
         description="Linux/glibc: once CPU kernels run, make malloc keep freed memory for reuse so "
