@@ -52,7 +52,9 @@ def main() -> None:
     for cfg in OURS:
         impls["ours " + cfg.short()] = lambda cfg=cfg: xk.mlstm(*x, config=cfg)[0]
     for L in (32, 64, 128, 256):
-        compiled = torch.compile(lambda *a, L=L: native(*a, chunk_size=L))
+        # dynamic=False: these lambdas share one code object, and without it Dynamo's automatic
+        # dynamic shapes would compile every chunk size after the first as one slower dynamic graph.
+        compiled = torch.compile(lambda *a, L=L: native(*a, chunk_size=L), dynamic=False)
         impls[f"native compiled L{L}"] = lambda f=compiled: f(*x)
     impls["native eager L64"] = lambda: native(*x, chunk_size=64)
 

@@ -84,7 +84,10 @@ def bench_prefill(name, shape, quick, rows, profile=False):
     native = get_mlstm_kernel("chunkwise--native_autograd")
     for L in (256,) if quick else (128, 256):
         for mode in ("default", "reduce-overhead"):
-            fn = torch.compile(lambda *a, L=L: native(*a, chunk_size=L), mode=None if mode == "default" else mode)
+            # dynamic=False: one code object for every L (and workload); automatic dynamic shapes would
+            # otherwise compile later chunk sizes and shapes as a slower dynamic graph.
+            fn = torch.compile(lambda *a, L=L: native(*a, chunk_size=L), mode=None if mode == "default" else mode,
+                               dynamic=False)
             st = time_fn(lambda: fn(*x), dev)
             st["b2b_ms"] = time_back_to_back(lambda: fn(*x), dev, calls=20)
             rows.append(row(name, f"mlstm_kernels native compiled L{L} {mode}", st, rel_err(fn(*x), h_ref),
@@ -125,7 +128,7 @@ def bench_decode(name, shape, rows, profile=False):
         return
     nat = get_mlstm_step_kernel("native")
     for mode in ("default", "reduce-overhead"):
-        fn = torch.compile(nat, mode=None if mode == "default" else mode)
+        fn = torch.compile(nat, mode=None if mode == "default" else mode, dynamic=False)  # D64 after D1: static
         st = time_fn(lambda: fn(*args, c, n, m), dev, reps=100)
         st["b2b_ms"] = time_back_to_back(lambda: fn(*args, c, n, m), dev)
         rows.append(row(name, f"mlstm_kernels native step compiled {mode}", st, rel_err(fn(*args, c, n, m)[0], h_ref)))
