@@ -1,4 +1,4 @@
-"""The compile cache: one code object per key (no recompile limit), eager fallback reported, direct calls.
+"""The compile cache: one code object per key (no recompile limit), eager fallback reported, direct calls."""
 
 from __future__ import annotations
 
