@@ -110,10 +110,13 @@ def test_later_calls_skip_dynamo_while_the_inputs_match():
     strided = (torch.randn(2, 1, 4)[..., ::2],) + fresh[1:]  # same shape, other strides
     with torch.no_grad():
         out = kernel(*strided)
-    assert through_dynamo == [1]
+        assert through_dynamo == [1]  # torch.compile recompiled for these strides
+        again = (torch.randn(2, 1, 4)[..., ::2],) + fresh[1:]
+        assert _outputs_close(kernel(*again), kernel.eager_fn(*again))
+    assert through_dynamo == [1]  # ... and the second signature goes direct too
     assert _outputs_close(out, kernel.eager_fn(*strided))
     kernel(*args)  # grad mode on: torch.compile's guards decide
-    assert through_dynamo == [1, 1] and kernel.calls == 5
+    assert through_dynamo == [1, 1] and kernel.calls == 6
 
 
 def test_direct_calls_follow_the_setting(monkeypatch):

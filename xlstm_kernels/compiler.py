@@ -6,9 +6,10 @@ code object, so many shapes never trip that limit, and ``fullgraph=True`` turns 
 an error instead of a silent slowdown. A first call that compiles no graph (e.g. Dynamo disabled)
 is an eager fallback: it is recorded on the kernel and warned about once.
 
-After the first call a kernel calls its compiled graph directly while the inputs match the ones it
-was compiled for (dtype, shape, strides: what Dynamo's tensor guards check): torch.compile's
-per-call frame evaluation costs tens of microseconds, a large share of a decode step.
+Once torch.compile has served a call, a kernel sends later calls whose inputs have the same
+dtypes, shapes and strides (what Dynamo's tensor guards check) straight to the compiled graph that
+served it: torch.compile's per-call frame evaluation costs tens of microseconds, a large share of a
+decode step.
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ def matmul_precision(key: CompileKey) -> Iterator[None]:
 
 
 Signature = tuple[tuple[torch.dtype, torch.Size, tuple[int, ...]], ...]
+MAX_DIRECT_SIGNATURES = 8  # per kernel, like Dynamo's recompile limit; more go through torch.compile
 
 
 def signature(args: tuple[torch.Tensor, ...]) -> Signature:
@@ -132,49 +134,46 @@ def signature(args: tuple[torch.Tensor, ...]) -> Signature:
 
 @dataclass
 class CompiledGraph:
-    """One graph Inductor compiled, with the identities of the tensors it was compiled on."""
+    """One graph Inductor compiled: the callable, and which call arguments feed its inputs."""
 
     fn: Callable[..., Any]
-    input_ids: list[int]
-    output_ids: list[int] | None = None  # identities of the first call's outputs
-
-    def __call__(self, *args: Any) -> Any:
-        out = self.fn(*args)
-        if self.output_ids is None:
-            self.output_ids = [id(o) for o in out]
-        return out
+    input_ids: list[int]  # identities of the tensors it was compiled on (valid during that call only)
+    order: list[int] | None = None  # argument position of each graph input; None: not mappable
 
 
 class InductorBackend:
-    """Inductor as a ``torch.compile`` backend that also keeps every graph it compiled."""
+    """Inductor as a ``torch.compile`` backend that keeps every graph it compiled and notes which ran last."""
 
     def __init__(self, options: dict[str, Any]) -> None:
         self.options = options
         self.graphs: list[CompiledGraph] = []
+        self.last: tuple[CompiledGraph, list[int]] | None = None  # graph that ran last, its outputs' ids
 
-    def __call__(self, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> CompiledGraph:
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
         graph = CompiledGraph(torch._inductor.compile(gm, example_inputs, options=self.options or None),
                               [id(x) for x in example_inputs])
         self.graphs.append(graph)
-        return graph
+
+        def run(*args: Any) -> Any:
+            out = graph.fn(*args)
+            self.last = (graph, [id(o) for o in out])
+            return out
+
+        return run
 
 
-def direct_call(backend: InductorBackend | None, args: tuple[Any, ...], out: Any) -> Callable[..., Any] | None:
-    """A call of the one graph behind ``out = compiled(*args)`` that skips Dynamo, or None when unsafe.
-
-    Safe when the first call compiled exactly one graph, its inputs are some of ``args`` (by
-    identity: no constants or globals) and ``out`` is exactly that graph's outputs, in order.
-    """
-    if backend is None or len(backend.graphs) != 1 or not isinstance(out, tuple):
-        return None
-    graph = backend.graphs[0]
+def _arg_order(graph: CompiledGraph, args: tuple[Any, ...]) -> list[int] | None:
+    """Positions in ``args`` of the graph's inputs, for the call that compiled it; None when ambiguous
+    (aliased arguments) or when an input is not an argument (a constant or global)."""
     ids = [id(a) for a in args]
     if len(set(ids)) != len(ids) or not set(graph.input_ids) <= set(ids):
         return None
-    if graph.output_ids != [id(o) for o in out]:
-        return None
-    order = [ids.index(i) for i in graph.input_ids]
-    fn = graph.fn
+    return [ids.index(i) for i in graph.input_ids]
+
+
+def _direct_call(graph: CompiledGraph) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    fn, order = graph.fn, graph.order
+    assert order is not None
 
     def call(args: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(fn(*[args[j] for j in order]))
@@ -200,10 +199,13 @@ class CompiledKernel:
     calls: int = 0
     eager_fallback: bool = False
     backend: InductorBackend | None = field(default=None, repr=False)  # set: direct calls allowed
-    direct: bool = False  # whether later calls with the first call's signature skip Dynamo
-    _direct: Callable[..., Any] | None = field(default=None, repr=False)
-    _signature: Signature | None = field(default=None, repr=False)
+    _direct: dict[Signature, Callable[..., Any]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def direct(self) -> bool:
+        """Whether some input signature already skips torch.compile's per-call frame evaluation."""
+        return bool(self._direct)
 
     def __call__(self, *args: torch.Tensor) -> Any:
         if not self.key.device.startswith("cuda"):
@@ -212,16 +214,43 @@ class CompiledKernel:
             return self._call(args)
 
     def _call(self, args: tuple[torch.Tensor, ...]) -> Any:
-        direct = self._direct
-        if direct is not None and not torch.is_grad_enabled() and signature(args) == self._signature:
-            self.calls += 1
-            return direct(args)
+        sig = None
+        if self._direct and not torch.is_grad_enabled():
+            sig = signature(args)
+            direct = self._direct.get(sig)
+            if direct is not None:
+                self.calls += 1
+                return direct(args)
         if self.calls == 0:
             with self._lock:
                 if self.calls == 0:
-                    return self._first_call(args)
+                    return self._learn(args, sig, self._first_call)
         self.calls += 1
-        return self.fn(*args)
+        if self.backend is None or len(self._direct) >= MAX_DIRECT_SIGNATURES:
+            return self.fn(*args)
+        with self._lock:
+            return self._learn(args, sig, lambda a: self.fn(*a))
+
+    def _learn(self, args: tuple[torch.Tensor, ...], sig: Signature | None,
+               run: Callable[[tuple[torch.Tensor, ...]], Any]) -> Any:
+        """``run(args)`` through torch.compile; then let later calls with these inputs' signature go
+        straight to the graph that served it, when that graph's inputs map onto the arguments and
+        its outputs are exactly what the call returned (grad mode off)."""
+        backend = self.backend
+        if backend is None:
+            return run(args)
+        compiled_before = len(backend.graphs)
+        backend.last = None
+        out = run(args)
+        for graph in backend.graphs[compiled_before:]:  # compiled by this call: the ids are this call's
+            graph.order = _arg_order(graph, args)
+        last, backend.last = backend.last, None
+        if last is None or torch.is_grad_enabled() or not isinstance(out, tuple):
+            return out
+        graph, out_ids = last
+        if graph.order is not None and out_ids == [id(o) for o in out]:
+            self._direct[sig or signature(args)] = _direct_call(graph)
+        return out
 
     def _first_call(self, args: tuple[torch.Tensor, ...]) -> Any:
         before = _unique_graphs()
@@ -242,16 +271,12 @@ class CompiledKernel:
                 f"pseudo-kernel {self.key.family} ({self.key.tag()}) runs eagerly: torch.compile "
                 "produced no graph (is TORCHDYNAMO_DISABLE set?). Results are correct but slow.",
                 EagerFallbackWarning,
-                stacklevel=4,
+                stacklevel=6,  # the driver that called the kernel
             )
             self.fn = self.eager_fn
+            self.backend = None
             if out is None:
                 out = self.fn(*args)
-        elif not torch.is_grad_enabled():
-            self._direct = direct_call(self.backend, args, out)
-            self._signature = signature(args)
-            self.direct = self._direct is not None
-        self.backend = None  # the graph lives on in _direct; the backend's bookkeeping is done
         log.debug("compiled %s in %.2fs (%d graphs)", self.key, self.compile_s, self.graphs)
         return out
 

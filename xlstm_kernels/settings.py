@@ -45,9 +45,9 @@ class Settings(BaseSettings):
     )
     direct_calls: bool = Field(
         default=True,
-        description="After a kernel's first (compiling) call, call its compiled graph directly while the "
-        "inputs match the compiled ones (dtype, shape, strides), skipping torch.compile's per-call "
-        "frame evaluation. Off: every call goes through torch.compile's wrapper.",
+        description="Once torch.compile has served a kernel call, send later calls whose inputs have the "
+        "same dtypes, shapes and strides straight to the compiled graph that served it, skipping "
+        "torch.compile's per-call frame evaluation. Off: every call goes through torch.compile's wrapper.",
     )
     cpu_keep_freed_memory: bool = Field(
         default=True,
