@@ -19,7 +19,7 @@ from xlstm_kernels.device import default_device
 from xlstm_kernels.settings import Settings, get_settings
 
 from ._errors import CandidateFailed
-from ._evaluate import Evaluation, Evaluator, calls_per_sample, summarize, time_one
+from ._evaluate import Evaluation, Evaluator, calls_per_sample, interleaved_samples, summarize
 from ._space import parse_workload
 
 
@@ -115,16 +115,9 @@ def bench(
     inputs, run = ev.timing_inputs(), ev.runner
     sides = [chosen, default]
     fns = [(lambda e=e: run(wl, inputs, e.effective)) for e in sides]
-    for fn in fns:
-        for _ in range(settings.tune_warmup):
-            fn()
     n = rounds or max(settings.tune_retime_rounds, settings.tune_repeats)
-    samples: list[list[float]] = [[], []]
-    calls = calls_per_sample(wl, settings)
-    for r in range(n):
-        for j in range(2):
-            idx = (j + r) % 2
-            samples[idx].append(time_one(fns[idx], dev, calls))
+    samples = interleaved_samples(fns, dev, rounds=n, calls=calls_per_sample(wl, settings),
+                                  warmup=settings.tune_warmup)
     out = []
     for e, s in zip(sides, samples):
         tm = summarize(s)

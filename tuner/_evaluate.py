@@ -159,6 +159,21 @@ def calls_per_sample(workload: Workload, settings: Settings) -> int:
     return settings.tune_decode_burst if workload.mode == "decode" else 1
 
 
+def interleaved_samples(fns: list[Callable[[], Any]], device: torch.device, *, rounds: int, calls: int,
+                        warmup: int) -> list[list[float]]:
+    """Warm every ``fn`` up (untimed), then ``rounds`` rounds of one sample each in rotating order,
+    so drifting load hits them alike; the samples (ms per call) per ``fn``."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    samples: list[list[float]] = [[] for _ in fns]
+    for r in range(rounds):
+        for j in range(len(fns)):
+            idx = (j + r) % len(fns)
+            samples[idx].append(time_one(fns[idx], device, calls))
+    return samples
+
+
 def time_callable(fn: Callable[[], Any], device: torch.device, *, warmup: int, repeats: int,
                   budget_s: float, calls: int = 1) -> Timing:
     """Warm up (untimed), then take up to ``repeats`` samples within ``budget_s`` (at least 3)."""

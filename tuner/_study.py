@@ -40,7 +40,7 @@ from xlstm_kernels.settings import Settings, get_settings
 
 from ._errors import CandidateFailed
 from ._evaluate import CompileProbe, Evaluation, Evaluator, KernelRunner, run_kernel
-from ._evaluate import calls_per_sample, summarize, time_one
+from ._evaluate import calls_per_sample, interleaved_samples, summarize
 from ._progress import Progress, ProgressEvent
 from ._space import SearchSpace, effective_key, effective_t_inner, parse_workload
 
@@ -490,15 +490,9 @@ def _retime(cands: list[Candidate], evaluator: Evaluator, dev: torch.device,
     """Interleaved rounds (rotating order) of one sample per candidate; median per candidate."""
     wl, inputs, run = evaluator.workload, evaluator.timing_inputs(), evaluator.runner
     fns = [(lambda c=c: run(wl, inputs, c.config)) for c in cands]
-    for fn in fns:  # warm-up (and compile, for candidates of an earlier process) outside the rounds
-        for _ in range(settings.tune_warmup):
-            fn()
-    samples: list[list[float]] = [[] for _ in cands]
-    calls = calls_per_sample(wl, settings)
-    for r in range(settings.tune_retime_rounds):
-        for j in range(len(cands)):
-            idx = (j + r) % len(cands)
-            samples[idx].append(time_one(fns[idx], dev, calls))
+    # the warm-up also compiles candidates of an earlier process, outside the rounds
+    samples = interleaved_samples(fns, dev, rounds=settings.tune_retime_rounds,
+                                  calls=calls_per_sample(wl, settings), warmup=settings.tune_warmup)
     out = []
     for c, s in zip(cands, samples):
         tm = summarize(s)

@@ -86,15 +86,6 @@ def _fresh_code_copy(fn: Callable[..., Any], tag: str) -> Callable[..., Any]:
     return types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
 
 
-def inductor_options(compile_mode: str, extra: tuple[tuple[str, Any], ...] = ()) -> dict[str, Any]:
-    """Inductor options of ``compile_mode`` merged with ``extra`` (torch.compile takes one or the other)."""
-    opts: dict[str, Any] = {}
-    if compile_mode in ("reduce-overhead", "max-autotune-no-cudagraphs"):
-        opts.update(torch._inductor.list_mode_options(compile_mode))
-    opts.update(dict(extra))
-    return opts
-
-
 def ensure_inductor_cache_dir() -> str:
     """Point Inductor's on-disk cache at the configured directory (macOS purges the default)."""
     path = get_settings().resolved_inductor_cache_dir()
@@ -323,8 +314,12 @@ class CompileCache:
 
 
 def compile_options(key: CompileKey) -> dict[str, Any]:
-    """Inductor options for ``key``: its compile mode's, its extra options, the C++ wrapper."""
-    opts = inductor_options(key.compile_mode, key.inductor_options)
+    """Inductor options for ``key``: its compile mode's (torch.compile takes a mode or options, not
+    both), its extra options, the C++ wrapper."""
+    opts: dict[str, Any] = {}
+    if key.compile_mode in ("reduce-overhead", "max-autotune-no-cudagraphs"):
+        opts.update(torch._inductor.list_mode_options(key.compile_mode))
+    opts.update(dict(key.inductor_options))
     if key.cpp_wrapper:
         opts["cpp_wrapper"] = True
     return opts
