@@ -93,6 +93,10 @@ def test_step_matches_reference_and_sequence(inputs, reference):
     assert rel_err(torch.stack(hs, 2), h_ref) < REF_RTOL[torch.float32]
     for a, b in zip((c, n, m), st_ref):
         assert rel_err(a, b) < REF_RTOL[torch.float32]
+    # the first step took C contiguous, the later ones C as the step returns it (DHV-major storage)
+    assert c.shape == (B, NH, DHQK, v.shape[-1]) and c.stride()[-2:] == (1, DHQK)
+    assert xk.step_layout(c) is c
+    assert torch.equal(xk.step_layout(st_ref[0]), st_ref[0]) and xk.step_layout(st_ref[0]).stride(-2) == 1
 
 
 def test_bands_are_independent(inputs, results):

@@ -7,6 +7,7 @@ from .api import mlstm, mlstm_step
 from .compiler import CACHE as compile_cache
 from .compiler import CompileKey, EagerFallbackWarning
 from .config import DEFAULT_CONFIG, KernelConfig, Workload
+from .families import step_layout
 from .fingerprint import Fingerprint, fingerprint
 from . import probe  # the module: xk.probe.probe(config, workload) runs a compile-probe
 from .probe import FuseReport, ProbeError, ProbeResult, classify_error, fuse_report
@@ -73,6 +74,7 @@ __all__ = [
     "reload_profile",
     "reset_settings",
     "rollback_profile",
+    "step_layout",
     "run_with_shrink",
     "tuning",
 ]

@@ -95,7 +95,9 @@ def mlstm_step(
 ) -> tuple[torch.Tensor, States]:
     """One decode step: h (B, NH, DHV) in q's dtype and the new float32 (C, n, m).
 
-    Only ``config.compile_mode`` matters for a step; ``config=None`` takes the profile's decode entry.
+    The new C is a (B, NH, DHQK, DHV) view of DHV-major storage (``xk.step_layout``): fed back, it is
+    the step's fastest input (C in any other layout works too; the first such call compiles a graph
+    for it). Only ``config.compile_mode`` matters for a step; ``config=None`` takes the profile's decode entry.
     """
     check_step_inputs(q, k, v, i, f, c, n, m)
     _check_eps(eps)
