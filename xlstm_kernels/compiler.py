@@ -204,6 +204,18 @@ class CompiledKernel:
         with matmul_precision(self.key):
             return self._call(args)
 
+    def direct_for(self, args: tuple[torch.Tensor, ...]) -> Callable[[tuple[Any, ...]], Any] | None:
+        """The direct call learned for inputs like ``args`` (same dtypes, shapes, strides), if any."""
+        return self._direct.get(signature(args)) if self._direct else None
+
+    def run_direct(self, direct: Callable[[tuple[Any, ...]], Any], args: tuple[torch.Tensor, ...]) -> Any:
+        """``direct(args)`` for a ``direct`` from :meth:`direct_for` on inputs like ``args``, grad mode off."""
+        self.calls += 1
+        if not self.key.device.startswith("cuda"):
+            return direct(args)
+        with matmul_precision(self.key):
+            return direct(args)
+
     def _call(self, args: tuple[torch.Tensor, ...]) -> Any:
         sig = None
         if self._direct and not torch.is_grad_enabled():
@@ -278,6 +290,7 @@ class CompileCache:
     def __init__(self) -> None:
         self._kernels: dict[CompileKey, CompiledKernel] = {}
         self._lock = threading.Lock()
+        self.generation = 0  # bumped by clear(): whoever keeps a kernel can tell it was dropped
 
     def get(self, key: CompileKey) -> CompiledKernel:
         """The kernel for ``key``, created (not yet compiled: that happens on its first call) if new."""
@@ -300,6 +313,7 @@ class CompileCache:
         """Forget every kernel (the next call of a key compiles again, from Inductor's disk cache)."""
         with self._lock:
             self._kernels.clear()
+            self.generation += 1
 
     def kernels(self) -> list[CompiledKernel]:
         """The kernels created so far, with their compile times and call counts."""

@@ -1,0 +1,81 @@
+"""Repeat calls served whole by one compiled graph skip the bookkeeping (xlstm_kernels/fastpath.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import CHUNK_T1, REF_RTOL, make_inputs, rel_err
+
+import xlstm_kernels as xk
+from xlstm_kernels import api, fastpath
+from xlstm_kernels.compiler import CACHE
+
+# S = one chunk of CHUNK_T1: one band, one block, no padding; the compile key is the suite's CHUNK_T1 key
+ONE_CALL = dict(B=2, NH=4, S=8, DHQK=16, DHV=32)
+
+
+@pytest.fixture()
+def counted_validation(monkeypatch):
+    """Calls that reach ``xk.mlstm``'s input validation (the full path)."""
+    seen = []
+    check = api.check_sequence_inputs
+    monkeypatch.setattr(api, "check_sequence_inputs", lambda *a: seen.append(a) or check(*a))
+    return seen
+
+
+def _same(a, b) -> bool:
+    return torch.equal(a[0], b[0]) and all(torch.equal(x, y) for x, y in zip(a[1], b[1]))
+
+
+def test_repeat_call_skips_validation_with_the_same_results(counted_validation):
+    x = make_inputs(**ONE_CALL)
+    first = xk.mlstm(*x, config=CHUNK_T1)
+    assert len(counted_validation) == 1
+    again = xk.mlstm(*x, config=CHUNK_T1)
+    assert len(counted_validation) == 1  # the repeat took the fast path
+    assert _same(first, again)
+    h_ref, st_ref = xk.mlstm_reference(*x)
+    assert rel_err(again[0], h_ref) < REF_RTOL[torch.float32]
+    assert all(rel_err(a, b) < REF_RTOL[torch.float32] for a, b in zip(again[1], st_ref))
+    assert torch.equal(xk.mlstm(*x, config=CHUNK_T1, return_last_states=False), first[0])
+
+    # carried-in states: a signature of its own, remembered after its first (full) call
+    states = first[1]
+    carried = xk.mlstm(*x, *states, config=CHUNK_T1)
+    assert _same(xk.mlstm(*x, *states, config=CHUNK_T1), carried)
+    assert len(counted_validation) == 3
+    h_ref2, _ = xk.mlstm_reference(*x, *st_ref)
+    assert rel_err(carried[0], h_ref2) < REF_RTOL[torch.float32]
+
+
+def test_other_inputs_still_reach_validation(counted_validation):
+    """Anything that differs from a remembered call (a dtype, a missing state, eps, config) takes the full path."""
+    q, k, v, i, f = make_inputs(**ONE_CALL)
+    xk.mlstm(q, k, v, i, f, config=CHUNK_T1)
+    xk.mlstm(q, k, v, i, f, config=CHUNK_T1)
+    before = len(counted_validation)
+    with pytest.raises(ValueError, match="eps"):
+        xk.mlstm(q, k, v, i, f, eps=-1.0, config=CHUNK_T1)
+    with pytest.raises(ValueError, match="dtype"):
+        xk.mlstm(q, k, v.double(), i, f, config=CHUNK_T1)
+    with pytest.raises(ValueError, match="n_initial"):
+        xk.mlstm(q, k, v, i, f, torch.zeros(2, 4, 16, 32), None, torch.zeros(2, 4, 1), config=CHUNK_T1)
+    with pytest.raises(ValueError, match="config"):
+        xk.mlstm(q, k, v, i, f, config=["chunkwise"])
+    assert len(counted_validation) == before + 4
+
+
+def test_a_changed_profile_or_cleared_cache_is_not_bypassed(monkeypatch):
+    """config=None entries are used only while the runtime still picks their config; a cleared
+    compile cache drops every entry."""
+    x = make_inputs(**ONE_CALL)
+    xk.mlstm(*x, config=CHUNK_T1)  # the kernel learns its direct call
+    args = x + (None, None, None)
+    fastpath.remember(args, 1e-6, None, CHUNK_T1)
+    monkeypatch.setattr(fastpath, "config_for", lambda q, v, mode: CHUNK_T1)
+    assert fastpath.run(args, 1e-6, None) is not None
+    monkeypatch.setattr(fastpath, "config_for", lambda q, v, mode: xk.DEFAULT_CONFIG)
+    assert fastpath.run(args, 1e-6, None) is None
+    assert fastpath.run(args, 1e-6, CHUNK_T1) is not None
+    monkeypatch.setattr(CACHE, "generation", CACHE.generation + 1)
+    assert fastpath.run(args, 1e-6, CHUNK_T1) is None
