@@ -192,6 +192,10 @@ class CompiledKernel:
     backend: InductorBackend | None = field(default=None, repr=False)  # set: direct calls allowed
     _direct: dict[Signature, Callable[..., Any]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _cuda: bool = field(init=False, repr=False)  # CUDA kernels run under their key's matmul precision
+
+    def __post_init__(self) -> None:
+        self._cuda = self.key.device.startswith("cuda")
 
     @property
     def direct(self) -> bool:
@@ -199,7 +203,7 @@ class CompiledKernel:
         return bool(self._direct)
 
     def __call__(self, *args: torch.Tensor) -> Any:
-        if not self.key.device.startswith("cuda"):
+        if not self._cuda:
             return self._call(args)
         with matmul_precision(self.key):
             return self._call(args)
@@ -211,7 +215,7 @@ class CompiledKernel:
     def run_direct(self, direct: Callable[[tuple[Any, ...]], Any], args: tuple[torch.Tensor, ...]) -> Any:
         """``direct(args)`` for a ``direct`` from :meth:`direct_for` on inputs like ``args``, grad mode off."""
         self.calls += 1
-        if not self.key.device.startswith("cuda"):
+        if not self._cuda:
             return direct(args)
         with matmul_precision(self.key):
             return direct(args)

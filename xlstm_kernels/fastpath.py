@@ -45,15 +45,17 @@ _MEMO: dict[tuple, _Entry] = {}
 _LOCK = threading.Lock()
 
 
-def _signature(tensors: tuple[torch.Tensor | None, ...]) -> tuple:
-    return tuple(None if t is None else (t.dtype, t.shape, t.stride(), t.device) for t in tensors)
-
-
 def _memo_key(args: tuple[torch.Tensor | None, ...], eps: Any, config: Any) -> tuple | None:
     if config is not None and not isinstance(config, KernelConfig):
         return None
-    try:
-        return (_signature(args), type(eps), eps, config)
+    q, k, v, i, f, c, n, m = args
+    try:  # one flat tuple: this runs right after a kernel has swept the caches, where every step costs
+        key = (q.dtype, q.device, q.shape, q.stride(), k.dtype, k.device, k.shape, k.stride(),
+               v.dtype, v.device, v.shape, v.stride(), i.dtype, i.device, i.shape, i.stride(),
+               f.dtype, f.device, f.shape, f.stride(), type(eps), eps, config)
+        if c is None and n is None and m is None:
+            return key
+        return key + tuple(None if t is None else (t.dtype, t.device, t.shape, t.stride()) for t in (c, n, m))
     except (AttributeError, TypeError):  # not tensors: the full path says why
         return None
 
@@ -73,13 +75,16 @@ def run(args: tuple[torch.Tensor | None, ...], eps: Any, config: Any) -> tuple[t
         if current is not entry.config and current != entry.config:
             return None
     states = entry.zero_states if args[5] is None else args[5:]
+    grad = torch.is_grad_enabled()
+    torch.set_grad_enabled(False)  # the function form: a third of `with torch.no_grad()`'s cost here
     try:
-        with torch.no_grad():
-            h, c, n, m = entry.kernel.run_direct(entry.direct, args[:5] + states)
+        h, c, n, m = entry.kernel.run_direct(entry.direct, args[:5] + states)
     except RuntimeError as exc:
         if shrink_enabled() and is_out_of_memory(exc):  # the full path retries with a smaller chunk
             return None
         raise
+    finally:
+        torch.set_grad_enabled(grad)
     return h, (c, n, m)
 
 
