@@ -74,8 +74,8 @@ __all__ = [
     "reload_profile",
     "reset_settings",
     "rollback_profile",
-    "step_layout",
     "run_with_shrink",
+    "step_layout",
     "tuning",
 ]
 __version__ = "0.1.0"
