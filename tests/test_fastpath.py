@@ -79,3 +79,27 @@ def test_a_changed_profile_or_cleared_cache_is_not_bypassed(monkeypatch):
     assert fastpath.run(args, 1e-6, CHUNK_T1) is not None
     monkeypatch.setattr(CACHE, "generation", CACHE.generation + 1)
     assert fastpath.run(args, 1e-6, CHUNK_T1) is None
+
+
+def test_repeat_step_skips_validation_with_the_same_results(monkeypatch):
+    """A decode step with a remembered signature goes straight to its graph; anything else is validated."""
+    seen = []
+    check = api.check_step_inputs
+    monkeypatch.setattr(api, "check_step_inputs", lambda *a: seen.append(a) or check(*a))
+    q, k, v, i, f = make_inputs(**ONE_CALL)
+    B, NH, S, DHQK = q.shape
+    c, n, m = torch.zeros(B, NH, DHQK, v.shape[-1]), torch.zeros(B, NH, DHQK), torch.zeros(B, NH, 1)
+    hs = []
+    for t in range(S):  # step 0: contiguous C; step 1: C as the step returns it; later steps repeat step 1
+        h, (c, n, m) = xk.mlstm_step(q[:, :, t], k[:, :, t], v[:, :, t], i[:, :, t, None], f[:, :, t, None], c, n, m)
+        hs.append(h)
+    assert len(seen) == 2
+    h_ref, st_ref = xk.mlstm_reference(q, k, v, i, f)
+    assert rel_err(torch.stack(hs, 2), h_ref) < REF_RTOL[torch.float32]
+    assert all(rel_err(a, b) < REF_RTOL[torch.float32] for a, b in zip((c, n, m), st_ref))
+    step = (q[:, :, 0], k[:, :, 0], v[:, :, 0], i[:, :, :1], f[:, :, :1])
+    with pytest.raises(ValueError, match="m"):
+        xk.mlstm_step(*step, c, n, m[:, :2])
+    with pytest.raises(ValueError, match="eps"):
+        xk.mlstm_step(*step, c, n, m, eps=-1.0)
+    assert len(seen) == 4

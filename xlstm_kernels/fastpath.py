@@ -1,13 +1,14 @@
-"""Repeat calls of ``xk.mlstm`` that one compiled graph serves whole go straight to that graph.
+"""Repeat calls that one compiled graph serves whole go straight to that graph.
 
-A call is validated, planned, padded and cast, then dispatched through the driver and the compile
-cache: tens of Python calls. Run right after a kernel has swept the CPU caches, that bookkeeping
-costs several times what it costs warm (measured on a 2-core box: 320 us per call around a 1.9 ms
-kernel). Once such a call has succeeded and its kernel has learned a direct call
-(``CompiledKernel.direct``), the same call signature (every tensor's dtype, shape, strides and
-device; absent states; eps; config) is remembered here, and later calls with it skip straight to the
-compiled graph with a kept zero state. Only calls the driver would run as one compiled call take
-this path: one band, one block, no padding or casts, a queued driver, no CUDA-graph mode.
+``xk.mlstm`` validates, plans, pads and casts, then dispatches through the driver and the compile
+cache; ``xk.mlstm_step`` validates and looks up its kernel: tens of Python calls. Run right after a
+kernel has swept the CPU caches, that bookkeeping costs several times what it costs warm (measured
+on a 2-core box: 320 us per ``xk.mlstm`` call around a 1.9 ms kernel). Once such a call has
+succeeded and its kernel has learned a direct call (``CompiledKernel.direct``), the call's signature
+(every tensor's dtype, shape, strides and device; absent states; eps; config) is remembered here,
+and later calls with it go straight to the compiled graph (a sequence without initial states gets a
+kept zero state). Sequences take this path only when the driver would run them as one compiled
+call: one band, one block, no padding or casts, a queued driver; neither takes it in a CUDA-graph mode.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ _FAST_MODES = ("default", "max-autotune-no-cudagraphs")
 
 @dataclass(frozen=True)
 class _Entry:
+    mode: str  # "prefill" | "decode": which config_for() lookup a config=None call repeats
     config: KernelConfig
     kernel: CompiledKernel
     direct: Callable[[tuple[Any, ...]], tuple[Any, ...]]
@@ -55,13 +57,15 @@ def _memo_key(args: tuple[torch.Tensor | None, ...], eps: Any, config: Any) -> t
                f.dtype, f.device, f.shape, f.stride(), type(eps), eps, config)
         if c is None and n is None and m is None:
             return key
-        return key + tuple(None if t is None else (t.dtype, t.device, t.shape, t.stride()) for t in (c, n, m))
+        if c is None or n is None or m is None:  # partial states: the full path says why
+            return None
+        return key + (c.dtype, c.device, c.shape, c.stride(), n.dtype, n.device, n.shape, n.stride(),
+                      m.dtype, m.device, m.shape, m.stride())
     except (AttributeError, TypeError):  # not tensors: the full path says why
         return None
 
 
-def run(args: tuple[torch.Tensor | None, ...], eps: Any, config: Any) -> tuple[torch.Tensor, tuple] | None:
-    """``(h, (C, n, m))`` for ``args`` = (q, k, v, i, f, c0, n0, m0) if a remembered call matches, else None."""
+def _entry(args: tuple[torch.Tensor | None, ...], eps: Any, config: Any) -> _Entry | None:
     key = _memo_key(args, eps, config)
     try:
         entry = None if key is None else _MEMO.get(key)
@@ -69,16 +73,18 @@ def run(args: tuple[torch.Tensor | None, ...], eps: Any, config: Any) -> tuple[t
         return None
     if entry is None or entry.settings is not get_settings() or entry.generation != CACHE.generation:
         return None
-    q, v = args[0], args[2]
     if config is None:  # the profile may have been reloaded since
-        current = config_for(q, v, "prefill")
+        current = config_for(args[0], args[2], entry.mode)
         if current is not entry.config and current != entry.config:
             return None
-    states = entry.zero_states if args[5] is None else args[5:]
+    return entry
+
+
+def _call(entry: _Entry, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple] | None:
     grad = torch.is_grad_enabled()
     torch.set_grad_enabled(False)  # the function form: a third of `with torch.no_grad()`'s cost here
     try:
-        h, c, n, m = entry.kernel.run_direct(entry.direct, args[:5] + states)
+        h, c, n, m = entry.kernel.run_direct(entry.direct, inputs)
     except RuntimeError as exc:
         if shrink_enabled() and is_out_of_memory(exc):  # the full path retries with a smaller chunk
             return None
@@ -86,6 +92,32 @@ def run(args: tuple[torch.Tensor | None, ...], eps: Any, config: Any) -> tuple[t
     finally:
         torch.set_grad_enabled(grad)
     return h, (c, n, m)
+
+
+def run(args: tuple[torch.Tensor | None, ...], eps: Any, config: Any) -> tuple[torch.Tensor, tuple] | None:
+    """``(h, (C, n, m))`` for ``args`` = (q, k, v, i, f, c0, n0, m0) if a remembered ``xk.mlstm`` call
+    matches, else None."""
+    entry = _entry(args, eps, config)
+    if entry is None:
+        return None
+    return _call(entry, args[:5] + (entry.zero_states if args[5] is None else args[5:]))
+
+
+def run_step(args: tuple[torch.Tensor, ...], eps: Any, config: Any) -> tuple[torch.Tensor, tuple] | None:
+    """``(h, (C, n, m))`` for ``args`` = (q, k, v, i, f, c, n, m) if a remembered ``xk.mlstm_step``
+    call matches, else None."""
+    entry = _entry(args, eps, config)
+    return None if entry is None else _call(entry, args)
+
+
+def _store(args: tuple[torch.Tensor | None, ...], eps: float, config: Any, entry: _Entry) -> None:
+    memo_key = _memo_key(args, eps, config)
+    if memo_key is None:
+        return
+    with _LOCK:
+        if len(_MEMO) >= _LIMIT:
+            _MEMO.clear()
+        _MEMO[memo_key] = entry
 
 
 def remember(args: tuple[torch.Tensor | None, ...], eps: float, config: Any, cfg: KernelConfig) -> None:
@@ -111,10 +143,16 @@ def remember(args: tuple[torch.Tensor | None, ...], eps: float, config: Any, cfg
         return
     kernel = CACHE.get(key)
     direct = kernel.direct_for((q, k, v, i, f) + states)
-    memo_key = _memo_key(args, eps, config)
-    if direct is None or memo_key is None:
+    if direct is not None:
+        _store(args, eps, config, _Entry("prefill", cfg, kernel, direct, zeros, get_settings(), CACHE.generation))
+
+
+def remember_step(args: tuple[torch.Tensor, ...], eps: float, config: Any, cfg: KernelConfig,
+                  kernel: CompiledKernel) -> None:
+    """After ``xk.mlstm_step(*args, eps=eps, config=config)`` ran ``kernel`` with ``cfg``: remember the
+    call if its states needed no cast and the kernel calls its graph directly."""
+    if cfg.compile_mode not in _FAST_MODES or any(x.dtype != torch.float32 for x in args[5:]):
         return
-    with _LOCK:
-        if len(_MEMO) >= _LIMIT:
-            _MEMO.clear()
-        _MEMO[memo_key] = _Entry(cfg, kernel, direct, zeros, get_settings(), CACHE.generation)
+    direct = kernel.direct_for(args)
+    if direct is not None:
+        _store(args, eps, config, _Entry("decode", cfg, kernel, direct, None, get_settings(), CACHE.generation))
