@@ -103,3 +103,16 @@ def test_repeat_step_skips_validation_with_the_same_results(monkeypatch):
     with pytest.raises(ValueError, match="eps"):
         xk.mlstm_step(*step, c, n, m, eps=-1.0)
     assert len(seen) == 4
+
+
+def test_direct_calls_off_turns_the_fast_path_off(monkeypatch, counted_validation):
+    """With DIRECT_CALLS off every call takes the full path, even on a kernel that learned direct calls."""
+    from conftest import settings_env
+
+    x = make_inputs(**ONE_CALL)
+    xk.mlstm(*x, config=CHUNK_T1)
+    with settings_env(monkeypatch, {"DIRECT_CALLS": "false"}):
+        before = len(counted_validation)
+        first = xk.mlstm(*x, config=CHUNK_T1)
+        assert _same(xk.mlstm(*x, config=CHUNK_T1), first)
+        assert len(counted_validation) == before + 2

@@ -112,7 +112,7 @@ def run_step(args: tuple[torch.Tensor, ...], eps: Any, config: Any) -> tuple[tor
 
 def _store(args: tuple[torch.Tensor | None, ...], eps: float, config: Any, entry: _Entry) -> None:
     memo_key = _memo_key(args, eps, config)
-    if memo_key is None:
+    if memo_key is None or not entry.settings.direct_calls:  # DIRECT_CALLS off: kernels created before keep theirs
         return
     with _LOCK:
         if len(_MEMO) >= _LIMIT:
