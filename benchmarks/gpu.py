@@ -115,21 +115,18 @@ def bench_decode(name, shape, rows, profile=False):
     args = (q[:, :, 1], k[:, :, 1], v[:, :, 1], i[:, :, 1:2], f[:, :, 1:2])
     h_ref, _ = xk.mlstm_reference(*(x[:, :, 1:2] for x in (q, k, v, i, f)), c, n, m)
     h_ref = h_ref[:, :, 0]
-    for mode in ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "graph-capture"):
-        cfg = xk.KernelConfig(compile_mode=mode)
-        st = time_fn(lambda: xk.mlstm_step(*args, c_ours, n, m, config=cfg), dev, reps=100)
-        st["b2b_ms"] = time_back_to_back(lambda: xk.mlstm_step(*args, c_ours, n, m, config=cfg), dev)
-        h = xk.mlstm_step(*args, c_ours, n, m, config=cfg)[0]
-        rows.append(row(name, f"ours step {mode}", st, rel_err(h, h_ref), compile_s=st["first_ms"] / 1e3))
-        if profile and mode == "default":
-            profile_kernels(lambda: xk.mlstm_step(*args, c_ours, n, m, config=cfg), f"{name} step {mode}", top=12)
+    runs = [(mode, c_ours, f"ours step {mode}")
+            for mode in ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "graph-capture")]
     # the first step after a prefill gets C contiguous: a graph of its own, as fast as before step_layout
-    cfg = xk.KernelConfig()
-    st = time_fn(lambda: xk.mlstm_step(*args, c, n, m, config=cfg), dev, reps=100)
-    st["b2b_ms"] = time_back_to_back(lambda: xk.mlstm_step(*args, c, n, m, config=cfg), dev)
-    h = xk.mlstm_step(*args, c, n, m, config=cfg)[0]
-    rows.append(row(name, "ours step default, C contiguous", st, rel_err(h, h_ref),
-                    compile_s=st["first_ms"] / 1e3))
+    runs.append(("default", c, "ours step default, C contiguous"))
+    for mode, c_in, label in runs:
+        cfg = xk.KernelConfig(compile_mode=mode)
+        step = lambda cfg=cfg, c_in=c_in: xk.mlstm_step(*args, c_in, n, m, config=cfg)  # noqa: E731
+        st = time_fn(step, dev, reps=100)
+        st["b2b_ms"] = time_back_to_back(step, dev)
+        rows.append(row(name, label, st, rel_err(step()[0], h_ref), compile_s=st["first_ms"] / 1e3))
+        if profile and label == "ours step default":
+            profile_kernels(step, f"{name} step {mode}", top=12)
     try:
         from mlstm_kernels.torch import get_mlstm_step_kernel
     except ImportError:

@@ -98,7 +98,7 @@ def test_repeat_step_skips_validation_with_the_same_results(monkeypatch):
     assert rel_err(torch.stack(hs, 2), h_ref) < REF_RTOL[torch.float32]
     assert all(rel_err(a, b) < REF_RTOL[torch.float32] for a, b in zip((c, n, m), st_ref))
     step = (q[:, :, 0], k[:, :, 0], v[:, :, 0], i[:, :, :1], f[:, :, :1])
-    with pytest.raises(ValueError, match="m"):
+    with pytest.raises(ValueError, match="m has shape"):
         xk.mlstm_step(*step, c, n, m[:, :2])
     with pytest.raises(ValueError, match="eps"):
         xk.mlstm_step(*step, c, n, m, eps=-1.0)

@@ -209,8 +209,11 @@ class CompiledKernel:
             return self._call(args)
 
     def direct_for(self, args: tuple[torch.Tensor, ...]) -> Callable[[tuple[Any, ...]], Any] | None:
-        """The direct call learned for inputs like ``args`` (same dtypes, shapes, strides), if any."""
-        return self._direct.get(signature(args)) if self._direct else None
+        """The direct call learned for inputs like ``args`` (same dtypes, shapes, strides), if any and
+        if the ``DIRECT_CALLS`` setting is still on (it may have been turned off after this kernel learned)."""
+        if not self._direct or not get_settings().direct_calls:
+            return None
+        return self._direct.get(signature(args))
 
     def run_direct(self, direct: Callable[[tuple[Any, ...]], Any], args: tuple[torch.Tensor, ...]) -> Any:
         """``direct(args)`` for a ``direct`` from :meth:`direct_for` on inputs like ``args``, grad mode off."""

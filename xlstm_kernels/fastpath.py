@@ -23,7 +23,7 @@ import torch
 from .compiler import CACHE, CompiledKernel, use_cpp_wrapper
 from .config import KernelConfig
 from .device import is_out_of_memory
-from .drivers import call_plan, gate_dtype, kernel_dtype
+from .drivers import call_plan, prepare
 from .runtime import config_for
 from .settings import Settings, get_settings
 from .shrink import shrink_enabled
@@ -80,15 +80,11 @@ def _entry(args: tuple[torch.Tensor | None, ...], eps: Any, config: Any) -> _Ent
     return entry
 
 
-def _call(entry: _Entry, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple] | None:
+def _call(entry: _Entry, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple]:
     grad = torch.is_grad_enabled()
     torch.set_grad_enabled(False)  # the function form: a third of `with torch.no_grad()`'s cost here
     try:
         h, c, n, m = entry.kernel.run_direct(entry.direct, inputs)
-    except RuntimeError as exc:
-        if shrink_enabled() and is_out_of_memory(exc):  # the full path retries with a smaller chunk
-            return None
-        raise
     finally:
         torch.set_grad_enabled(grad)
     return h, (c, n, m)
@@ -100,7 +96,12 @@ def run(args: tuple[torch.Tensor | None, ...], eps: Any, config: Any) -> tuple[t
     entry = _entry(args, eps, config)
     if entry is None:
         return None
-    return _call(entry, args[:5] + (entry.zero_states if args[5] is None else args[5:]))
+    try:
+        return _call(entry, args[:5] + (entry.zero_states if args[5] is None else args[5:]))
+    except RuntimeError as exc:
+        if shrink_enabled() and is_out_of_memory(exc):  # the full path retries with a smaller chunk
+            return None
+        raise
 
 
 def run_step(args: tuple[torch.Tensor, ...], eps: Any, config: Any) -> tuple[torch.Tensor, tuple] | None:
@@ -112,7 +113,7 @@ def run_step(args: tuple[torch.Tensor, ...], eps: Any, config: Any) -> tuple[tor
 
 def _store(args: tuple[torch.Tensor | None, ...], eps: float, config: Any, entry: _Entry) -> None:
     memo_key = _memo_key(args, eps, config)
-    if memo_key is None or not entry.settings.direct_calls:  # DIRECT_CALLS off: kernels created before keep theirs
+    if memo_key is None:
         return
     with _LOCK:
         if len(_MEMO) >= _LIMIT:
@@ -123,35 +124,31 @@ def _store(args: tuple[torch.Tensor | None, ...], eps: float, config: Any, entry
 def remember(args: tuple[torch.Tensor | None, ...], eps: float, config: Any, cfg: KernelConfig) -> None:
     """After ``xk.mlstm(*args, eps=eps, config=config)`` succeeded with ``cfg``: remember the call if
     one compiled graph served it whole and its kernel calls that graph directly."""
-    q, k, v, i, f, c0, n0, m0 = args
+    q, k, v, i, f, c0 = args[:6]
     if cfg.driver != "queued" or cfg.compile_mode not in _FAST_MODES:
         return
     B, NH, S, DHQK = q.shape
     p, key = call_plan(cfg, B, NH, S, DHQK, v.shape[-1], q.dtype, (i.dtype, f.dtype), q.device, float(eps),
                        use_cpp_wrapper(q.device))
-    if p.bands != 1 or p.blocks != 1 or p.padded_len != S:
+    if p.bands != 1 or p.blocks != 1:
         return
-    if kernel_dtype(cfg, q.dtype, q.device) != q.dtype or gate_dtype(i.dtype, f.dtype, q.device) != i.dtype:
-        return
-    if c0 is None:
-        zeros = (torch.zeros(B, NH, DHQK, v.shape[-1], device=q.device), torch.zeros(B, NH, DHQK, device=q.device),
-                 torch.zeros(B, NH, 1, device=q.device))
-        states = zeros
-    elif all(x.dtype == torch.float32 and x.is_contiguous() for x in (c0, n0, m0)):
-        zeros, states = None, (c0, n0, m0)
-    else:
+    inputs, states = prepare(*args, cfg, p)  # what the driver fed the kernel; fresh zeros without c0
+    given = args[:5] if c0 is None else args
+    if any(a is not b for a, b in zip(inputs + states, given)):  # padded or cast: not the caller's tensors
         return
     kernel = CACHE.get(key)
-    direct = kernel.direct_for((q, k, v, i, f) + states)
+    direct = kernel.direct_for(inputs + states)  # None too for states the driver made contiguous
     if direct is not None:
+        zeros = states if c0 is None else None
         _store(args, eps, config, _Entry("prefill", cfg, kernel, direct, zeros, get_settings(), CACHE.generation))
 
 
 def remember_step(args: tuple[torch.Tensor, ...], eps: float, config: Any, cfg: KernelConfig,
                   kernel: CompiledKernel) -> None:
     """After ``xk.mlstm_step(*args, eps=eps, config=config)`` ran ``kernel`` with ``cfg``: remember the
-    call if its states needed no cast and the kernel calls its graph directly."""
-    if cfg.compile_mode not in _FAST_MODES or any(x.dtype != torch.float32 for x in args[5:]):
+    call if the kernel calls its graph directly for these very arguments (states cast to float32
+    have another signature, so they never match)."""
+    if cfg.compile_mode not in _FAST_MODES:
         return
     direct = kernel.direct_for(args)
     if direct is not None:
