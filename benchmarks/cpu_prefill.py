@@ -2,7 +2,12 @@
 
 Prefill B=1, NH=4, S=512, DHQK=64, DHV=128, float32. Prints one JSON row per implementation
 (median ms over interleaved rounds, compile time of the first call, error vs float64 reference)
-and the speedup of our best config over the best compiled native chunk size.
+and the speedup of our best config over the best compiled native chunk size: the ratio of the two
+medians, and the median of the per-round ratios (each round times both within a second or so, so slow drifts
+of a shared machine cancel). Rows "matmuls alone" time just the four batched matmuls (q·kᵀ, kᵀ·v,
+S·v, q·C) that a chunkwise call of that chunk size makes, and which the native algorithm makes too:
+``speedup_ceiling`` = native / those matmuls is the speedup ours would reach if nothing but its
+matmuls took time.
 Run: ``python benchmarks/cpu_prefill.py [--rounds 5]``.
 """
 
@@ -14,6 +19,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -36,6 +42,22 @@ OURS = [
 ]
 
 
+def matmuls_alone(L: int, B: int, NH: int, S: int, DHQK: int, DHV: int) -> Callable[[], None]:
+    """The batched matmuls of one chunkwise call with chunk size ``L`` (q·kᵀ, kᵀ·v, S·v, q·C), alone."""
+    n = B * NH * S // L
+    q, k = torch.randn(n, L, DHQK), torch.randn(n, L, DHQK)
+    v, s, c = torch.randn(n, L, DHV), torch.randn(n, L, L), torch.randn(n, DHQK, DHV)
+    o_qk, o_kv, o_sv, o_qc = torch.empty(n, L, L), torch.empty(n, DHQK, DHV), torch.empty(n, L, DHV), torch.empty(n, L, DHV)
+
+    def run() -> None:
+        torch.bmm(q, k.transpose(-2, -1), out=o_qk)
+        torch.bmm(k.transpose(-2, -1), v, out=o_kv)
+        torch.bmm(s, v, out=o_sv)
+        torch.bmm(q, c, out=o_qc)
+
+    return run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
@@ -48,22 +70,26 @@ def main() -> None:
     h_ref, _ = xk.mlstm_reference(*x)
     from mlstm_kernels.torch.chunkwise.native import mlstm_chunkwise__native_autograd as native
 
-    impls: dict[str, object] = {}
+    impls: dict[str, Callable[[], object]] = {}
+    chunk_of: dict[str, int] = {}
     for cfg in OURS:
         impls["ours " + cfg.short()] = lambda cfg=cfg: xk.mlstm(*x, config=cfg)[0]
+        chunk_of["ours " + cfg.short()] = cfg.chunk_size
     for L in (32, 64, 128, 256):
         # dynamic=False: these lambdas share one code object, and without it Dynamo's automatic
         # dynamic shapes would compile every chunk size after the first as one slower dynamic graph.
         compiled = torch.compile(lambda *a, L=L: native(*a, chunk_size=L), dynamic=False)
         impls[f"native compiled L{L}"] = lambda f=compiled: f(*x)
     impls["native eager L64"] = lambda: native(*x, chunk_size=64)
+    for L in sorted({cfg.chunk_size for cfg in OURS if cfg.family == "chunkwise"}):
+        impls[f"matmuls alone L{L}"] = matmuls_alone(L, **SHAPE)
 
     first, err = {}, {}
     for name, fn in impls.items():
         t0 = time.perf_counter()
         h = fn()
         first[name] = time.perf_counter() - t0
-        err[name] = rel_err(h, h_ref)
+        err[name] = rel_err(h, h_ref) if h is not None else None
         for _ in range(3):
             fn()
     samples: dict[str, list[float]] = {name: [] for name in impls}
@@ -77,12 +103,17 @@ def main() -> None:
     for name in impls:
         print(json.dumps({"impl": name, "median_ms": round(med[name], 3),
                           "spread_ms": round(max(samples[name]) - min(samples[name]), 3),
-                          "first_call_s": round(first[name], 2), "rel_err": float(f"{err[name]:.2e}")}))
+                          "first_call_s": round(first[name], 2),
+                          "rel_err": None if err[name] is None else float(f"{err[name]:.2e}")}))
     ours = min((n for n in med if n.startswith("ours")), key=med.get)
     nat = min((n for n in med if n.startswith("native compiled")), key=med.get)
+    floor = f"matmuls alone L{chunk_of[ours]}"
+    paired = statistics.median(a / b for a, b in zip(samples[nat], samples[ours]))
     print(json.dumps({"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                       "torch": torch.__version__, "best_ours": ours, "best_native_compiled": nat,
-                      "speedup": round(med[nat] / med[ours], 2)}))
+                      "speedup": round(med[nat] / med[ours], 2), "speedup_paired_rounds": round(paired, 2),
+                      "matmul_floor_ms": round(med[floor], 3) if floor in med else None,
+                      "speedup_ceiling": round(med[nat] / med[floor], 2) if floor in med else None}))
 
 
 if __name__ == "__main__":
