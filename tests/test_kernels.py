@@ -7,6 +7,7 @@ import torch
 
 import xlstm_kernels as xk
 from conftest import CANON_RTOL, CONFIGS, REF_RTOL, SHAPE, make_inputs, rel_err
+from xlstm_kernels.families import _intra_weights
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -54,12 +55,29 @@ def test_initial_states_and_extreme_gates():
     n0 = torch.randn(SHAPE["B"], SHAPE["NH"], SHAPE["DHQK"], generator=g)
     m0 = torch.randn(SHAPE["B"], SHAPE["NH"], 1, generator=g) * 5
     h_ref, st_ref = xk.mlstm_reference(q, k, v, i, f, c0, n0, m0)
-    for cfg in (CONFIGS["rec_t4"], CONFIGS["chunk_t1"]):
+    # chunk 16: two row blocks in the intra-chunk weights (their factored form, see families._intra_weights)
+    chunk16 = xk.KernelConfig("chunkwise", chunk_size=16, t_inner=1)
+    for cfg in (CONFIGS["rec_t4"], CONFIGS["chunk_t1"], chunk16):
         h, st = xk.mlstm(q, k, v, i, f, c0, n0, m0, config=cfg)
         assert torch.isfinite(h).all()
         assert rel_err(h, h_ref) < REF_RTOL[torch.float32]
         for a, b in zip(st, st_ref):
             assert rel_err(a, b) < REF_RTOL[torch.float32]
+
+
+@pytest.mark.parametrize("L", [12, 16, 64])
+def test_intra_chunk_weights_factored_equal_direct(L):
+    """The blocked intra-chunk weights equal exp(src_s - k_run_t) below the diagonal and 0 above,
+    also where src spans hundreds (saturated gates): no overflow, no lost weights."""
+    g = torch.Generator().manual_seed(5)
+    src = (torch.randn(3, L, generator=g) * 25).cumsum(-1)  # log weights drifting far up and down
+    m_start = torch.randn(3, 1, generator=g) * 50
+    causal = torch.ones(L, L, dtype=torch.bool).tril()
+    k_run = torch.maximum(torch.where(causal, src[:, None, :], float("-inf")).amax(-1), m_start)
+    direct = torch.where(causal, torch.exp(src.double()[:, None, :] - k_run.double()[:, :, None]), 0.0)
+    d = _intra_weights(src, k_run, L)
+    assert torch.isfinite(d).all() and (d[:, ~causal] == 0).all()
+    assert (d.double() - direct).abs().max() < 1e-6
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
