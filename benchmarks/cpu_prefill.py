@@ -47,7 +47,8 @@ def matmuls_alone(L: int, B: int, NH: int, S: int, DHQK: int, DHV: int) -> Calla
     n = B * NH * S // L
     q, k = torch.randn(n, L, DHQK), torch.randn(n, L, DHQK)
     v, s, c = torch.randn(n, L, DHV), torch.randn(n, L, L), torch.randn(n, DHQK, DHV)
-    o_qk, o_kv, o_sv, o_qc = torch.empty(n, L, L), torch.empty(n, DHQK, DHV), torch.empty(n, L, DHV), torch.empty(n, L, DHV)
+    o_qk, o_kv = torch.empty(n, L, L), torch.empty(n, DHQK, DHV)
+    o_sv, o_qc = torch.empty(n, L, DHV), torch.empty(n, L, DHV)
 
     def run() -> None:
         torch.bmm(q, k.transpose(-2, -1), out=o_qk)

@@ -55,16 +55,16 @@ def _intra_weights(src: torch.Tensor, k_run: torch.Tensor, L: int) -> torch.Tens
 
     Rows go in blocks of P. Left of a row block starting at row r the weight factors as
     exp(src_s - k_run_r) · exp(k_run_r - k_run_t), both factors <= 1 (k_run is nondecreasing and
-    bounds src up to its row), so those entries take a product instead of an ``exp``: about L²/P + L
-    exps instead of L² (on a 2-core CPU the exps were ~8% of a chunkwise call). The diagonal blocks
-    take one exp per entry.
+    bounds src up to its row), so those entries take a product instead of an ``exp``; the diagonal
+    blocks take one exp per entry: L²/P + L·P + L exps instead of L² (1,088 instead of 4,096 at
+    L = 64, P = 8; on a 2-core CPU the L² exps were ~8% of a chunkwise call).
     """
     P = DECAY_BLOCK_ROWS if L % DECAY_BLOCK_ROWS == 0 else L
     NR, lead = L // P, src.shape[:-1]
     k_blk = k_run.reshape(*lead, NR, P)
     k_first = k_blk[..., :1]  # (..., NR, 1)
     w_row = torch.exp(k_first - k_blk)  # (..., NR, P)
-    # clamped: entries right of the block's first row are not used and could overflow
+    # clamped: the entries not used (columns after the block's first row; above the diagonal) could overflow
     w_col = torch.exp(torch.clamp(src[..., None, :] - k_first, max=0.0))  # (..., NR, L)
     diag = torch.exp(torch.clamp(src.reshape(*lead, NR, 1, P) - k_blk[..., :, None], max=0.0))  # (..., NR, P, P)
     blk = torch.arange(NR, device=src.device)
