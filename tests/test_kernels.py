@@ -7,7 +7,7 @@ import torch
 
 import xlstm_kernels as xk
 from conftest import CANON_RTOL, CONFIGS, REF_RTOL, SHAPE, make_inputs, rel_err
-from xlstm_kernels.families import _intra_weights
+from xlstm_kernels.families import _intra_weights, make_chunkwise_block
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -67,17 +67,30 @@ def test_initial_states_and_extreme_gates():
 
 @pytest.mark.parametrize("L", [12, 16, 64])
 def test_intra_chunk_weights_factored_equal_direct(L):
-    """The blocked intra-chunk weights equal exp(src_s - k_run_t) below the diagonal and 0 above,
-    also where src spans hundreds (saturated gates): no overflow, no lost weights."""
+    """The blocked intra-chunk weights equal exp(b_t - b_s + i_s - m_t) below the diagonal and 0 above,
+    also for saturated gates (forget gates far closed, input gates far up or down)."""
     g = torch.Generator().manual_seed(5)
-    src = (torch.randn(3, L, generator=g) * 25).cumsum(-1)  # log weights drifting far up and down
+    b = torch.nn.functional.logsigmoid(torch.randn(3, L, generator=g) * 25).cumsum(-1)
+    i = torch.randn(3, L, generator=g) * 25
     m_start = torch.randn(3, 1, generator=g) * 50
     causal = torch.ones(L, L, dtype=torch.bool).tril()
-    k_run = torch.maximum(torch.where(causal, src[:, None, :], float("-inf")).amax(-1), m_start)
-    direct = torch.where(causal, torch.exp(src.double()[:, None, :] - k_run.double()[:, :, None]), 0.0)
-    d = _intra_weights(src, k_run, L)
+    log_d = torch.where(causal, b[:, :, None] - b[:, None, :], float("-inf")) + i[:, None, :]
+    m = torch.maximum(b + m_start, log_d.amax(-1))
+    direct = torch.exp(log_d.double() - m.double()[:, :, None])
+    d = _intra_weights(b, i, m, L)
     assert torch.isfinite(d).all() and (d[:, ~causal] == 0).all()
     assert (d.double() - direct).abs().max() < 1e-6
+
+
+def test_chunkwise_block_large_chunks_match_reference():
+    """The chunkwise block (uncompiled) with chunks of 256 on a tuning workload's shape: rounding that
+    grew with the chunk (exponents formed from large cumulative sums) showed here as 1.9e-4."""
+    q, k, v, i, f = make_inputs(B=1, NH=4, S=512, DHQK=64, DHV=128)
+    h_ref, (c_ref, n_ref, m_ref) = xk.mlstm_reference(q, k, v, i, f)
+    zeros = torch.zeros(1, 4, 64, 128), torch.zeros(1, 4, 64), torch.zeros(1, 4, 1)
+    h, c, n, m = make_chunkwise_block(t_inner=2, chunk_size=256, eps=1e-6)(q, k, v, i, f, *zeros)
+    for got, ref in ((h, h_ref), (c, c_ref), (n, n_ref), (m, m_ref)):
+        assert rel_err(got, ref) < REF_RTOL[torch.float32]
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -50,29 +50,31 @@ def make_recurrent_block(t_inner: int, eps: float) -> BlockFn:
 DECAY_BLOCK_ROWS = 8  # rows per block of the intra-chunk weight matrix (see _intra_weights)
 
 
-def _intra_weights(src: torch.Tensor, k_run: torch.Tensor, L: int) -> torch.Tensor:
-    """exp(src_s - k_run_t) for s <= t, 0 above the diagonal: (..., L, L) from (..., L) and (..., L).
+def _intra_weights(b: torch.Tensor, i: torch.Tensor, m: torch.Tensor, L: int) -> torch.Tensor:
+    """exp(b_t - b_s + i_s - m_t) for s <= t, 0 above the diagonal: (..., L, L) from (..., L) each
+    (b: cumulative log forget gate in the chunk, i: input gate, m: max state per step).
 
     Rows go in blocks of P. Left of a row block starting at row r the weight factors as
-    exp(src_s - k_run_r) · exp(k_run_r - k_run_t), both factors <= 1 (k_run is nondecreasing and
-    bounds src up to its row), so those entries take a product instead of an ``exp``; the diagonal
-    blocks take one exp per entry: L²/P + L·P + L exps instead of L² (1,088 instead of 4,096 at
-    L = 64, P = 8; on a 2-core CPU the L² exps were ~8% of a chunkwise call).
+    exp(b_r - b_s + i_s - m_r) · exp(b_t - b_r + m_r - m_t): row r's own weight times the decay from
+    r to t, both <= 1. Those entries take a product instead of an ``exp``; the diagonal blocks take one
+    exp per entry: L²/P + L·P + L exps instead of L² (1,088 instead of 4,096 at L = 64, P = 8; on a
+    2-core CPU the L² exps were ~8% of a chunkwise call). Every exponent is formed as in the direct
+    formula (differences of nearby cumulative sums first), so the rounding does not grow with b.
     """
     P = DECAY_BLOCK_ROWS if L % DECAY_BLOCK_ROWS == 0 else L
-    NR, lead = L // P, src.shape[:-1]
-    k_blk = k_run.reshape(*lead, NR, P)
-    k_first = k_blk[..., :1]  # (..., NR, 1)
-    w_row = torch.exp(k_first - k_blk)  # (..., NR, P)
-    # clamped: the entries not used (columns after the block's first row; above the diagonal) could overflow
-    w_col = torch.exp(torch.clamp(src[..., None, :] - k_first, max=0.0))  # (..., NR, L)
-    diag = torch.exp(torch.clamp(src.reshape(*lead, NR, 1, P) - k_blk[..., :, None], max=0.0))  # (..., NR, P, P)
-    blk = torch.arange(NR, device=src.device)
-    left = (blk[None, :] < blk[:, None])[:, None, :, None]  # (NR, 1, NR, 1): column block left of row block
-    tril = torch.ones(P, P, dtype=torch.bool, device=src.device).tril()
-    on_diag = (blk[None, :] == blk[:, None])[:, None, :, None] & tril[None, :, None, :]  # (NR, P, NR, P)
-    off = w_col.reshape(*lead, NR, 1, NR, P) * w_row[..., :, None, None]
-    return torch.where(left, off, torch.where(on_diag, diag[..., None, :], 0.0)).reshape(*lead, L, L)
+    NR, lead = L // P, b.shape[:-1]
+    b_blk, i_blk, m_blk = (x.reshape(*lead, NR, P) for x in (b, i, m))
+    tril = torch.ones(P, P, dtype=torch.bool, device=b.device).tril()
+    diag = torch.exp(torch.where(tril, b_blk[..., :, None] - b_blk[..., None, :], float("-inf"))
+                     + i_blk[..., None, :] - m_blk[..., :, None])  # (..., NR, P, P)
+    b_r, m_r = b_blk[..., :1], m_blk[..., :1]  # (..., NR, 1): each block's first row
+    before = torch.arange(L, device=b.device) < torch.arange(0, L, P, device=b.device)[:, None]  # (NR, L)
+    w_col = torch.exp(torch.where(before, b_r - b[..., None, :], float("-inf")) + i[..., None, :] - m_r)  # (..., NR, L)
+    w_row = torch.exp(b_blk - b_r + (m_r - m_blk))  # (..., NR, P)
+    off = w_col.reshape(*lead, NR, 1, NR, P) * w_row[..., :, None, None]  # 0 from the diagonal block on
+    blk = torch.arange(NR, device=b.device)
+    same = (blk[None, :] == blk[:, None])[:, None, :, None]  # (NR, 1, NR, 1)
+    return torch.where(same, diag[..., None, :], off).reshape(*lead, L, L)
 
 
 def make_chunkwise_block(t_inner: int, chunk_size: int, eps: float, mixed: bool = False) -> BlockFn:
@@ -119,16 +121,14 @@ def make_chunkwise_block(t_inner: int, chunk_size: int, eps: float, mixed: bool 
         c_start = torch.stack(cs, dim=2)  # (B, HB, NC, DHQK, DHV)
         n_start = torch.stack(ns, dim=2)  # (B, HB, NC, DHQK)
 
-        # With src_s = i_s - b_s and K_t = max(m_start, max_{s<=t} src_s), the max state at step t is
-        # m_t = b_t + K_t and step s's weight in h_t, exp(b_t - b_s + i_s - m_t), is exp(src_s - K_t).
-        src = i - b  # (B, HB, NC, L)
         causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
-        src_max = torch.where(causal, src[..., None, :], float("-inf")).amax(-1)  # (B, HB, NC, L)
-        k_run = torch.maximum(src_max, m_start[..., None])  # (B, HB, NC, L), nondecreasing in t
-        m_comb = b + k_run  # (B, HB, NC, L) == recurrent m_t
-        d = _intra_weights(src, k_run, L)  # (B, HB, NC, L, L)
+        log_d = torch.where(causal, b[..., :, None] - b[..., None, :], float("-inf")) + i[..., None, :]
+        m_intra = log_d.amax(-1)  # (B, HB, NC, L)
+        m_inter = b + m_start[..., None]  # (B, HB, NC, L)
+        m_comb = torch.maximum(m_inter, m_intra)  # (B, HB, NC, L) == recurrent m_t
+        d = _intra_weights(b, i, m_comb, L)  # (B, HB, NC, L, L) == exp(log_d - m_comb)
         s = (q.to(mm) @ k.to(mm).transpose(-2, -1)).float() * (scale * d)  # (B, HB, NC, L, L)
-        qg = qf * (torch.exp(m_start[..., None] - k_run) * scale)[..., None]  # (B, HB, NC, L, DHQK)
+        qg = qf * (torch.exp(m_inter - m_comb) * scale)[..., None]  # (B, HB, NC, L, DHQK)
         num = (qg.to(mm) @ c_start.to(mm)).float() + (s.to(mm) @ v.to(mm)).float()
         den = (qg @ n_start[..., None]) + s.sum(-1, keepdim=True)  # (B, HB, NC, L, 1)
         h = num / (torch.maximum(den.abs(), torch.exp(-m_comb)[..., None]) + eps)
