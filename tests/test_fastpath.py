@@ -14,6 +14,12 @@ from xlstm_kernels.compiler import CACHE
 ONE_CALL = dict(B=2, NH=4, S=8, DHQK=16, DHV=32)
 
 
+@pytest.fixture(autouse=True)
+def fresh_memo(monkeypatch):
+    """Each test starts with nothing remembered, whatever ran before it."""
+    monkeypatch.setattr(fastpath, "_MEMO", {})
+
+
 @pytest.fixture()
 def counted_validation(monkeypatch):
     """Calls that reach ``xk.mlstm``'s input validation (the full path)."""

@@ -203,10 +203,7 @@ class CompiledKernel:
         return bool(self._direct)
 
     def __call__(self, *args: torch.Tensor) -> Any:
-        if not self._cuda:
-            return self._call(args)
-        with matmul_precision(self.key):
-            return self._call(args)
+        return self._in_precision(self._call, args)
 
     def direct_for(self, args: tuple[torch.Tensor, ...]) -> Callable[[tuple[Any, ...]], Any] | None:
         """The direct call learned for inputs like ``args`` (same dtypes, shapes, strides), if any and
@@ -218,10 +215,13 @@ class CompiledKernel:
     def run_direct(self, direct: Callable[[tuple[Any, ...]], Any], args: tuple[torch.Tensor, ...]) -> Any:
         """``direct(args)`` for a ``direct`` from :meth:`direct_for` on inputs like ``args``, grad mode off."""
         self.calls += 1
+        return self._in_precision(direct, args)
+
+    def _in_precision(self, run: Callable[[tuple[torch.Tensor, ...]], Any], args: tuple[torch.Tensor, ...]) -> Any:
         if not self._cuda:
-            return direct(args)
+            return run(args)
         with matmul_precision(self.key):
-            return direct(args)
+            return run(args)
 
     def _call(self, args: tuple[torch.Tensor, ...]) -> Any:
         sig = None

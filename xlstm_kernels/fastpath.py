@@ -130,7 +130,7 @@ def remember(args: tuple[torch.Tensor | None, ...], eps: float, config: Any, cfg
     B, NH, S, DHQK = q.shape
     p, key = call_plan(cfg, B, NH, S, DHQK, v.shape[-1], q.dtype, (i.dtype, f.dtype), q.device, float(eps),
                        use_cpp_wrapper(q.device))
-    if p.bands != 1 or p.blocks != 1:
+    if p.bands != 1 or p.blocks != 1 or p.padded_len != S:  # not one call on the caller's tensors
         return
     inputs, states = prepare(*args, cfg, p)  # what the driver fed the kernel; fresh zeros without c0
     given = args[:5] if c0 is None else args
