@@ -35,7 +35,7 @@ from xlstm_kernels.probe import (
 )
 from xlstm_kernels.shrink import NonCanonicalWarning, run_with_shrink, shrunk_config, tuning
 
-from conftest import make_inputs, rel_err
+from conftest import CONFIGS, make_inputs, rel_err
 
 DATA = Path(__file__).parent / "data"
 WL = xk.Workload(B=1, NH=2, S=16, DHQK=8, DHV=8)
@@ -395,6 +395,41 @@ def test_shrink_is_off_by_default_and_never_while_tuning(monkeypatch):
         xk.reset_settings()
     with pytest.raises(ValueError):  # not an OOM: never retried
         run_with_shrink(lambda c: (_ for _ in ()).throw(ValueError("bad")), cfg, enabled=True)
+
+
+def test_shrink_through_mlstm(monkeypatch):
+    """xk.mlstm itself: an out-of-memory at chunk 16 (the driver raises it) is retried at chunk 8 with a
+    NonCanonicalWarning and gives exactly the chunk-8 kernel's result; off, or while tuning, the OOM
+    propagates; a shrunk result is never remembered by the fast path."""
+    from xlstm_kernels import api, fastpath
+
+    real = api.run_sequence
+
+    def oom_above_8(*args):
+        if args[-2].chunk_size > 8:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        return real(*args)
+
+    small = CONFIGS["chunk_t1"]  # chunk 8, T1: the suite's key; S = 8 is one block the fast path could remember
+    inputs = make_inputs(B=2, NH=4, S=8, DHQK=16, DHV=32)
+    expected = xk.mlstm(*inputs, config=small)
+    monkeypatch.setattr(api, "run_sequence", oom_above_8)
+    monkeypatch.setattr(fastpath, "_MEMO", {})
+    big = small.replace(chunk_size=16)
+    with pytest.raises(torch.OutOfMemoryError):
+        xk.mlstm(*inputs, config=big)  # shrink off by default
+    monkeypatch.setenv("XLSTM_AUTOTUNE_SHRINK", "true")
+    xk.reset_settings()
+    try:
+        with pytest.warns(NonCanonicalWarning, match="chunk_size=16; retrying with chunk_size=8"):
+            h, states = xk.mlstm(*inputs, config=big)
+        assert torch.equal(h, expected[0]) and all(torch.equal(a, b) for a, b in zip(states, expected[1]))
+        assert not fastpath._MEMO, "a non-canonical result must not be remembered"
+        with tuning(), pytest.raises(torch.OutOfMemoryError):
+            xk.mlstm(*inputs, config=big)
+    finally:
+        monkeypatch.delenv("XLSTM_AUTOTUNE_SHRINK")
+        xk.reset_settings()
 
 
 def test_shrunk_config_keeps_recurrent_tile_valid():
