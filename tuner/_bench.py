@@ -17,6 +17,7 @@ import xlstm_kernels as xk
 from xlstm_kernels.config import DEFAULT_CONFIG, KernelConfig, Workload
 from xlstm_kernels.device import default_device
 from xlstm_kernels.settings import Settings, get_settings
+from xlstm_kernels.validation import check_workload_memory
 
 from ._errors import CandidateFailed
 from ._evaluate import Evaluation, Evaluator, calls_per_sample, interleaved_samples, summarize
@@ -109,6 +110,9 @@ def bench(
         config, source, reason = profile_choice(wl, dev)
     else:
         source, reason = "given", "config given on the command line"
+    if wl.mode != "decode":
+        config.bands(wl.NH)  # the one heads_per_band rule (ValueError), as probe and tune apply it
+    check_workload_memory(wl, dev, settings.validate_max_s, settings, config)  # before any allocation
     ev = Evaluator(wl, dev, settings)
     chosen = _validated(ev, config, "chosen")
     default = _validated(ev, DEFAULT_CONFIG, "default")

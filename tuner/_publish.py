@@ -201,10 +201,17 @@ def publish_profile_file(
     target = Path(path).expanduser() if path is not None else profile_path_for(profile.machine_id)
     rid = profile.tuning_run.run_id
     with _db(db) as tdb:
-        result = publish_profile(profile, target, before_write=lambda p, v, c: check_recordable(
-            profile.fingerprint, tdb, p, v, c))
+        try:
+            result = publish_profile(profile, target, before_write=lambda p, v, c: check_recordable(
+                profile.fingerprint, tdb, p, v, c))
+        except ProfileRecordError as exc:
+            raise ProfileRecordError(f"nothing was published: {exc}") from None
         linked = int(rid) if rid is not None and rid.isdigit() and _run_of(tdb, int(rid), profile.machine_id) else None
-        record_published(result, profile.fingerprint, tdb, linked)
+        try:
+            record_published(result, profile.fingerprint, tdb, linked)
+        except ProfileRecordError as exc:
+            raise ProfileRecordError(f"published v{result.version} to {result.path}, but not recorded "
+                                     f"in the tuning DB: {exc}") from None
     return result
 
 

@@ -207,15 +207,20 @@ def workload_bytes(workload: Workload, validate_steps: int, config: KernelConfig
     return call_bytes(config if config is not None else DEFAULT_CONFIG, w) + ref
 
 
-def check_workload_memory(workload: Workload, device: torch.device | str, validate_steps: int,
-                          settings: object | None = None, config: KernelConfig | None = None) -> int:
-    """Raise ``WorkloadTooLarge`` (estimate and limit in the message) before anything is allocated; returns the estimate."""
-    need = workload_bytes(workload, validate_steps, config)
+def check_memory(need: int, what: str, device: torch.device | str, settings: object | None = None) -> int:
+    """Raise ``WorkloadTooLarge`` when ``need`` bytes exceed the limit for ``device``; returns ``need``."""
     limit = memory_limit_bytes(device, settings)
     if need > limit:
         raise WorkloadTooLarge(
-            f"workload {workload} needs about {need / 2**30:.2f} GiB on {device} (inputs, states, one call "
-            f"and the float64 validation reference), over the limit of {limit / 2**30:.2f} GiB "
-            "(settings memory_limit_fraction of the available memory, or memory_limit_bytes); nothing was allocated"
+            f"{what} needs about {need / 2**30:.2f} GiB on {device}, over the limit of {limit / 2**30:.2f} GiB "
+            "(setting memory_limit_fraction of the available memory, or memory_limit_bytes); nothing was allocated"
         )
     return need
+
+
+def check_workload_memory(workload: Workload, device: torch.device | str, validate_steps: int,
+                          settings: object | None = None, config: KernelConfig | None = None) -> int:
+    """Refuse (``WorkloadTooLarge``, estimate and limit in the message) a tune/bench of ``workload`` that
+    would not fit, before anything is allocated; returns the estimate."""
+    what = f"workload {workload} (inputs, states, one call and the float64 validation reference)"
+    return check_memory(workload_bytes(workload, validate_steps, config), what, device, settings)
