@@ -268,7 +268,7 @@ def test_unsigned_profile_warns_once_or_is_refused(home):
 
 # -- memory refusal and the heads_per_band rule: one message, one exit code -------------------------
 
-HUGE_S = "1,1,10000000000,16,16,float32"  # ~2 TB of inputs: over any machine's limit, nothing allocated
+HUGE_S = "1,2,10000000000,16,16,float32"  # ~2 TB of inputs: over any machine's limit, nothing allocated
 HUGE_DH = "1,1,64,200000,200000,float32"  # 160 GB per state: over the limit even for one probe tile
 
 
@@ -306,15 +306,37 @@ def test_heads_per_band_rule_one_exit_code(home):
 # -- a read-only home: clear messages, documented exit code -----------------------------------------
 
 
-def _cli_read_only(home: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run the CLI with ``home`` read-only: chmod for a normal user, a read-only bind mount for root
-    (root ignores permission bits)."""
+_DRIVER = """
+import json, sys
+from typer.testing import CliRunner
+from flows.cli import app
+out = {}
+for name, args in json.loads(sys.argv[1]).items():
+    r = CliRunner().invoke(app, args)
+    out[name] = [r.exit_code, r.output + (r.stderr if r.stderr_bytes is not None else ""), repr(r.exception)]
+print(json.dumps(out))
+"""
+
+
+def _cli_read_only(home: Path, commands: dict[str, list[str]]) -> dict[str, list]:
+    """Run CLI commands (one process) with ``home`` read-only: chmod for a normal user, a read-only
+    bind mount for root (root ignores permission bits). Returns name -> [exit code, output, exception]."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "XLSTM_AUTOTUNE_HOME": str(home), "XLSTM_AUTOTUNE_DEVICE": "cpu"}
-    cmd = [sys.executable, "-c", "from flows.cli import main; main()", *args]
+    cmd = [sys.executable, "-c", _DRIVER, json.dumps(commands)]
+    modes = {p: p.stat().st_mode for p in (home, *home.rglob("*")) if p.is_dir()}
     if os.geteuid() == 0:
         mount = f"mount --bind '{home}' '{home}' && mount -o remount,bind,ro '{home}' && exec \"$@\""
         cmd = ["unshare", "-m", "sh", "-c", mount, "sh", *cmd]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    else:
+        for p in modes:
+            p.chmod(0o555)
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        for p, mode in modes.items():
+            p.chmod(mode)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_read_only_home(home, tmp_path):
@@ -325,25 +347,17 @@ def test_read_only_home(home, tmp_path):
     for _ in range(2):  # two versions, so that a rollback has something to do
         assert runner.invoke(app, ["profile", "publish", str(src)]).exit_code == EXIT_OK
     before = _tree(home)
-    modes = {p: p.stat().st_mode for p in (home, *home.rglob("*")) if p.is_dir()}
-    if os.geteuid() != 0:
-        for p in modes:
-            p.chmod(0o555)
-    try:
-        runs = {
-            "best": _cli_read_only(home, "best", "-w", W_SHAPE),
-            "publish": _cli_read_only(home, "profile", "publish", str(src)),
-            "rollback": _cli_read_only(home, "profile", "rollback"),
-            "tune": _cli_read_only(home, "tune", "-w", W_SHAPE, "--no-server"),
-        }
-    finally:
-        for p, mode in modes.items():
-            p.chmod(mode)
-    best = runs.pop("best")
-    assert best.returncode == EXIT_FAILED and "no tuned config" in best.stderr, best.stderr  # the truth, not "not SQLite"
-    for name, r in runs.items():
-        assert r.returncode == EXIT_UNWRITABLE, (name, r.returncode, r.stderr[-2000:])
-        assert "read-only" in r.stderr and "Traceback" not in r.stderr, (name, r.stderr[-2000:])
+    runs = _cli_read_only(home, {
+        "best": ["best", "-w", W_SHAPE],
+        "publish": ["profile", "publish", str(src)],
+        "rollback": ["profile", "rollback"],
+        "tune": ["tune", "-w", W_SHAPE, "--no-server"],
+    })
+    code, out, _exc = runs.pop("best")
+    assert code == EXIT_FAILED and "no tuned config" in out, out  # the truth, not "not an SQLite database"
+    for name, (code, out, exc) in runs.items():
+        assert code == EXIT_UNWRITABLE, (name, code, out, exc)
+        assert "read-only" in out and "Traceback" not in out and exc.startswith("SystemExit"), (name, out, exc)
     assert _tree(home) == before
     assert storage.TuningDB(home / "tuning.db").schema_version == storage.SCHEMA_VERSION  # still a good DB
 

@@ -69,13 +69,13 @@ class BenchResult:
 
 def profile_choice(workload: Workload, device: torch.device) -> tuple[KernelConfig, str, str]:
     """(config, source, reason) the runtime would use for ``workload`` on ``device`` (profile or default)."""
-    dt = workload.torch_dtype
+    one = torch.empty((), dtype=workload.torch_dtype, device=device)  # expanded views: only shapes are read
     if workload.mode == "decode":
-        q = torch.empty(workload.B, workload.NH, workload.DHQK, dtype=dt, device=device)
-        v = torch.empty(workload.B, workload.NH, workload.DHV, dtype=dt, device=device)
+        q = one.expand(workload.B, workload.NH, workload.DHQK)
+        v = one.expand(workload.B, workload.NH, workload.DHV)
     else:
-        q = torch.empty(workload.B, workload.NH, workload.S, workload.DHQK, dtype=dt, device=device)
-        v = torch.empty(workload.B, workload.NH, workload.S, workload.DHV, dtype=dt, device=device)
+        q = one.expand(workload.B, workload.NH, workload.S, workload.DHQK)
+        v = one.expand(workload.B, workload.NH, workload.S, workload.DHV)
     choice = xk.explain_config(q, None, v, mode=workload.mode)
     return choice.config, choice.source, choice.reason
 
