@@ -365,22 +365,65 @@ def test_read_only_home(home, tmp_path):
 # -- NaN / Inf in q, k, v (docs/hardening.md states this) --------------------------------------------
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
 @pytest.mark.parametrize("where", ["q", "k", "v"])
-def test_nan_in_qkv_lands_where_the_reference_puts_it(where):
+def test_nan_in_qkv_lands_where_the_reference_puts_it(where, value):
     args = list(make_inputs(**SHAPE))
-    t = 5  # step of the NaN; chunk_t1's chunks are 8 steps: steps 0..7 share a chunk
-    args["qkv".index(where)][0, 1, t, 3] = float("nan")
-    ref_h = xk.mlstm_reference(*args)[0]
-    rec_h = xk.mlstm(*args, config=CONFIGS["rec_t1"])[0]
-    chunk_h = xk.mlstm(*args, config=CONFIGS["chunk_t1"])[0]
-    ref_nan = ref_h.isnan()
-    assert ref_nan.any() and not ref_nan[:, :, :t].any()  # the reference: from step t on, never before
-    assert torch.equal(rec_h.isnan(), ref_nan)  # recurrent: exactly where the reference puts it
-    extra = chunk_h.isnan() & ~ref_nan
-    assert torch.equal(chunk_h.isnan() | ref_nan, chunk_h.isnan())  # chunkwise: at least the reference's
+    t = 5  # step of the bad value; chunk_t1's chunks are 8 steps: steps 0..7 share a chunk
+    args["qkv".index(where)][0, 1, t, 3] = value
+    bad = lambda x: ~torch.isfinite(x)  # noqa: E731
+    ref = xk.mlstm_reference(*args)
+    rec = xk.mlstm(*args, config=CONFIGS["rec_t1"])
+    chunk = xk.mlstm(*args, config=CONFIGS["chunk_t1"])
+    ref_bad = bad(ref[0])
+    assert ref_bad.any() and not ref_bad[:, :, :t].any()  # the reference: from step t on, never before
+    assert torch.equal(bad(rec[0]), ref_bad)  # recurrent: exactly where the reference puts it
+    for ours in (rec, chunk):  # final states: exactly the reference's non-finite entries
+        assert all(torch.equal(bad(a), bad(b)) for a, b in zip(ours[1], ref[1]))
+    extra = bad(chunk[0]) & ~ref_bad
+    assert torch.equal(bad(chunk[0]) | ref_bad, bad(chunk[0]))  # chunkwise: at least the reference's
     if where == "q":
         assert not extra.any()
     else:  # k/v: 0 * NaN in the masked intra-chunk matmul also poisons the chunk's earlier steps, no others
         assert extra[0, 1, :t].any()
         extra[0, 1, :8] = False
         assert not extra.any()
+
+
+# -- after kill -9 of tune: its temporary Prefect server is stopped by the next start --------------
+
+
+def _fake_server(port: int, app_name: str = "prefect.server.api.server:create_app") -> subprocess.Popen:
+    """A process whose command line is that of Prefect's temporary server (it only sleeps)."""
+    code = "import time; time.sleep(120)"
+    return subprocess.Popen([sys.executable, "-c", code, "-m", "uvicorn", "--factory", app_name, "--port", str(port)])
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="orphan identification reads Linux /proc")
+def test_orphaned_temporary_server_is_stopped_only_when_proven_ours(home):
+    from flows.server import EPHEMERAL_FILE, _proc_start, cleanup_orphaned_server
+
+    def record(pid: int, port: int, owner: int) -> None:
+        (home / EPHEMERAL_FILE).write_text(json.dumps({"pid": pid, "port": port, "start": _proc_start(pid),
+                                                      "owner": owner, "owner_start": _proc_start(owner)}))
+
+    orphan, other_app, alive_owner = _fake_server(4301), _fake_server(4302, "myapp:create_app"), _fake_server(4303)
+    try:
+        record(alive_owner.pid, 4303, os.getpid())  # its tune (this process) is alive: left alone
+        assert cleanup_orphaned_server(home) is None and alive_owner.poll() is None
+        record(other_app.pid, 4302, _dead_pid())  # owner gone, but not Prefect's server: left alone
+        assert cleanup_orphaned_server(home) is None and other_app.poll() is None
+        assert not (home / EPHEMERAL_FILE).exists()  # the stale record is dropped
+        record(orphan.pid, 4301, _dead_pid())  # owner killed, Prefect's server on the recorded port: stopped
+        assert cleanup_orphaned_server(home) == orphan.pid
+        assert orphan.wait(timeout=10) is not None
+    finally:
+        for p in (orphan, other_app, alive_owner):
+            p.kill()
+            p.wait()
