@@ -126,7 +126,10 @@ def test_bench_given_config_and_profile_pick(home):
 def test_bench_bad_input_and_failing_config(home):
     bad = runner.invoke(app, ["bench", "-w", GOOD, "--config", "{nope"])
     assert bad.exit_code == EXIT_USAGE and "not JSON" in bad.output
-    broken = json.dumps(REC.replace(heads_per_band=3).to_dict())  # cannot band NH=2: fails to run
+    unbandable = json.dumps(REC.replace(heads_per_band=3).to_dict())  # cannot band NH=2: bad input, as in probe/tune
+    refused = runner.invoke(app, ["bench", "-w", GOOD, "--config", unbandable])
+    assert refused.exit_code == EXIT_USAGE and "heads_per_band (3) must divide" in refused.output
+    broken = json.dumps(REC.replace(compile_mode="reduce-overhead").to_dict())  # CUDA graphs on CPU: fails to run
     failed = runner.invoke(app, ["bench", "-w", GOOD, "--config", broken])
     assert failed.exit_code == EXIT_FAILED and "chosen config" in failed.output and "failed" in failed.output
 
