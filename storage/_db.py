@@ -73,9 +73,10 @@ def _refuse_not_sqlite(path: Path, exc: sqlite3.DatabaseError) -> StorageError:
     )
 
 
-def _unavailable(path: Path, exc: BaseException) -> DatabaseUnavailable:
-    where = path.parent if not path.exists() else path
-    ro = "" if os.access(where, os.W_OK) else f" ({where} is not writable: a read-only home?)"
+def _unavailable(path: Path, exc: BaseException, reading: bool = False) -> DatabaseUnavailable:
+    if reading:
+        return DatabaseUnavailable(f"cannot read the tuning database {path}: {exc}; it was not changed")
+    ro = "" if os.access(path.parent, os.W_OK) else f" ({path.parent} is not writable: a read-only home?)"
     return DatabaseUnavailable(f"cannot open the tuning database {path} for writing: {exc}{ro}; it was not changed. "
                                "Point XLSTM_AUTOTUNE_HOME or XLSTM_AUTOTUNE_DB_PATH at a writable place.")
 
@@ -93,7 +94,7 @@ def _open_read_only(path: Path, timeout_s: float) -> sqlite3.Connection:
     except sqlite3.OperationalError as exc:
         conn.close()
         if os.access(path.parent, os.W_OK):
-            raise _unavailable(path, exc) from None
+            raise _unavailable(path, exc, reading=True) from None
         wal = path.with_name(path.name + "-wal")
         if wal.exists() and wal.stat().st_size > 0:
             raise DatabaseUnavailable(
@@ -134,7 +135,10 @@ class TuningDB:
 
     Open with ``TuningDB(path)`` or ``open_db()``; the schema is created or migrated on open.
     Raises ``NotADatabase`` for a file that is not an SQLite tuning database and ``SchemaTooNew``
-    for one written by a newer version; in both cases the file is not modified.
+    for one written by a newer version; in both cases the file is not modified (checked before WAL
+    mode is switched on). ``DatabaseUnavailable``: the file or its directory cannot be written (a
+    read-only home). ``read_only=True`` (queries such as ``best``) never writes, migrates or switches
+    to WAL, and reads a DB in a read-only directory too.
     """
 
     def __init__(self, path: str | Path, busy_timeout_s: float = 30.0, read_only: bool = False) -> None:
@@ -148,7 +152,7 @@ class TuningDB:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, check_same_thread=False)
         except (OSError, sqlite3.OperationalError) as exc:
-            raise _unavailable(self.path, exc) from None
+            raise _unavailable(self.path, exc, reading=read_only) from None
         except sqlite3.DatabaseError as exc:
             raise _refuse_not_sqlite(self.path, exc) from None
         try:

@@ -16,7 +16,7 @@ type or software stack, a damaged file or an unknown schema version is not used:
 The chosen entry is then checked against the call (:func:`entry_problem`): a compile mode this device
 cannot run (CUDA graphs off CUDA), a chunk far longer than the sequence, an unroll past
 :data:`MAX_T_INNER`, or a memory estimate over the limit (and over the default config's) sends the call
-to :data:`DEFAULT_CONFIG` with one ``ProfileWarning`` per entry and cause (source ``rejected-entry``).
+to :data:`DEFAULT_CONFIG` with one ``ProfileWarning`` per entry (source ``rejected-entry``).
 A profile without a ``publication`` block is *unsigned* (no checksum to verify): used with one warning,
 or refused when ``require_signed_profile`` is set.
 

@@ -142,11 +142,13 @@ class WorkloadTooLarge(ValueError):
 
 
 def available_memory_bytes(device: torch.device | str) -> int:
-    """Memory available now on ``device``: free device memory on CUDA, else the host's available RAM."""
+    """Memory available now on ``device``: on CUDA the driver's free memory plus what torch's caching
+    allocator holds but does not use (it reuses that first); MPS's recommended maximum; else the
+    host's available RAM."""
     dev = torch.device(device)
     if dev.type == "cuda":
         free, _total = torch.cuda.mem_get_info(dev)
-        return int(free)
+        return int(free + torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev))
     if dev.type == "mps" and hasattr(torch, "mps") and hasattr(torch.mps, "recommended_max_memory"):
         return int(torch.mps.recommended_max_memory())
     try:
