@@ -27,7 +27,7 @@ from xlstm_kernels.config import KernelConfig, Workload
 from xlstm_kernels.fingerprint import Fingerprint
 
 from ._errors import DatabaseUnavailable, NoTunedConfig, NotADatabase, SchemaTooNew, StorageError, UnknownRun
-from ._schema import MIGRATIONS, SCHEMA_VERSION, TABLES
+from ._schema import MIGRATIONS, SCHEMA_VERSION
 
 RUN_STATUSES = ("running", "completed", "interrupted", "failed")
 TRIAL_STATUSES = ("ok", "rejected", "failed")
