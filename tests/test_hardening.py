@@ -335,6 +335,8 @@ def _cli_read_only(home: Path, commands: dict[str, list[str]]) -> dict[str, list
     finally:
         for p, mode in modes.items():
             p.chmod(mode)
+    if os.geteuid() == 0 and done.returncode != 0 and done.stderr.startswith(("unshare:", "mount:")):
+        pytest.skip(f"root without mount namespaces cannot make a read-only home: {done.stderr.strip()[:200]}")
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
