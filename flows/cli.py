@@ -10,6 +10,7 @@ import typer
 
 from flows.commands_profile import profile_app
 from flows.exits import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_SERVER, EXIT_USAGE  # noqa: F401 - EXIT_* are API
+from flows.exits import EXIT_TOO_LARGE, EXIT_UNWRITABLE
 
 app = typer.Typer(
     name="xlstm-autotune",
@@ -88,10 +89,12 @@ def tune(
     publish_fn: str = typer.Option(_PUBLISH_FN, "--publish-fn", hidden=True),
 ) -> None:
     """Run one tuning run now on the embedded defaults (SQLite DB, Prefect's temporary server)."""
+    from storage import DatabaseUnavailable, StorageError
     from xlstm_kernels.settings import Settings
+    from xlstm_kernels.validation import WorkloadTooLarge
 
     from .flows import AutotuneCrashed, run_autotune
-    from .lock import TuneLocked
+    from .lock import LockUnwritable, TuneLocked
     from .progress import progress_wanted
     from .server import ServerUnavailable
     from .tasks import SeamMissing
@@ -116,6 +119,12 @@ def tune(
         )
     except AutotuneCrashed as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
+    except WorkloadTooLarge as exc:
+        raise _fail(str(exc), EXIT_TOO_LARGE) from None
+    except (DatabaseUnavailable, LockUnwritable) as exc:
+        raise _fail(str(exc), EXIT_UNWRITABLE) from None
+    except StorageError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
     except ValueError as exc:
         raise _fail(f"bad input: {exc}", EXIT_USAGE) from None
     except SeamMissing as exc:
@@ -180,23 +189,34 @@ def serve(
 def report(
     study: str = typer.Option(..., "--study", help="Name of the Optuna study."),
     storage: Optional[str] = typer.Option(
-        None, "--storage", help="Optuna storage URL (default: sqlite:///HOME/optuna.db)."
+        None, "--storage", help="Optuna storage URL (default: where `tune` writes: setting OPTUNA_STORAGE, "
+        "else sqlite:///HOME/tuning.optuna.db beside the tuning DB)."
     ),
     out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default: HOME/reports/STUDY.html)."),
     json_out: bool = typer.Option(False, "--json", help="Print the path and size as JSON."),
 ) -> None:
     """Write a self-contained HTML page with Optuna's plots of a study and its winners table."""
+    from tuner import optuna_storage_url
+    from xlstm_kernels.paths import PathEscapeError, join_under, safe_component
     from xlstm_kernels.settings import Settings
 
     from .report import ReportError, load_study, write_report
 
-    home = Settings().resolved_home()
-    storage = storage or f"sqlite:///{home / 'optuna.db'}"
-    out = out or home / "reports" / f"{study}.html"
+    settings = Settings()
+    home = settings.resolved_home()
+    if storage is None:  # the tuner's own rule; a missing SQLite file is not created by looking
+        storage = optuna_storage_url(settings.resolved_db_path(), settings)
+        if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).exists():
+            raise _fail(f"no study {study!r}: {storage} does not exist (run `xlstm-autotune tune` first)", EXIT_FAILED)
     try:
+        out = out or join_under(home / "reports", safe_component(study) + ".html")
         path = write_report(load_study(study, storage), out)
+    except PathEscapeError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
     except ReportError as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
+    except OSError as exc:
+        raise _fail(f"cannot write the report {out}: {exc}", EXIT_UNWRITABLE) from None
     size = path.stat().st_size
     if json_out:
         typer.echo(json.dumps({"study": study, "path": str(path), "bytes": size}))

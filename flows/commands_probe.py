@@ -7,8 +7,9 @@ from typing import Optional
 
 import typer
 
-from flows.exits import EXIT_FAILED
+from flows.exits import EXIT_FAILED, EXIT_TOO_LARGE, error_exit
 from xlstm_kernels.config import KernelConfig, Workload
+from xlstm_kernels.validation import WorkloadTooLarge
 
 _WORKLOAD_HELP = "Workload 'B,NH,S,DHQK,DHV,dtype[,mode]'."
 
@@ -56,6 +57,8 @@ def probe(
         result = run_probe(cfg, _workload(workload), device=device,
                            max_buffers="auto" if max_buffers is None else max_buffers,
                            fusion_knob=fusion_knob, isolate=not in_process, timeout_s=timeout)
+    except WorkloadTooLarge as exc:
+        raise error_exit(str(exc), EXIT_TOO_LARGE) from None
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.format_text())
@@ -83,6 +86,8 @@ def fuse_report(
     try:
         report = run_report(cfg, _workload(workload), device=device,
                             max_buffers="auto" if max_buffers is None else max_buffers)
+    except WorkloadTooLarge as exc:
+        raise error_exit(str(exc), EXIT_TOO_LARGE) from None
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format_text())

@@ -252,16 +252,23 @@ def run_autotune(
     Returns (server info, final flow state, result or None when the flow crashed before producing one).
     Raises ``SeamMissing``, ``ServerUnavailable`` or ``TuneLocked`` before any work starts, and
     ``AutotuneCrashed`` when Prefect itself could not run the flow (e.g. its temporary server did not start).
+    Bad workloads (``tuner.check_workloads``: parse, heads_per_band rule, memory estimate) and a DB that
+    cannot be used (``storage.StorageError``) are refused before the lock is taken or Prefect starts.
     """
+    from storage import TuningDB
+    from tuner import check_workloads
+
     from .lock import machine_lock
     from .server import select_api, use_api
     from .tasks import resolve
 
-    names = [str(Workload.parse(w)) for w in workloads]
+    settings = Settings()
+    names = [str(w) for w in check_workloads(workloads, device or settings.device, settings)]
+    TuningDB(settings.resolved_db_path(), busy_timeout_s=settings.db_busy_timeout_s).close()
     resolve(tune_fn)
     resolve(publish_fn)
     info = select_api(no_server=no_server)
-    with machine_lock(home, "tune", wait_s=wait_s), use_api(info, startup_timeout_s):
+    with machine_lock(home, "tune", wait_s=wait_s), use_api(info, startup_timeout_s, home=home):
         try:
             state = autotune(
                 workloads=names,

@@ -7,7 +7,7 @@
 
 from ._db import RUN_STATUSES, TRIAL_STATUSES, BestConfig, TuningDB, config_key, open_db, query_best
 from ._db import pid_alive, this_machine_id
-from ._errors import NoTunedConfig, NotADatabase, SchemaTooNew, StorageError, UnknownRun
+from ._errors import DatabaseUnavailable, NoTunedConfig, NotADatabase, SchemaTooNew, StorageError, UnknownRun
 from ._schema import SCHEMA_VERSION
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "TRIAL_STATUSES",
     "BestConfig",
+    "DatabaseUnavailable",
     "NoTunedConfig",
     "NotADatabase",
     "SchemaTooNew",

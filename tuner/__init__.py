@@ -32,12 +32,14 @@ from ._publish import (
     NoWinner,
     ProfileRecordError,
     build_profile,
+    check_recordable,
     profile_entry,
     profile_path_for,
     publish_entries,
     publish_profile_file,
     record_published,
 )
+from ._preflight import check_workloads
 from ._space import SearchSpace, effective_key, effective_t_inner, parse_workload
 from ._study import (
     Candidate,
@@ -45,6 +47,7 @@ from ._study import (
     RunResult,
     WorkloadResult,
     optuna_storage,
+    optuna_storage_url,
     run_tuning,
     study_name_for,
     study_summary,
@@ -77,11 +80,14 @@ __all__ = [
     "WorkloadResult",
     "bench",
     "build_profile",
+    "check_recordable",
+    "check_workloads",
     "compile_once",
     "ratchet_probe",
     "effective_key",
     "effective_t_inner",
     "optuna_storage",
+    "optuna_storage_url",
     "parse_workload",
     "profile_choice",
     "profile_entry",

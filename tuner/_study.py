@@ -37,6 +37,7 @@ from xlstm_kernels.fingerprint import triton_version
 from xlstm_kernels.config import KernelConfig, Workload
 from xlstm_kernels.device import default_device
 from xlstm_kernels.settings import Settings, get_settings
+from xlstm_kernels.validation import check_workload_memory
 
 from ._errors import CandidateFailed
 from ._evaluate import CompileProbe, Evaluation, Evaluator, KernelRunner, run_kernel
@@ -131,9 +132,14 @@ class RunResult:
 _STORAGES: dict[str, optuna.storages.BaseStorage] = {}
 
 
+def optuna_storage_url(db_path: Path, settings: Settings) -> str:
+    """Where the studies of the tuning DB at ``db_path`` live: settings.optuna_storage, else SQLite beside it."""
+    return settings.optuna_storage or f"sqlite:///{db_path.with_name(db_path.stem + '.optuna.db')}"
+
+
 def optuna_storage(db: TuningDB, settings: Settings) -> optuna.storages.BaseStorage:
-    """Optuna storage for ``db`` (settings.optuna_storage, else SQLite beside the DB); cached."""
-    url = settings.optuna_storage or f"sqlite:///{db.path.with_name(db.path.stem + '.optuna.db')}"
+    """Optuna storage for ``db`` (``optuna_storage_url``); cached."""
+    url = optuna_storage_url(db.path, settings)
     if url not in _STORAGES:
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
@@ -262,6 +268,7 @@ def tune_workload(
     wl = parse_workload(workload)
     dev = torch.device(device) if device is not None else default_device()
     space = space or SearchSpace.from_settings(wl, dev, settings)
+    check_workload_memory(wl, dev, settings.validate_max_s, settings)  # before any input is allocated
     tdb, owned = _open(db)
     try:
         if run_id is None:

@@ -19,6 +19,7 @@ from .profile import (
     ProfileMismatchError,
     ProfileNotFoundError,
     ProfileSchemaError,
+    ProfileWriteError,
     PublishResult,
     TuningRun,
     default_profile_path,
@@ -27,10 +28,12 @@ from .profile import (
     publish_profile,
     rollback_profile,
 )
+from .paths import PathEscapeError
 from .reference import mlstm_reference, rel_err
 from .runtime import ConfigChoice, ProfileWarning, explain_config, loaded_profile, reload_profile
 from .settings import Settings, get_settings, reset_settings
 from .shrink import NonCanonicalWarning, run_with_shrink, tuning
+from .validation import WorkloadTooLarge
 
 __all__ = [
     "CompileKey",
@@ -41,6 +44,7 @@ __all__ = [
     "FuseReport",
     "KernelConfig",
     "NonCanonicalWarning",
+    "PathEscapeError",
     "ProbeError",
     "ProbeResult",
     "Profile",
@@ -51,10 +55,12 @@ __all__ = [
     "ProfileNotFoundError",
     "ProfileSchemaError",
     "ProfileWarning",
+    "ProfileWriteError",
     "PublishResult",
     "Settings",
     "TuningRun",
     "Workload",
+    "WorkloadTooLarge",
     "classify_error",
     "compile_cache",
     "default_profile_path",

@@ -645,6 +645,7 @@ def probe(
     dev = torch.device(device) if device is not None else torch.device(get_settings().device or default_device())
     limit = resolve_max_buffers(max_buffers, dev)
     config.bands(workload.NH)  # heads_per_band must divide NH
+    _check_tile_memory(config, workload, dev)
     timeout = get_settings().compile_timeout_s if timeout_s is None else float(timeout_s)
     if timeout <= 0:
         raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
@@ -804,6 +805,15 @@ def graph_breaks(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[int, in
     return graphs, breaks, reasons
 
 
+def _check_tile_memory(config: KernelConfig, workload: Workload, dev: torch.device) -> None:
+    """Refuse (``WorkloadTooLarge``) a tile whose inputs and intermediates would not fit, before allocating."""
+    from .validation import call_bytes, check_memory
+
+    p = plan(config, workload.NH, workload.S)
+    tile = dataclasses.replace(workload, NH=p.heads_per_band, S=min(workload.S, p.span))
+    check_memory(call_bytes(config, tile), f"a probe tile of {workload} ({config.short(workload.mode)})", dev)
+
+
 def fuse_report(config: KernelConfig, workload: Workload, *, device: torch.device | str | None = None,
                 max_buffers: int | None | str = "auto") -> FuseReport:
     """Fusion report of one tile of ``config`` on ``workload`` (in-process compile, Inductor's real output)."""
@@ -812,6 +822,7 @@ def fuse_report(config: KernelConfig, workload: Workload, *, device: torch.devic
     dev = torch.device(device) if device is not None else torch.device(get_settings().device or default_device())
     limit = resolve_max_buffers(max_buffers, dev)
     config.bands(workload.NH)
+    _check_tile_memory(config, workload, dev)
     kdtype = kernel_dtype(config, workload.torch_dtype, dev)  # what xk.mlstm feeds the region
     p = plan(config, workload.NH, workload.S)
     key = kernel_key(config, p, workload.B, workload.DHQK, workload.DHV, kdtype, dev, EPS)

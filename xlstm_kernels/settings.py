@@ -151,6 +151,25 @@ class Settings(BaseSettings):
         default=1e-2, gt=0, description="Max relative error vs. the float64 reference, bf16/fp16 inputs."
     )
 
+    # -- hardening (issue 15): profile reading, trust, memory refusal ----------------------------
+    profile_max_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024,
+        description="Largest profile file read (bytes); a larger one is refused as damaged, never read whole.",
+    )
+    require_signed_profile: bool = Field(
+        default=False,
+        description="Refuse (default config + warning) a profile without a publication block (no checksum "
+        "to verify); False: use it with one warning.",
+    )
+    memory_limit_fraction: float = Field(
+        default=0.8, gt=0, le=1,
+        description="tune/bench/probe and profile entries are refused when their memory estimate exceeds "
+        "this fraction of the device's available memory (RAM on CPU).",
+    )
+    memory_limit_bytes: int | None = Field(
+        default=None, ge=1, description="Explicit memory limit in bytes (overrides memory_limit_fraction).",
+    )
+
     def resolved_home(self) -> Path:
         """The home directory, expanded (not created)."""
         return self.home.expanduser()
