@@ -24,7 +24,7 @@ import xlstm_kernels as xk
 from storage import TuningDB, open_db
 from xlstm_kernels.config import KernelConfig, Workload
 from xlstm_kernels.device import default_device
-from xlstm_kernels.probe import ProbeResult, probe, resolve_max_buffers
+from xlstm_kernels.probe import TARGETS, ProbeResult, probe, resolve_max_buffers
 from xlstm_kernels.settings import Settings, get_settings
 
 from ._space import SearchSpace, effective_key, parse_workload
@@ -150,6 +150,8 @@ def plan_target(
     ``db``: the tuning DB (path, open DB, or None for the configured one); ``progress``: called with
     one line per probed candidate.
     """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {list(TARGETS)}, got {target!r}")
     settings = settings or get_settings()
     wls = [parse_workload(w) for w in workloads]
     t0 = time.perf_counter()

@@ -691,8 +691,9 @@ def probe(
         raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
     host = torch.device(get_settings().device or default_device()) if codegen else dev
     machine = _machine_id(str(host))  # codegen: the machine that generated the source
+    tg_limit = get_settings().metal_threadgroup_memory_limit if codegen else None
     ckey = (machine, str(dev), str(workload), tuple(sorted(config.to_dict().items())), limit, fusion_knob,
-            target, codegen)
+            target, codegen, tg_limit)
     if cache is not None and (hit := cache.get(ckey)) is not None:
         return dataclasses.replace(hit, cached=True)
 
@@ -700,7 +701,7 @@ def probe(
     knob_value = limit if limit is not None else get_settings().metal_buffer_limit
     runner: _InProcessRunner | _ChildRunner | _MetalCodegenRunner
     if codegen:
-        runner = _MetalCodegenRunner(get_settings().metal_threadgroup_memory_limit)
+        runner = _MetalCodegenRunner(tg_limit)
     else:
         runner = _ChildRunner(timeout) if isolate else _InProcessRunner()
     method = "codegen" if codegen else "compile"
