@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import xlstm_kernels as xk
 from xlstm_kernels.codegen_scan import metal_threadgroup_bytes, scan_output_code, scan_source
@@ -33,7 +32,6 @@ REC = KernelConfig("recurrent", chunk_size=16, t_inner=16)
 CHUNK = KernelConfig("chunkwise", chunk_size=8, t_inner=16)
 FAMILIES = {"recurrent": REC, "chunkwise": CHUNK}
 TS = sorted(T_INNER_LADDER)  # 1, 2, 4, 8, 16
-runner = CliRunner()
 
 
 def metal_key(cfg: KernelConfig, wl: Workload = WL, **options):
@@ -168,8 +166,16 @@ def test_classifier_on_generated_source_wrapped_as_inductor_wraps_it(generated):
 
 # ----------------------------------------------------------------------------- command line
 
-def test_cli_probe_target_mps_ratchets_on_generated_metal(generated):
+def cli():
+    """(runner, app) of the command line; skipped where typer is not installed (the GPU box)."""
+    testing = pytest.importorskip("typer.testing")
     from flows.cli import app
+
+    return testing.CliRunner(), app
+
+
+def test_cli_probe_target_mps_ratchets_on_generated_metal(generated):
+    runner, app = cli()
 
     rec = {t: generated["recurrent", t][1].max_buffers for t in TS}
     result = runner.invoke(app, ["probe", "--target", "mps", "-w", str(WL), "--family", "recurrent",
@@ -186,7 +192,7 @@ def test_cli_probe_target_mps_ratchets_on_generated_metal(generated):
 
 
 def test_cli_tune_target_mps_stores_a_plan_another_machine_finds(generated, monkeypatch, tmp_path):
-    from flows.cli import app
+    runner, app = cli()
     from storage import open_db
     from tuner import effective_key
 
