@@ -120,17 +120,21 @@ def test_threadgroup_memory_is_checked_statically(generated, monkeypatch):
 
 
 def test_committed_kernels_parse_as_generated(generated):
-    """tests/data/metal holds output code of this module's blocks; on the torch that made it, it is reproduced."""
-    manifest = json.loads((DATA / "manifest.json").read_text())
-    for name, meta in manifest["files"].items():
-        src = (DATA / name).read_text()
-        scan = scan_output_code([src])
-        assert scan.kernel_count == src.count("kernel void") >= 1
-        for k in scan.kernels:
-            assert k.buffers == call_site_args(src, k.name), (name, k.name)
-        if manifest["torch"] == torch.__version__ and meta["chunk_size"] in (1, CHUNK.chunk_size):
-            key = metal_key(FAMILIES[meta["family"]].replace(t_inner=meta["t_inner"]))
-            assert block_metal_source(key) == src, f"{name} is no longer what torch {torch.__version__} generates"
+    """tests/data/metal/torch-X.Y holds output code of this module's blocks made by torch X.Y
+    (``tests/data/metal/generate.py``); on that torch, it is reproduced exactly."""
+    manifests = sorted(DATA.glob("torch-*/manifest.json"))
+    assert {m.parent.name for m in manifests} >= {"torch-2.11", "torch-2.13"}  # the supported versions
+    for path in manifests:
+        manifest = json.loads(path.read_text())
+        for name, meta in manifest["files"].items():
+            src = (path.parent / name).read_text()
+            scan = scan_output_code([src])
+            assert scan.kernel_count == src.count("kernel void") >= 1
+            for k in scan.kernels:
+                assert k.buffers == call_site_args(src, k.name), (path.parent.name, name, k.name)
+            if manifest["torch"] == torch.__version__:
+                key = metal_key(FAMILIES[meta["family"]].replace(t_inner=meta["t_inner"]))
+                assert block_metal_source(key) == src, f"{name} is no longer what torch {torch.__version__} generates"
 
 
 def test_threadgroup_bytes_of_declarations():
