@@ -21,6 +21,7 @@ Metal's documented limit, not an observation on Apple hardware.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -135,6 +136,10 @@ _TRITON_RE = re.compile(r"^\s*def\s+(triton_\w+)\s*\(", re.MULTILINE)
 _CPP_RE = re.compile(r'extern\s+"C"\s+(?:\w+\s+)*?void\s+(\w+)\s*\(')
 _CPP_WRAPPER_RE = re.compile(r"^\s*(?:static\s+)?void\s+(cpp_fused_\w+)\s*\(", re.MULTILINE)
 _CPP_BINDING_RE = re.compile(r"(\w+)\s*=\s*async_compile\.cpp(?:_pybinding)?\(")
+# torch 2.13: ``generated_kernel_0 = async_compile.metal('generated_kernel_0', '''...``; torch 2.11:
+# ``mps_lib_0 = compile_mps_shader('''... kernel void generated_kernel(...`` (every kernel of the graph
+# is called ``generated_kernel``; the wrapper calls ``mps_lib_0.generated_kernel(...)``).
+_METAL_BINDING_RE = re.compile(r"(\w+)\s*=\s*(?:async_compile\.metal|compile_mps_shader)\(")
 _TRITON_NON_BUFFER = re.compile(r"^(\w*numel|ks\d+|s\d+|u\d+)$")
 
 
@@ -221,9 +226,21 @@ def _scan_signatures(src: str, pattern: re.Pattern[str], lang: KernelLang, is_bu
     return found
 
 
+def _metal_names(src: str, kernels: list[KernelInfo]) -> list[KernelInfo]:
+    """Name each Metal kernel as the wrapper calls it: ``lib.kernel`` where its library binding differs."""
+    bindings = [(m.start(), m.group(1)) for m in _METAL_BINDING_RE.finditer(src)]
+    if not bindings:
+        return kernels
+    out = []
+    for k, m in zip(kernels, _METAL_RE.finditer(src)):
+        lib = next((name for pos, name in reversed(bindings) if pos < m.start()), None)
+        out.append(k if lib is None or lib == k.name else dataclasses.replace(k, name=f"{lib}.{k.name}"))
+    return out
+
+
 def scan_source(src: str) -> list[KernelInfo]:
     """Kernels (Metal, Triton, C++) declared in one piece of generated code, in order of kind."""
-    kernels = _scan_signatures(src, _METAL_RE, "metal", _metal_is_buffer)
+    kernels = _metal_names(src, _scan_signatures(src, _METAL_RE, "metal", _metal_is_buffer))
     kernels += _scan_signatures(src, _TRITON_RE, "triton", _triton_is_buffer)
     binding_names = [m.group(1) for m in _CPP_BINDING_RE.finditer(src)]
     kernels += _scan_signatures(src, _CPP_RE, "cpp", _cpp_is_buffer, binding_names)

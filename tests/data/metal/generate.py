@@ -19,6 +19,12 @@ import torch  # noqa: E402
 from xlstm_kernels.compiler import CompileKey  # noqa: E402
 from xlstm_kernels.metal_codegen import block_metal_source  # noqa: E402
 
+def strip_comments(src: str) -> str:
+    """Drop the output code's top-level ``#`` lines (torch 2.11 writes the whole FX graph there, 3x the
+    size); the Metal sources are inside string literals, their indented ``#include`` lines stay."""
+    return "".join(line for line in src.splitlines(keepends=True) if not line.startswith("#"))
+
+
 BLOCKS = {"recurrent_t16.py.txt": ("recurrent", 16, 1), "recurrent_t8.py.txt": ("recurrent", 8, 1),
           "chunkwise_t4_l8.py.txt": ("chunkwise", 4, 8)}
 
@@ -32,7 +38,7 @@ def main() -> None:
     for name, (family, t, chunk) in BLOCKS.items():
         key = CompileKey(family=family, B=1, heads=1, DHQK=16, DHV=32, dtype="float32", device="mps",
                          t_inner=t, chunk_size=chunk)
-        (out / name).write_text(block_metal_source(key))
+        (out / name).write_text(strip_comments(block_metal_source(key)))
         manifest["files"][name] = {"family": family, "B": 1, "heads": 1, "DHQK": 16, "DHV": 32, "t_inner": t,
                                    "chunk_size": chunk, "inductor_options": {}}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
