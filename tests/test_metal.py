@@ -113,6 +113,7 @@ def test_fusion_knob_is_tried_at_the_same_t_inner_before_stepping_down(generated
     assert r.steps[0].kind == "buffer_limit" and r.steps[1].t_inner == 16
     assert dict(r.steps[1].inductor_options) == {"max_fusion_unique_io_buffers": LIMIT}
     assert r.steps[1].max_kernel_buffers == knob.max_buffers
+    assert knob.max_buffers < generated["recurrent", 16][1].max_buffers  # the knob reached the code generator
     fits = knob.max_buffers <= LIMIT
     assert r.fusion_knob_needed is fits and (r.effective_t_inner == 16) is fits
     if fits:

@@ -51,7 +51,7 @@ from typing import Any, Literal, get_args
 
 import torch
 
-from .codegen_scan import CodeScan, KernelInfo, scan_output_code
+from .codegen_scan import CodeScan, KernelInfo, UnknownThreadgroupType, scan_output_code
 from .compiler import CompileKey, _block_fn, _fresh_code_copy, _unique_graphs, build_compiled
 from .config import T_INNER_LADDER, KernelConfig, Workload
 from .device import default_device, is_out_of_memory, synchronize
@@ -269,7 +269,8 @@ def compile_and_scan(key: CompileKey, max_buffers: int | None = None,
     """Compile ``fn`` (default: ``key``'s block) as ``key`` says, run it on one tile, scan the kernels.
 
     Never raises for a compile/run failure: the attempt says what happened. ``max_buffers`` makes a
-    kernel with more buffer arguments fail with ``buffer_limit``, as Metal would.
+    kernel with more buffer arguments fail with ``buffer_limit``, as Metal would; on MPS a kernel
+    declaring more threadgroup memory than ``metal_threadgroup_memory_limit`` fails likewise.
     """
     eager = fn if fn is not None else _fresh_code_copy(_block_fn(key), key.tag())
     # The C++ wrapper's output code lists each kernel twice and changes none, so probe without it.
@@ -286,22 +287,34 @@ def compile_and_scan(key: CompileKey, max_buffers: int | None = None,
             if "no compiled frames" in str(exc):  # torch >= 2.12 with Dynamo disabled: eager fallback
                 out = None
             else:
-                scan = scan_output_code(list(codes))
+                scan = _scan_or_none(codes)
                 return Attempt(ok=False, kind=classify_error(exc), message=_short(exc), scan=scan,
                                graphs=_unique_graphs() - before, compile_s=time.perf_counter() - t0)
     compile_s = time.perf_counter() - t0
     graphs = _unique_graphs() - before
-    scan = scan_output_code(list(codes))
+    try:
+        scan = scan_output_code(list(codes))
+    except UnknownThreadgroupType as exc:  # a Metal type the scanner cannot size: say so, do not guess
+        return Attempt(ok=False, kind="compiler_error", message=str(exc), graphs=graphs, compile_s=compile_s)
     if graphs == 0:
         return Attempt(ok=False, kind="graph_break", scan=scan, graphs=0, compile_s=compile_s,
                        message="torch.compile produced no graph: the block ran eagerly (silent eager "
                                "fallback, e.g. Dynamo disabled)")
-    failed = static_check(scan, max_buffers, graphs=graphs, compile_s=compile_s)
+    tg_limit = get_settings().metal_threadgroup_memory_limit if torch.device(key.device).type == "mps" else None
+    failed = static_check(scan, max_buffers, tg_limit, graphs=graphs, compile_s=compile_s)
     if failed is not None:
         return failed
     with torch.no_grad():
         ref = eager(*args)
     return Attempt(ok=True, scan=scan, graphs=graphs, compile_s=compile_s, tile_rel_err=_rel_err(out, ref))
+
+
+def _scan_or_none(codes: list[str]) -> CodeScan | None:
+    """The scan of ``codes``, or None where the scanner cannot size a Metal type (the error wins)."""
+    try:
+        return scan_output_code(list(codes))
+    except UnknownThreadgroupType:
+        return None
 
 
 def static_check(scan: CodeScan, max_buffers: int | None, threadgroup_limit: int | None = None, *,
@@ -337,7 +350,6 @@ class _MetalCodegenRunner:
         self.threadgroup_limit = threadgroup_limit
 
     def attempt(self, key: CompileKey, max_buffers: int | None) -> Attempt:
-        from .codegen_scan import UnknownThreadgroupType
         from .metal_codegen import block_metal_scan
 
         try:
