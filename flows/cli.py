@@ -87,11 +87,19 @@ def tune(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     tune_fn: str = typer.Option(_TUNE_FN, "--tune-fn", hidden=True),
     publish_fn: str = typer.Option(_PUBLISH_FN, "--publish-fn", hidden=True),
+    target: Optional[str] = typer.Option(
+        None, "--target", help="Plan for another device instead of tuning: 'mps' (a Mac). A dry run: every "
+        "candidate is probed for Metal, nothing is timed; the plan is stored in the tuning DB."),
 ) -> None:
     """Run one tuning run now on the embedded defaults (SQLite DB, Prefect's temporary server)."""
     from storage import DatabaseUnavailable, StorageError
     from xlstm_kernels.settings import Settings
     from xlstm_kernels.validation import WorkloadTooLarge
+
+    if target is not None:
+        from .commands_probe import plan_target_command
+
+        plan_target_command(list(workload or Settings().workloads), target, json_out)
 
     from .flows import AutotuneCrashed, run_autotune
     from .lock import LockUnwritable, TuneLocked

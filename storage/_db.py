@@ -447,21 +447,34 @@ class TuningDB:
     def record_probe(self, *, machine_id: str, torch_version: str, compile_key: str,
                      config: KernelConfig, t_inner_requested: int, t_inner_effective: int | None,
                      ok: bool, error: str | None = None, compile_s: float | None = None,
-                     max_buffers: int | None = None) -> int:
-        """Store one compile-probe outcome."""
+                     max_buffers: int | None = None, target: str | None = None,
+                     detail: dict[str, Any] | None = None) -> int:
+        """Store one compile-probe outcome (``target``: None the machine's own device, "mps" Metal)."""
         with self.write() as db:
             return int(db["probes"].insert(dict(
                 machine_id=machine_id, torch=torch_version, compile_key=compile_key,
                 config_json=config_key(config), t_inner_requested=t_inner_requested,
                 t_inner_effective=t_inner_effective, ok=int(ok), error=error, compile_s=compile_s,
-                max_buffers=max_buffers, created_at=now(),
+                max_buffers=max_buffers, created_at=now(), target=target,
+                detail_json=None if detail is None else json.dumps(detail, sort_keys=True),
             )).last_pk)
 
-    def probe_outcome(self, machine_id: str, torch_version: str, compile_key: str) -> dict[str, Any] | None:
-        """The newest stored probe of this compile key on this machine and torch, or None."""
-        rows = list(self.db.query(
-            "SELECT * FROM probes WHERE machine_id = ? AND torch = ? AND compile_key = ? "
-            "ORDER BY id DESC LIMIT 1", [machine_id, torch_version, compile_key]))
+    def probe_outcome(self, machine_id: str, torch_version: str, compile_key: str,
+                      target: str | None = None) -> dict[str, Any] | None:
+        """The newest stored probe of this compile key on this machine and torch, or None.
+
+        ``target`` None: probes of the machine's own device. ``target="mps"``: Metal probes of this
+        torch and key from any machine (a plan for a Mac is made from generated source, the same on
+        every machine), this machine's own first (on a Mac: its real compiles).
+        """
+        if target is None:
+            rows = list(self.db.query(
+                "SELECT * FROM probes WHERE machine_id = ? AND torch = ? AND compile_key = ? AND target IS NULL "
+                "ORDER BY id DESC LIMIT 1", [machine_id, torch_version, compile_key]))
+        else:
+            rows = list(self.db.query(
+                "SELECT * FROM probes WHERE torch = ? AND compile_key = ? AND target = ? "
+                "ORDER BY machine_id = ? DESC, id DESC LIMIT 1", [torch_version, compile_key, target, machine_id]))
         return rows[0] if rows else None
 
     # -- profiles -------------------------------------------------------------------------------

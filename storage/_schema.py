@@ -14,13 +14,16 @@ trials     every evaluated candidate: requested and effective config, status ok 
            with its reason, compile_s apart from the steady-state median_ms / spread_ms, tokens/s,
            equivalence error, and the shape it was validated on
 results    the winner per (run, workload) after the side-by-side re-timing, with the default's time
-probes     compile-probe outcomes (T_inner requested vs. effective, error), so known failures repeat never
+probes     compile-probe outcomes (T_inner requested vs. effective, error), so known failures repeat never;
+           ``target`` NULL: the machine's own device, "mps": a Metal probe (a plan for a Mac, made on
+           any machine from generated Metal source, or a Mac's real compile); ``detail_json`` the
+           whole ``ProbeResult`` where the prober stored it
 profiles   published profile versions (path, checksum, provenance run)
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _V1 = [
     """CREATE TABLE machines (
@@ -140,6 +143,12 @@ _V1 = [
     )""",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1]
+_V2 = [  # probe outcomes per target (issue 21: Metal plans made off-Mac)
+    "ALTER TABLE probes ADD COLUMN target TEXT",
+    "ALTER TABLE probes ADD COLUMN detail_json TEXT",
+    "CREATE INDEX probes_target ON probes (torch, target, compile_key)",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2]
 TABLES = ("machines", "runs", "workloads", "trials", "results", "probes", "profiles")
 assert len(MIGRATIONS) == SCHEMA_VERSION

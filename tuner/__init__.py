@@ -41,6 +41,7 @@ from ._publish import (
 )
 from ._preflight import check_workloads
 from ._space import SearchSpace, effective_key, effective_t_inner, parse_workload
+from ._metal_plan import FamilyLanding, TargetPlan, WorkloadPlan, candidates_for, plan_target
 from ._study import (
     Candidate,
     Rejected,
@@ -61,6 +62,7 @@ __all__ = [
     "Candidate",
     "CandidateFailed",
     "CompileProbe",
+    "FamilyLanding",
     "Evaluation",
     "Evaluator",
     "KernelRunner",
@@ -73,13 +75,16 @@ __all__ = [
     "RichProgress",
     "RunResult",
     "SearchSpace",
+    "TargetPlan",
     "Timing",
     "TunerError",
     "UnbandableWorkload",
     "UnknownWorkload",
+    "WorkloadPlan",
     "WorkloadResult",
     "bench",
     "build_profile",
+    "candidates_for",
     "check_recordable",
     "check_workloads",
     "compile_once",
@@ -89,6 +94,7 @@ __all__ = [
     "optuna_storage",
     "optuna_storage_url",
     "parse_workload",
+    "plan_target",
     "profile_choice",
     "profile_entry",
     "profile_path_for",

@@ -150,6 +150,12 @@ class Settings(BaseSettings):
     tol_low_precision: float = Field(
         default=1e-2, gt=0, description="Max relative error vs. the float64 reference, bf16/fp16 inputs."
     )
+    # -- Metal target (probe/tune --target mps; xlstm_kernels.metal_codegen) -----------------------
+    metal_threadgroup_memory_limit: int = Field(
+        default=32768, ge=1,
+        description="Metal's threadgroup memory per kernel in bytes (32 KiB on Apple GPUs): the probe's "
+        "static check fails a generated Metal kernel that declares more.",
+    )
 
     # -- hardening (issue 15): profile reading, trust, memory refusal ----------------------------
     profile_max_bytes: int = Field(
