@@ -38,6 +38,7 @@ from xlstm_kernels.config import KernelConfig, Workload
 from xlstm_kernels.device import default_device
 from xlstm_kernels.settings import Settings, get_settings
 
+from ._attrs import display_attrs
 from ._errors import CandidateFailed
 from ._evaluate import CompileProbe, Evaluation, Evaluator, KernelRunner, run_kernel
 from ._evaluate import calls_per_sample, interleaved_samples, summarize
@@ -131,9 +132,15 @@ class RunResult:
 _STORAGES: dict[str, optuna.storages.BaseStorage] = {}
 
 
+def optuna_storage_url(db_path: Path, settings: Settings) -> str:
+    """The Optuna storage URL of the tuning DB at ``db_path``: settings.optuna_storage, else SQLite beside it."""
+    db_path = Path(db_path)
+    return settings.optuna_storage or f"sqlite:///{db_path.with_name(db_path.stem + '.optuna.db')}"
+
+
 def optuna_storage(db: TuningDB, settings: Settings) -> optuna.storages.BaseStorage:
     """Optuna storage for ``db`` (settings.optuna_storage, else SQLite beside the DB); cached."""
-    url = settings.optuna_storage or f"sqlite:///{db.path.with_name(db.path.stem + '.optuna.db')}"
+    url = optuna_storage_url(db.path, settings)
     if url not in _STORAGES:
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
@@ -402,6 +409,7 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
                  "equivalence_error": ev.equivalence_error, "compile_s": ev.compile_s}
         if ev.timing is not None:
             attrs.update(spread_ms=ev.timing.spread_ms, tokens_per_s=ev.tokens_per_s)
+        attrs.update(display_attrs(ev, wl, key == default_key, study=trial.study))
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
         db.heartbeat(run_id)
