@@ -180,28 +180,23 @@ def serve(
 def report(
     study: str = typer.Option(..., "--study", help="Name of the Optuna study."),
     storage: Optional[str] = typer.Option(
-        None, "--storage", help="Optuna storage URL (default: sqlite:///HOME/optuna.db)."
+        None, "--storage", help="Optuna storage URL (default: the tuner's, sqlite:///HOME/tuning.optuna.db)."
     ),
     out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default: HOME/reports/STUDY.html)."),
     json_out: bool = typer.Option(False, "--json", help="Print the path and size as JSON."),
 ) -> None:
-    """Write a self-contained HTML page with Optuna's plots of a study and its winners table."""
+    """Write a self-contained HTML report of a study: summary, heatmap, speedup, compile vs run time."""
+    from tuner import ReportError, write_study_report
     from xlstm_kernels.settings import Settings
 
-    from .report import ReportError, load_study, write_report
-
-    home = Settings().resolved_home()
-    storage = storage or f"sqlite:///{home / 'optuna.db'}"
-    out = out or home / "reports" / f"{study}.html"
     try:
-        path = write_report(load_study(study, storage), out)
+        written = write_study_report(study, settings=Settings(), storage=storage, out=out)
     except ReportError as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
-    size = path.stat().st_size
     if json_out:
-        typer.echo(json.dumps({"study": study, "path": str(path), "bytes": size}))
+        typer.echo(json.dumps({"study": study, "path": str(written.path), "bytes": written.bytes}))
     else:
-        typer.echo(f"report written to {path} ({size / 1e6:.1f} MB, self-contained)")
+        typer.echo(f"report written to {written.path} ({written.bytes / 1e6:.1f} MB, self-contained)")
 
 
 @app.command()

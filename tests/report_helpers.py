@@ -37,17 +37,18 @@ def _time_ms(cfg: KernelConfig) -> float:
 
 
 def add_trial(study: optuna.Study, cfg: KernelConfig, status: str, number_hint: int, *, mark: str | None = None,
-              is_default: bool = False, extra: dict | None = None) -> None:
-    """One finished tuner-like trial of ``cfg``: ``ok``, ``rejected`` (gate) or ``failed`` (compile)."""
+              is_default: bool = False, extra: dict | None = None, value: float | None = None) -> None:
+    """One finished tuner-like trial of ``cfg``: ``ok``, ``rejected`` (gate) or ``failed`` (compile);
+    ``value``: its median ms (default: a synthetic cost of the config)."""
     t_eff = min(cfg.t_inner, 4) if cfg.family == "chunkwise" and cfg.chunk_size >= 128 else cfg.t_inner
     attrs = {"config": cfg.to_dict(), "config_key": f"{cfg.to_dict()}", "status": status, "trial_id": number_hint,
              "label": cfg.short() + (f" (compiled at T{t_eff})" if t_eff != cfg.t_inner else ""),
              "is_default": is_default, "t_inner_requested": cfg.t_inner, "t_inner_effective": t_eff,
              "compile_s": 2.0 + cfg.t_inner * 0.7, "tolerance": 1e-4, "reason": None}
-    value = None
+    given, value = value, None
     state = optuna.trial.TrialState.COMPLETE
     if status == "ok":
-        value = _time_ms(cfg)
+        value = given if given is not None else _time_ms(cfg)
         attrs.update(equivalence_error=3e-6, spread_ms=value * 0.03, tokens_per_s=512 / (value / 1e3),
                      median_ms=value)
     elif status == "rejected":

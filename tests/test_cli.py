@@ -157,7 +157,7 @@ def test_serve_unreachable_server_exits_3(home, dead_api):
 
 
 def test_report_writes_html_and_json(home):
-    storage = f"sqlite:///{home / 'optuna.db'}"
+    storage = f"sqlite:///{home / 'tuning.optuna.db'}"  # where `tune` writes its studies
     study = optuna.create_study(study_name="w1", storage=storage)
     study.optimize(lambda t: (t.suggest_int("chunk_size", 8, 64) - 40) ** 2 + t.suggest_float("x", 0, 1), n_trials=6)
     out = home / "rep.html"
@@ -165,7 +165,7 @@ def test_report_writes_html_and_json(home):
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["path"] == str(out) and data["bytes"] == out.stat().st_size > 1_000_000
-    assert "Parameter importances" in out.read_text()
+    assert f"winner <b><code>chunk_size={study.best_params['chunk_size']}" in out.read_text()
     result = runner.invoke(app, ["report", "--study", "w1"])  # default path under HOME/reports
     assert result.exit_code == 0 and (home / "reports" / "w1.html").exists()
 

@@ -117,13 +117,31 @@ def report_path(home: Path, name: str) -> Path:
     return Path(home).expanduser() / "reports" / f"{safe}.html"
 
 
-def load_study(study_name: str, storage: str | optuna.storages.BaseStorage) -> optuna.Study:
+def load_report_study(study_name: str, storage: str | optuna.storages.BaseStorage) -> optuna.Study:
     """Load ``study_name`` from ``storage``; ``ReportError`` lists the studies there when it is unknown."""
     try:
         return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage=storage)]
         raise ReportError(f"no study named {study_name!r} in {_storage_text(storage)}; studies there: {names}") from None
+
+
+class NoStorage(ReportError):
+    """The tuning storage named does not exist yet (no run has written studies there)."""
+
+
+def existing_storage_url(settings: Settings, storage: str | None = None) -> str:
+    """``storage``, else the tuner's storage rule for the settings' DB; ``NoStorage`` (nothing created) when
+    it is an SQLite file that does not exist."""
+    from ._study import optuna_storage_url
+
+    url = storage or optuna_storage_url(settings.resolved_db_path(), settings)
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        if not path.is_file():
+            raise NoStorage(f"no Optuna storage at {path}: no tuning run has written studies there yet "
+                            "(run `xlstm-autotune tune` first, or pass --storage)")
+    return url
 
 
 def _storage_text(storage: Any) -> str:
@@ -279,7 +297,7 @@ def collect_run_report(
     machine = next((m for m in db.machines() if m["id"] == run["machine_id"]), None)
     views = []
     for name in study_names:
-        study = load_study(name, storage)
+        study = load_report_study(name, storage)
         views.append(workload_view(study, results.get(workload_of(study))))
     return RunReport(f"xlstm-autotune run {run_id}", views, run=run, machine=machine,
                      profile=_profile_info(profile_path), failed=dict(failed or {}))
@@ -343,7 +361,7 @@ def summary_lines(report: RunReport) -> list[str]:
     if report.machine:
         what += f" on {report.machine.get('device_name')} ({report.machine.get('device_type')}, machine `{report.machine['id']}`)"
     if report.run:
-        what += (f"; run {report.run['id']} {report.run.get('status')}, {'quick' if report.run.get('quick') else 'full'},"
+        what += (f"; run {report.run['id']} ({'quick' if report.run.get('quick') else 'full'}),"
                  f" torch {report.run.get('torch')}, started {report.run.get('started_at')}")
     lines.append(what + ".")
     for w in report.workloads:
@@ -628,10 +646,15 @@ def render_report(report: RunReport) -> str:
     import plotly.io as pio
 
     parts, figs, section = [], [], None
+    views = {w.workload: w for w in report.workloads}
     for sec, title, fig, note in report_figures(report):
         if sec != section:
             parts.append(f"<h2>{html.escape(sec)}</h2>")
             section = sec
+            if sec in views:
+                w = views[sec]
+                parts.append(f"<p class='note'>study <code>{html.escape(w.study_name)}</code>: {len(w.trials)} "
+                             f"candidate(s) evaluated over all its runs, {w.n_duplicates} repeated draw(s) reused</p>")
         parts.append(f"<h3>{html.escape(title)}</h3>")
         if fig is None:
             parts.append(f'<p class="note">{html.escape(note)}</p>')
@@ -660,6 +683,13 @@ def write_report(report: RunReport, path: Path) -> ReportFile:
     text = render_report(report)
     path.write_text(text, encoding="utf-8")
     return ReportFile(path, len(text.encode("utf-8")), summary_markdown(report, path))
+
+
+def write_study_report(study_name: str, *, settings: Settings, storage: str | None = None,
+                       out: Path | None = None) -> ReportFile:
+    """Write the report of one study (default storage: the tuner's; default HOME/reports/<study>.html)."""
+    study = load_report_study(study_name, existing_storage_url(settings, storage))
+    return write_report(study_report(study), out or report_path(settings.resolved_home(), study_name))
 
 
 def write_run_report(
