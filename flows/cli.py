@@ -213,11 +213,14 @@ def version() -> None:
 from flows.commands_bench import bench  # noqa: E402
 from flows.commands_best import best  # noqa: E402
 from flows.commands_probe import fuse_report, probe  # noqa: E402
+from flows.commands_dashboard import dashboard, db  # noqa: E402
 
 app.command("probe")(probe)
 app.command("fuse-report")(fuse_report)
 app.command("best")(best)
 app.command("bench")(bench)
+app.command("dashboard")(dashboard)
+app.command("db")(db)
 # ------------------------------------------------------------------------------------------------------
 
 

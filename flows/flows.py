@@ -271,7 +271,7 @@ def run_autotune(
     resolve(tune_fn)
     resolve(publish_fn)
     info = select_api(no_server=no_server)
-    with machine_lock(home, "tune", wait_s=wait_s), use_api(info, startup_timeout_s):
+    with machine_lock(home, "tune", wait_s=wait_s), use_api(info, startup_timeout_s, log_dir=Path(home) / "logs"):
         try:
             state = autotune(
                 workloads=names,

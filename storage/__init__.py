@@ -7,6 +7,7 @@
 
 from ._db import RUN_STATUSES, TRIAL_STATUSES, BestConfig, TuningDB, config_key, open_db, query_best
 from ._db import pid_alive, this_machine_id
+from ._metadata import column_description, datasette_metadata
 from ._errors import NoTunedConfig, NotADatabase, SchemaTooNew, StorageError, UnknownRun
 from ._schema import SCHEMA_VERSION
 
@@ -21,7 +22,9 @@ __all__ = [
     "StorageError",
     "TuningDB",
     "UnknownRun",
+    "column_description",
     "config_key",
+    "datasette_metadata",
     "open_db",
     "pid_alive",
     "query_best",
