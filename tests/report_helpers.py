@@ -20,8 +20,10 @@ FAMILIES = ("chunkwise", "recurrent")
 CHUNKS = (16, 32, 64, 128, 256)
 HPBS = (1, 2, 4)
 T_INNERS = (1, 2, 4, 8, 16)
+MODES = ("default", "max-autotune-no-cudagraphs")
 DISTRIBUTIONS = {"family": CategoricalDistribution(FAMILIES), "chunk_size": CategoricalDistribution(CHUNKS),
-                 "heads_per_band": CategoricalDistribution((None, *HPBS)), "t_inner": CategoricalDistribution(T_INNERS)}
+                 "heads_per_band": CategoricalDistribution((None, *HPBS)), "t_inner": CategoricalDistribution(T_INNERS),
+                 "compile_mode": CategoricalDistribution(MODES)}
 DEFAULT = KernelConfig()
 WINNER = KernelConfig(family="chunkwise", chunk_size=64, heads_per_band=2, t_inner=2)
 
@@ -31,6 +33,7 @@ def _time_ms(cfg: KernelConfig) -> float:
     base = 0.8 if cfg.family == "chunkwise" else 3.0
     cost = base * (1 + abs(math.log2(cfg.chunk_size / 64)) * 0.4) * (1 + abs(math.log2(cfg.t_inner / 2)) * 0.3)
     cost *= 1 + abs((cfg.heads_per_band or 4) - 2) * 0.15
+    cost *= 1.0 if cfg.compile_mode == "default" else 1.1
     if cfg.t_inner == 16 and cfg.chunk_size == 256:
         cost *= 300  # a pathological candidate: log colour scale keeps the rest readable
     return cost
@@ -61,7 +64,7 @@ def add_trial(study: optuna.Study, cfg: KernelConfig, status: str, number_hint: 
         attrs["unstable"] = mark
     attrs.update(extra or {})
     params = {"family": cfg.family, "chunk_size": cfg.chunk_size, "heads_per_band": cfg.heads_per_band,
-              "t_inner": cfg.t_inner}
+              "t_inner": cfg.t_inner, "compile_mode": cfg.compile_mode}
     study.add_trial(optuna.trial.create_trial(state=state, value=value, params=params,
                                               distributions=DISTRIBUTIONS, user_attrs=attrs))
 
@@ -73,8 +76,8 @@ def synthetic_study(storage: str, n_trials: int, *, name: str | None = None, see
     study = optuna.create_study(study_name=name or f"machine0/{workload}/sig0/torch-x", storage=storage)
     study.set_user_attr("workload", workload)
     rng = random.Random(seed)
-    grid = [KernelConfig(family=f, chunk_size=c, heads_per_band=h, t_inner=t)
-            for f in FAMILIES for c in CHUNKS for h in HPBS for t in T_INNERS
+    grid = [KernelConfig(family=f, chunk_size=c, heads_per_band=h, t_inner=t, compile_mode=m)
+            for m in MODES for f in FAMILIES for c in CHUNKS for h in HPBS for t in T_INNERS
             if not (f == "recurrent" and c % t)]
     rng.shuffle(grid)
     picks = [DEFAULT, WINNER] + [c for c in grid if c not in (DEFAULT, WINNER)]
@@ -85,6 +88,7 @@ def synthetic_study(storage: str, n_trials: int, *, name: str | None = None, see
     if n_trials > 2:  # a duplicate draw: the report leaves it out
         study.add_trial(optuna.trial.create_trial(
             state=optuna.trial.TrialState.COMPLETE, value=_time_ms(WINNER), distributions=DISTRIBUTIONS,
-            params={"family": WINNER.family, "chunk_size": WINNER.chunk_size, "heads_per_band": 2, "t_inner": 2},
+            params={"family": WINNER.family, "chunk_size": WINNER.chunk_size, "heads_per_band": 2, "t_inner": 2,
+                    "compile_mode": "default"},
             user_attrs={"duplicate_of": 1, "config": WINNER.to_dict()}))
     return study

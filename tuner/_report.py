@@ -248,7 +248,10 @@ def workload_view(study: optuna.Study, result: Mapping[str, Any] | None = None) 
             config = json.loads(result["config_json"])
         except (KeyError, TypeError, ValueError):
             config = {}
-        view.winner = {"label": _label(config, mode), "config": config, "median_ms": result.get("median_ms"),
+        label, t_eff = _label(config, mode), result.get("t_inner_effective")
+        if mode != "decode" and t_eff is not None and config.get("t_inner") not in (None, t_eff):
+            label += f" (compiled at T{t_eff})"
+        view.winner = {"label": label, "config": config, "median_ms": result.get("median_ms"),
                        "default_ms": result.get("default_median_ms"), "speedup": result.get("speedup"),
                        "interval": _interval(result), "mark": _mark(result), "source": "paired re-timing"}
     else:
@@ -316,7 +319,7 @@ def study_report(study: optuna.Study) -> RunReport:
 
 def _short_reason(reason: str) -> str:
     first = reason.strip().splitlines()[0] if reason.strip() else "no reason recorded"
-    first = re.sub(r"(?<![A-Za-z_])\d+(\.\d+)?(e[-+]?\d+)?", "#", first)  # group "error 2e-2 > 1e-4" with "error 3e-2 > 1e-4"
+    first = re.sub(r"(?<![\w.])\d+(\.\d+)?(e[-+]?\d+)?(?![\w.])", "#", first)  # group "error 2e-2 > 1e-4" with "error 3e-2 > 1e-4"
     return first[:120]
 
 
@@ -450,19 +453,25 @@ def heatmap_figure(view: WorkloadView) -> Any | None:
             z = [[None] * len(xs) for _ in ys]
             text = [[""] * len(xs) for _ in ys]
             bad_x, bad_y, bad_text, bad_color = [], [], [], []
+            by_cell: dict[tuple[int, int], list[TrialView]] = {}
             for t in cell:
-                i, j = ys.index(t.config["t_inner"]), xs.index(t.config["chunk_size"])
-                if t.median_ms is not None:
-                    if z[i][j] is None or t.median_ms < 10 ** z[i][j]:
-                        z[i][j] = math.log10(t.median_ms)
-                        text[i][j] = (f"{_fmt_ms(t.median_ms)}<br>{html.escape(t.label)}<br>trial {t.number}"
-                                      + (f"<br>[{t.mark}]" if t.mark else ""))
-                else:
-                    bad_x.append(str(t.config["chunk_size"]))
-                    bad_y.append(str(t.config["t_inner"]))
-                    bad_color.append("#d62728" if t.status == "failed" else "#ff7f0e")
-                    bad_text.append(f"{t.status}: {html.escape(t.reason[:_REASON_CHARS])}<br>{html.escape(t.label)}"
-                                    f"<br>trial {t.number}")
+                by_cell.setdefault((ys.index(t.config["t_inner"]), xs.index(t.config["chunk_size"])), []).append(t)
+            for (i, j), here in by_cell.items():
+                ok = [t for t in here if t.median_ms is not None]
+                if ok:  # the cell's colour: its fastest validated variant (compile mode, precision, ...)
+                    t = min(ok, key=lambda t: t.median_ms)
+                    z[i][j] = math.log10(t.median_ms)
+                    others = len(here) - 1
+                    text[i][j] = (f"{_fmt_ms(t.median_ms)}<br>{html.escape(t.label)}<br>trial {t.number}"
+                                  + (f"<br>[{t.mark}]" if t.mark else "")
+                                  + (f"<br>{others} other variant(s) here, {len(here) - len(ok)} rejected/failed"
+                                     if others else ""))
+                    continue
+                bad_x.append(str(xs[j]))  # no variant validated: a cross, every variant's reason on hover
+                bad_y.append(str(ys[i]))
+                bad_color.append("#d62728" if all(t.status == "failed" for t in here) else "#ff7f0e")
+                bad_text.append("<br>".join(f"{t.status}: {html.escape(t.reason[:_REASON_CHARS])}<br>"
+                                            f"{html.escape(t.label)} (trial {t.number})" for t in here))
             xs_s, ys_s = [str(x) for x in xs], [str(y) for y in ys]
             if ok_ms:
                 fig.add_trace(go.Heatmap(x=xs_s, y=ys_s, z=z, text=text, hoverinfo="text", coloraxis="coloraxis",
