@@ -151,6 +151,38 @@ def test_use_api_points_prefect_and_child_processes(monkeypatch):
     assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:9/api"
 
 
+def test_temporary_server_sends_no_telemetry_and_logs_its_startup_to_a_file(tmp_path):
+    """Offline machines printed a telemetry error on every `tune`; the server's start-up lines belong in HOME/logs."""
+    import logging
+
+    from prefect.settings import get_current_settings
+
+    from flows.server import use_api
+
+    class Keep(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    keep, prefect_logger = Keep(), logging.getLogger("prefect")
+    prefect_logger.addHandler(keep)
+    try:
+        with use_api(ServerInfo("", "ephemeral"), log_dir=tmp_path / "logs"):
+            settings = get_current_settings()  # what Prefect hands the server's subprocess, too
+            assert settings.server.analytics_enabled is False
+            assert settings.to_environment_variables(exclude_unset=True)["PREFECT_SERVER_ANALYTICS_ENABLED"] == "False"
+            for path, msg in (("/x/prefect/server/api/server.py", "Starting temporary server on http://x"),
+                              ("/x/prefect/flow_engine.py", "a run line")):
+                prefect_logger.handle(logging.LogRecord("prefect", logging.INFO, path, 1, msg, None, None))
+    finally:
+        prefect_logger.removeHandler(keep)
+    assert keep.messages == ["a run line"]  # the terminal's handlers see only the other line
+    assert "Starting temporary server" in (tmp_path / "logs" / "prefect-server.log").read_text()
+
+
 def test_deployment_and_artifact_names():
     from flows.flows import artifact_key, deployment_name
 
