@@ -317,7 +317,7 @@ def test_autotune_flow_real_tuner_end_to_end_then_revalidates(prefect_harness, t
     assert report == tuner_home / "reports" / f"run-{result.run_id}.html"
     assert won.study_name in report.read_text() and "winner <b><code>" in report.read_text()
     [link] = _artifacts(artifact_key("autotune-report", result.machine_id), flow_run_id)
-    assert link.type == "link" and link.data == report.resolve().as_uri()
+    assert link.data == f"[report of tuning run {result.run_id}]({report.resolve().as_uri()})"  # Prefect's link form
     assert f"## xlstm-autotune run {result.run_id}" in summary[0].data and report.resolve().as_uri() in summary[0].data
 
     # a scheduled run re-validates: the published winner re-checks and re-times -> kept, nothing re-tuned
