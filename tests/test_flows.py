@@ -316,6 +316,10 @@ def test_autotune_flow_real_tuner_end_to_end_then_revalidates(prefect_harness, t
     report = Path(result.report_path)
     assert report == tuner_home / "reports" / f"run-{result.run_id}.html"
     assert won.study_name in report.read_text() and "winner <b><code>" in report.read_text()
+    import optuna  # the study reads well in optuna-dashboard: its workload, each trial's label and T_inner
+    st = optuna.load_study(study_name=won.study_name, storage=f"sqlite:///{tuner_home / 'tuning.optuna.db'}")
+    assert st.user_attrs["workload"] == GOOD
+    assert all({"label", "t_inner_effective", "is_default"} <= set(t.user_attrs) for t in st.trials)
     [link] = _artifacts(artifact_key("autotune-report", result.machine_id), flow_run_id)
     assert link.data == f"[report of tuning run {result.run_id}]({report.resolve().as_uri()})"  # Prefect's link form
     assert f"## xlstm-autotune run {result.run_id}" in summary[0].data and report.resolve().as_uri() in summary[0].data
