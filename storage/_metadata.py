@@ -16,7 +16,8 @@ _SHARED = {
     "created_at": "When the row was written (UTC, ISO 8601).",
     "torch": "torch version.",
     "triton": "Triton version, if installed.",
-    "config_json": "KernelConfig as JSON (family, chunk_size, heads_per_band, t_inner, driver, compile_mode, precision).",
+    "config_json": "KernelConfig as JSON (family, chunk_size, heads_per_band, t_inner, driver, compile_mode, "
+                   "precision).",
     "config_key": "Canonical JSON of the effective config: equal keys are the same compiled kernel.",
     "t_inner_effective": "T_inner that compiled and ran (the probe may ratchet the requested one down).",
     "compile_s": "Seconds of the first (compiling) call, kept apart from the steady-state timing.",

@@ -107,7 +107,8 @@ class Browser:
         """Navigate to ``url`` and wait until the JavaScript expression ``ready`` is truthy."""
         self.send("Page.navigate", {"url": url})
         deadline = time.monotonic() + timeout_s
-        guarded = f"(() => {{ try {{ return document.readyState === 'complete' && !!({ready}); }} catch (e) {{ return false; }} }})()"
+        guarded = (f"(() => {{ try {{ return document.readyState === 'complete' && !!({ready}); }}"
+                   " catch (e) { return false; } })()")
         while not self.evaluate(guarded):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url}: {ready!r} still false after {timeout_s:.0f} s; errors: {self.errors()}")

@@ -56,7 +56,8 @@ def add_trial(study: optuna.Study, cfg: KernelConfig, status: str, number_hint: 
                      median_ms=value)
     elif status == "rejected":
         value = math.inf
-        attrs.update(equivalence_error=2.2e-2, reason="equivalence error 2.2e-02 > tolerance 1e-04 vs float64 reference")
+        attrs.update(equivalence_error=2.2e-2,
+                     reason="equivalence error 2.2e-02 > tolerance 1e-04 vs float64 reference")
     else:
         state = optuna.trial.TrialState.FAIL
         attrs.update(compile_s=None, reason="InductorError: number of constant buffers exceeds maximum supported (31)")

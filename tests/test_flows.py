@@ -316,6 +316,7 @@ def test_autotune_flow_real_tuner_end_to_end_then_revalidates(prefect_harness, t
     report = Path(result.report_path)
     assert report == tuner_home / "reports" / f"run-{result.run_id}.html"
     assert won.study_name in report.read_text() and "winner <b><code>" in report.read_text()
+    assert f"Profile v1 <code>{result.profile_path}</code> now says: <code>{GOOD}</code>" in report.read_text()
     import optuna  # the study reads well in optuna-dashboard: its workload, each trial's label and T_inner
     st = optuna.load_study(study_name=won.study_name, storage=f"sqlite:///{tuner_home / 'tuning.optuna.db'}")
     assert st.user_attrs["workload"] == GOOD

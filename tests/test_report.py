@@ -23,7 +23,8 @@ import storage
 import tuner
 import xlstm_kernels as xk
 from flows.cli import app
-from tuner._report import heatmap_figure, speedup_figure, workload_view
+from tuner._report_data import workload_view
+from tuner._report_plots import heatmap_figure, speedup_figure
 from xlstm_kernels.config import KernelConfig
 
 MODEL = "model:tiny,1,16,float32"
@@ -175,7 +176,8 @@ def test_speedup_bars_carry_the_interval_and_busy_marks_reach_the_summary():
     view.winner = dict(view.winner, interval=(1.2, 2.5), mark="unstable")
     bar = speedup_figure([view]).to_plotly_json()["data"][0]
     s = view.winner["speedup"]
-    assert bar["error_y"]["array"] == [pytest.approx(2.5 - s)] and bar["error_y"]["arrayminus"] == [pytest.approx(s - 1.2)]
+    assert bar["error_y"]["array"] == [pytest.approx(2.5 - s)]
+    assert bar["error_y"]["arrayminus"] == [pytest.approx(s - 1.2)]
     add_trial(study, KernelConfig(chunk_size=16, t_inner=1), "ok", 99, mark="spread 40% of median")
     report = tuner.study_report(study)
     lines = tuner.summary_markdown(report)

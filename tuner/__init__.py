@@ -38,7 +38,8 @@ from ._publish import (
     publish_profile_file,
     record_published,
 )
-from ._report import (
+from ._report import render_report, write_report, write_run_report, write_study_report
+from ._report_data import (
     NoStorage,
     ReportError,
     ReportFile,
@@ -46,13 +47,9 @@ from ._report import (
     collect_run_report,
     existing_storage_url,
     load_report_study,
-    render_report,
     report_path,
     study_report,
     summary_markdown,
-    write_report,
-    write_run_report,
-    write_study_report,
 )
 from ._space import SearchSpace, effective_key, effective_t_inner, parse_workload
 from ._study import (
