@@ -183,11 +183,9 @@ def report_figures(report: RunReport) -> list[tuple[str, str, Any | None, str]]:
     for w in report.workloads:
         fig = heatmap_figure(w)
         note = ""
-        if fig is None:
-            only = w.trials[0].label if w.trials else "none"
-            note = (f"{len(w.trials)} candidate(s) evaluated ({only}"
-                    + (f", {fmt_ms(w.trials[0].median_ms)}" if w.trials and w.trials[0].median_ms else "")
-                    + "): no grid to draw.")
+        if fig is None:  # e.g. a decode step, whose candidates differ in compile mode only
+            each = "; ".join(f"{t.label}: {fmt_ms(t.median_ms) if t.median_ms else t.status}" for t in w.trials[:12])
+            note = f"No chunk_size x T_inner grid to draw: {len(w.trials)} candidate(s) ({each or 'none'})."
         out.append((w.workload, "Median time over chunk_size x T_inner", fig, note))
     out.append(("Run", "Speedup over the default", speedup_figure(report.workloads),
                 "No workload has a default timing to compare with."))
