@@ -197,39 +197,28 @@ def serve(
 def report(
     study: str = typer.Option(..., "--study", help="Name of the Optuna study."),
     storage: Optional[str] = typer.Option(
-        None, "--storage", help="Optuna storage URL (default: where `tune` writes: setting OPTUNA_STORAGE, "
-        "else sqlite:///HOME/tuning.optuna.db beside the tuning DB)."
+        None, "--storage", help="Optuna storage URL (default: the tuner's, sqlite:///HOME/tuning.optuna.db)."
     ),
     out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default: HOME/reports/STUDY.html)."),
     json_out: bool = typer.Option(False, "--json", help="Print the path and size as JSON."),
 ) -> None:
-    """Write a self-contained HTML page with Optuna's plots of a study and its winners table."""
-    from tuner import optuna_storage_url
-    from xlstm_kernels.paths import PathEscapeError, join_under, safe_component
+    """Write a self-contained HTML report of a study: summary, heatmap, speedup, compile vs run time."""
+    from tuner import ReportError, write_study_report
+    from xlstm_kernels.paths import PathEscapeError
     from xlstm_kernels.settings import Settings
 
-    from .report import ReportError, load_study, write_report
-
-    settings = Settings()
-    home = settings.resolved_home()
-    if storage is None:  # the tuner's own rule; a missing SQLite file is not created by looking
-        storage = optuna_storage_url(settings.resolved_db_path(), settings)
-        if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).exists():
-            raise _fail(f"no study {study!r}: {storage} does not exist (run `xlstm-autotune tune` first)", EXIT_FAILED)
     try:
-        out = out or join_under(home / "reports", safe_component(study) + ".html")
-        path = write_report(load_study(study, storage), out)
+        written = write_study_report(study, settings=Settings(), storage=storage, out=out)
     except PathEscapeError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     except ReportError as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
     except OSError as exc:
-        raise _fail(f"cannot write the report {out}: {exc}", EXIT_UNWRITABLE) from None
-    size = path.stat().st_size
+        raise _fail(f"cannot write the report: {exc}", EXIT_UNWRITABLE) from None
     if json_out:
-        typer.echo(json.dumps({"study": study, "path": str(path), "bytes": size}))
+        typer.echo(json.dumps({"study": study, "path": str(written.path), "bytes": written.bytes}))
     else:
-        typer.echo(f"report written to {path} ({size / 1e6:.1f} MB, self-contained)")
+        typer.echo(f"report written to {written.path} ({written.bytes / 1e6:.1f} MB, self-contained)")
 
 
 @app.command()
@@ -246,11 +235,14 @@ def version() -> None:
 from flows.commands_bench import bench  # noqa: E402
 from flows.commands_best import best  # noqa: E402
 from flows.commands_probe import fuse_report, probe  # noqa: E402
+from flows.commands_dashboard import dashboard, db  # noqa: E402
 
 app.command("probe")(probe)
 app.command("fuse-report")(fuse_report)
 app.command("best")(best)
 app.command("bench")(bench)
+app.command("dashboard")(dashboard)
+app.command("db")(db)
 # ------------------------------------------------------------------------------------------------------
 
 

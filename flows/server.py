@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -173,17 +174,57 @@ def _start_ephemeral(home: Path, timeout_s: int) -> None:
         record_ephemeral_server(home, server.server_process.pid, server.port)
 
 
+class _ServerLinesToFile(logging.Filter):
+    """Sends the temporary server's start/stop lines (Prefect logs them on its root ``prefect`` logger,
+    from ``prefect/server/api/server.py``) to a log file instead of the terminal."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.handler = logging.FileHandler(path, delay=True, encoding="utf-8")
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.pathname.replace("\\", "/").endswith("prefect/server/api/server.py"):
+            self.handler.handle(record)
+            return False
+        return True
+
+
+_SERVER_LINES: _ServerLinesToFile | None = None
+
+
+def quiet_server_lines(log_dir: Path) -> Path:
+    """Route the temporary server's start-up chatter to ``log_dir/prefect-server.log`` (for this process)."""
+    global _SERVER_LINES
+    log_dir = Path(log_dir).expanduser()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / "prefect-server.log"
+    prefect_logger = logging.getLogger("prefect")
+    if _SERVER_LINES is not None:
+        if _SERVER_LINES.path == path:
+            return path
+        prefect_logger.removeFilter(_SERVER_LINES)
+    _SERVER_LINES = _ServerLinesToFile(path)
+    prefect_logger.addFilter(_SERVER_LINES)
+    return path
+
+
 @contextmanager
-def use_api(info: ServerInfo, startup_timeout_s: float = 180.0, home: Path | None = None) -> Iterator[ServerInfo]:
+def use_api(info: ServerInfo, startup_timeout_s: float = 180.0, home: Path | None = None,
+            log_dir: Path | None = None) -> Iterator[ServerInfo]:
     """Point Prefect (this process and the flow-run processes it spawns) at ``info`` for the block.
 
     For Prefect's temporary server, its startup timeout is raised to at least ``startup_timeout_s``:
     Prefect's default (20 s) is too short for a first start (database migrations) on a busy laptop.
     With ``home``, a temporary server left by a killed ``tune`` is stopped first
     (``cleanup_orphaned_server``) and the one started now is recorded there.
+    The temporary server never sends telemetry (Prefect's analytics off: offline machines printed an error on
+    every run), and with ``log_dir`` its start-up lines go to ``log_dir/prefect-server.log``.
     """
     from prefect.settings import (
         PREFECT_API_URL,
+        PREFECT_SERVER_ANALYTICS_ENABLED as ANALYTICS,
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as STARTUP,
         get_current_settings,
         temporary_settings,
@@ -192,8 +233,10 @@ def use_api(info: ServerInfo, startup_timeout_s: float = 180.0, home: Path | Non
     old = os.environ.get("PREFECT_API_URL")
     if info.kind == "ephemeral":
         os.environ.pop("PREFECT_API_URL", None)
+        if log_dir is not None:
+            quiet_server_lines(log_dir)
         timeout = max(int(startup_timeout_s), get_current_settings().server.ephemeral.startup_timeout_seconds)
-        ctx = temporary_settings(updates={STARTUP: timeout}, restore_defaults={PREFECT_API_URL})
+        ctx = temporary_settings(updates={STARTUP: timeout, ANALYTICS: False}, restore_defaults={PREFECT_API_URL})
     else:
         os.environ["PREFECT_API_URL"] = info.api_url
         ctx = temporary_settings(updates={PREFECT_API_URL: info.api_url})
@@ -268,6 +311,7 @@ def start_local_server(
     log_path = logs / "prefect-server.log"
     child_env = dict(os.environ if env is None else env)
     child_env.pop("PREFECT_API_URL", None)
+    child_env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"  # no telemetry from a server we start
     with open(log_path, "ab") as log:
         log.write(f"\n--- {datetime.now(timezone.utc).isoformat()} starting on port {port}\n".encode())
         log.flush()

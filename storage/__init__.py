@@ -8,6 +8,7 @@
 from ._db import RUN_STATUSES, TRIAL_STATUSES, BestConfig, TuningDB, config_key, open_db, query_best
 from ._db import pid_alive, this_machine_id
 from ._errors import DatabaseUnavailable, NoTunedConfig, NotADatabase, SchemaTooNew, StorageError, UnknownRun
+from ._metadata import column_description, datasette_metadata
 from ._schema import SCHEMA_VERSION
 
 __all__ = [
@@ -22,7 +23,9 @@ __all__ = [
     "StorageError",
     "TuningDB",
     "UnknownRun",
+    "column_description",
     "config_key",
+    "datasette_metadata",
     "open_db",
     "pid_alive",
     "query_best",

@@ -170,7 +170,7 @@ def test_report_writes_html_and_json(home):
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["path"] == str(out) and data["bytes"] == out.stat().st_size > 1_000_000
-    assert "Parameter importances" in out.read_text()
+    assert f"winner <b><code>chunk_size={study.best_params['chunk_size']}" in out.read_text()
     result = runner.invoke(app, ["report", "--study", "w1"])  # default path under HOME/reports
     assert result.exit_code == 0 and (home / "reports" / "w1.html").exists()
 

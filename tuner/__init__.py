@@ -40,6 +40,19 @@ from ._publish import (
     record_published,
 )
 from ._preflight import check_workloads
+from ._report import render_report, write_report, write_run_report, write_study_report
+from ._report_data import (
+    NoStorage,
+    ReportError,
+    ReportFile,
+    RunReport,
+    collect_run_report,
+    existing_storage_url,
+    load_report_study,
+    report_path,
+    study_report,
+    summary_markdown,
+)
 from ._space import SearchSpace, effective_key, effective_t_inner, parse_workload
 from ._metal_plan import FamilyLanding, TargetPlan, WorkloadPlan, candidates_for, plan_target
 from ._study import (
@@ -66,13 +79,17 @@ __all__ = [
     "Evaluation",
     "Evaluator",
     "KernelRunner",
+    "NoStorage",
     "NoWinner",
     "ProbeResult",
     "ProfileRecordError",
     "Progress",
     "ProgressEvent",
     "Rejected",
+    "ReportError",
+    "ReportFile",
     "RichProgress",
+    "RunReport",
     "RunResult",
     "SearchSpace",
     "TargetPlan",
@@ -87,7 +104,10 @@ __all__ = [
     "candidates_for",
     "check_recordable",
     "check_workloads",
+    "collect_run_report",
     "compile_once",
+    "existing_storage_url",
+    "load_report_study",
     "ratchet_probe",
     "effective_key",
     "effective_t_inner",
@@ -102,10 +122,17 @@ __all__ = [
     "publish_profile_file",
     "record_published",
     "rel_error",
+    "render_report",
+    "report_path",
     "run_kernel",
     "study_name_for",
+    "study_report",
     "study_summary",
+    "summary_markdown",
     "time_callable",
     "tune_workload",
     "tuning_run",
+    "write_report",
+    "write_run_report",
+    "write_study_report",
 ]

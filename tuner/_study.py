@@ -39,6 +39,7 @@ from xlstm_kernels.device import default_device
 from xlstm_kernels.settings import Settings, get_settings
 from xlstm_kernels.validation import check_workload_memory
 
+from ._attrs import display_attrs
 from ._errors import CandidateFailed
 from ._evaluate import CompileProbe, Evaluation, Evaluator, KernelRunner, run_kernel
 from ._evaluate import calls_per_sample, interleaved_samples, summarize
@@ -134,6 +135,7 @@ _STORAGES: dict[str, optuna.storages.BaseStorage] = {}
 
 def optuna_storage_url(db_path: Path, settings: Settings) -> str:
     """Where the studies of the tuning DB at ``db_path`` live: settings.optuna_storage, else SQLite beside it."""
+    db_path = Path(db_path)
     return settings.optuna_storage or f"sqlite:///{db_path.with_name(db_path.stem + '.optuna.db')}"
 
 
@@ -409,6 +411,7 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
                  "equivalence_error": ev.equivalence_error, "compile_s": ev.compile_s}
         if ev.timing is not None:
             attrs.update(spread_ms=ev.timing.spread_ms, tokens_per_s=ev.tokens_per_s)
+        attrs.update(display_attrs(ev, wl, key == default_key, study=trial.study))
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
         db.heartbeat(run_id)
