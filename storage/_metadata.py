@@ -71,6 +71,9 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "compile_key": "Key of the compiled unit probed.", "t_inner_requested": "T_inner asked for.",
         "ok": "1 when it compiled.", "error": "The compile error (e.g. Metal's 31-buffer limit).",
         "max_buffers": "Most buffer arguments of one generated kernel (Metal allows 31).",
+        "target": "Device the probe checked for: 'mps' for Metal (generated source, checked off-Mac), "
+                  "else the machine's own device.",
+        "detail_json": "The probe's full result (ratchet steps, kernels, buffer counts) as JSON.",
     }),
     "profiles": ("Published profile versions of each machine (the runtime loads the newest).", {
         "version": "Profile version (increments per publish).", "path": "Profile file.",

@@ -193,7 +193,7 @@ def test_report_command_reads_the_tuners_storage_and_creates_none(home):
     result = CliRunner().invoke(app, ["report", "--study", "a/b/c", "--json"])
     assert result.exit_code == 0, result.output
     path = Path(json.loads(result.output)["path"])
-    assert path == home / "reports" / "a_b_c.html" and "winner <b><code>" in path.read_text()
+    assert path == home / "reports" / "a%2Fb%2Fc.html" and "winner <b><code>" in path.read_text()
 
 
 @pytest.fixture()
