@@ -223,6 +223,10 @@ app.command("probe")(probe)
 app.command("fuse-report")(fuse_report)
 app.command("best")(best)
 app.command("bench")(bench)
+from flows.commands_fleet import fleet_app, worker  # noqa: E402
+
+app.command("worker")(worker)
+app.add_typer(fleet_app, name="fleet")
 # ------------------------------------------------------------------------------------------------------
 
 

@@ -38,6 +38,7 @@ from ._publish import (
     publish_profile_file,
     record_published,
 )
+from ._fleet import FleetBest, FleetMisconfigured, FleetStorageUnavailable, fleet_best, node_name, open_fleet_storage
 from ._space import SearchSpace, effective_key, effective_t_inner, parse_workload
 from ._study import (
     Candidate,
@@ -60,6 +61,9 @@ __all__ = [
     "CompileProbe",
     "Evaluation",
     "Evaluator",
+    "FleetBest",
+    "FleetMisconfigured",
+    "FleetStorageUnavailable",
     "KernelRunner",
     "NoWinner",
     "ProbeResult",
@@ -81,6 +85,9 @@ __all__ = [
     "ratchet_probe",
     "effective_key",
     "effective_t_inner",
+    "fleet_best",
+    "node_name",
+    "open_fleet_storage",
     "optuna_storage",
     "parse_workload",
     "profile_choice",
