@@ -73,14 +73,14 @@ def make_storage(url: str, settings: Settings) -> optuna.storages.RDBStorage:
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": settings.db_busy_timeout_s}}
     else:  # a server: drop connections it closed (restart, idle timeout) instead of failing a trial
         kwargs["engine_kwargs"] = {"pool_pre_ping": True}
-    if settings.fleet:
-        with warnings.catch_warnings():  # the retry callback is marked experimental
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            kwargs.update(heartbeat_interval=settings.fleet_heartbeat_s, grace_period=settings.fleet_grace_s,
-                          heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                              max_retry=settings.fleet_max_retry))
     try:
-        return optuna.storages.RDBStorage(url, **kwargs)
+        with warnings.catch_warnings():  # heartbeats and the retry callback are marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if settings.fleet:
+                kwargs.update(heartbeat_interval=settings.fleet_heartbeat_s, grace_period=settings.fleet_grace_s,
+                              heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                                  max_retry=settings.fleet_max_retry))
+            return optuna.storages.RDBStorage(url, **kwargs)
     except Exception as exc:  # noqa: BLE001 - driver/connection errors of any backend; the URL is masked
         raise FleetStorageUnavailable(f"cannot open the Optuna storage {mask_url(url)}: "
                                  f"{type(exc).__name__}: {mask_url(str(exc))[:300]}") from None
@@ -88,7 +88,7 @@ def make_storage(url: str, settings: Settings) -> optuna.storages.RDBStorage:
 
 def heartbeat_enabled(study: optuna.Study) -> bool:
     """True when the study's storage fails stale trials by heartbeat (fleet mode)."""
-    return optuna.storages.is_heartbeat_enabled(study._storage)
+    return getattr(study._storage, "get_heartbeat_interval", lambda: None)() is not None
 
 
 def fail_stale(study: optuna.Study) -> None:

@@ -210,7 +210,7 @@ class Settings(BaseSettings):
 
 def mask_url(url: str) -> str:
     """``scheme://user:secret@host/db`` -> ``scheme://user:***@host/db`` (for messages, logs and the DB)."""
-    return re.sub(r"(://[^:/@]*):[^/]*@", r"\1:***@", url)
+    return re.sub(r"(://[^:/@]*):.*@", r"\1:***@", url)  # to the last @: over-masking is safe
 
 
 @functools.lru_cache(maxsize=1)
