@@ -51,9 +51,9 @@ def pool_name(machine_class: str, settings: Settings) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", f"xlstm-{settings.fleet_name}-{machine_class}".lower())
 
 
-def deployment_name(machine_class: str) -> str:
-    """The class's deployment of the ``autotune`` flow."""
-    return f"class-{machine_class}"
+def deployment_name(machine_class: str, settings: Settings) -> str:
+    """The class's deployment of the ``autotune`` flow in this fleet, e.g. ``default-cpu-3f2a9c1b7d04``."""
+    return f"{settings.fleet_name}-{machine_class}"
 
 
 def this_class(settings: Settings) -> str:
@@ -76,7 +76,7 @@ async def ensure_class_deployment(machine_class: str, settings: Settings,
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     pool = pool_name(machine_class, settings)
-    name = deployment_name(machine_class)
+    name = deployment_name(machine_class, settings)
     created_pool = created_dep = False
     try:
         async with get_client() as client:
@@ -100,7 +100,7 @@ async def ensure_class_deployment(machine_class: str, settings: Settings,
                              for i in range(settings.fleet_class_size)]
                 dep_id = await client.create_deployment(
                     flow_id=flow_id, name=name, work_pool_name=pool, entrypoint=FLOW_ENTRYPOINT,
-                    parameters=parameters or {"revalidate": True}, schedules=schedules, pull_steps=[],
+                    parameters=parameters or {"revalidate": True, "lock_wait_s": settings.serve_lock_wait_s}, schedules=schedules, pull_steps=[],
                     tags=["xlstm-autotune", f"class:{machine_class}"],
                     description=f"Scheduled xlstm-autotune runs of machine class {machine_class}.")
                 created_dep = True

@@ -137,10 +137,16 @@ class Fleet:
         env.update({f"XLSTM_AUTOTUNE_{k}": v for k, v in settings.items()})
         return env
 
-    def start(self, node: str, **extra: str) -> None:
-        log = open(self.tmp / f"{node}.log", "wb")
-        self.procs[node] = subprocess.Popen([sys.executable, "-m", "flows.cli", "worker"], cwd=ROOT, env=self.env(node, **extra),
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    def start(self, node: str, wait: bool = True, **extra: str) -> None:
+        """Start ``xlstm-autotune worker`` as machine ``node``; with ``wait``, until it polls its pool."""
+        with open(self.tmp / f"{node}.log", "wb") as log:
+            self.procs[node] = subprocess.Popen([sys.executable, "-m", "flows.cli", "worker"], cwd=ROOT,
+                                                env=self.env(node, **extra), stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True)
+        if wait:
+            self.wait_started(node)
+
+    def wait_started(self, node: str) -> None:
         wait_for(lambda: b"started!" in (self.tmp / f"{node}.log").read_bytes() or self._dead(node), 120,
                  f"worker {node} to start")
         assert self.procs[node].poll() is None, self.log(node)
@@ -152,10 +158,14 @@ class Fleet:
         return (self.tmp / f"{node}.log").read_text(errors="replace")[-4000:]
 
     def submit(self, runs: int) -> list[str]:
-        out = subprocess.run([sys.executable, "-m", "flows.cli", "fleet", "submit", "--runs", str(runs), "--json"],
-                             cwd=ROOT, env=self.env("submitter"), capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout)["flow_runs"]
+        """``xlstm-autotune fleet submit`` (in process) for this machine's class."""
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        env = {k: v for k, v in self.env("submitter").items() if k.startswith("XLSTM_AUTOTUNE_")}
+        with temporary_settings(updates={PREFECT_API_URL: self.api}):
+            out = CliRunner().invoke(app, ["fleet", "submit", "--runs", str(runs), "--json"], env=env)
+        assert out.exit_code == 0, out.output
+        return json.loads(out.output)["flow_runs"]
 
     def state(self, run_id: str) -> str:
         import httpx
@@ -203,17 +213,16 @@ def _evaluated(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def _profile(home: Path) -> dict:
-    paths = list((home / "profiles").glob("*.json"))
-    assert len(paths) == 1, paths
-    return json.loads(paths[0].read_text())
+    return json.loads((home / "profiles" / f"{xk.fingerprint('cpu').machine_id}.json").read_text())
 
 
 @pytest.mark.fleet
 def test_two_workers_share_one_study(fleet_of):
     fleet = fleet_of("share")
-    slow = dict(TUNE_REPEATS="100000", TUNE_TRIAL_BUDGET_S="6")  # each trial ~6 s: both workers get one
-    fleet.start("node-a", **slow)
+    slow = dict(TUNE_REPEATS="100000", TUNE_TRIAL_BUDGET_S="3")  # each trial ~3 s: both workers get one
+    fleet.start("node-a", wait=False, **slow)
     fleet.start("node-b", **slow)
+    fleet.wait_started("node-a")
     fleet.wait_done(fleet.submit(2))
     study = fleet.study()
     evaluated = _evaluated(study)
@@ -245,6 +254,8 @@ def test_killed_worker_trial_is_failed_and_retried(fleet_of):
     fleet = fleet_of("kill")
     fleet.start("node-b", TUNE_REPEATS="1000000", TUNE_TRIAL_BUDGET_S="300")  # its trial outlives the test
     fleet.submit(1)
+    wait_for(lambda: b"submitted to infrastructure" in (fleet.tmp / "node-b.log").read_bytes(), 60, "node-b's run")
+    fleet.start("node-a", wait=False, TUNE_REPEATS="8", TUNE_TRIAL_BUDGET_S="2")  # starts while node-b works
 
     def running_b():
         trials = fleet.study().get_trials() if _has_study(fleet) else []
@@ -254,7 +265,7 @@ def test_killed_worker_trial_is_failed_and_retried(fleet_of):
     victim = wait_for(running_b, 240, "node-b to be mid-trial", interval_s=1)[0]
     os.kill(victim.user_attrs["pid"], signal.SIGKILL)  # the process timing the trial
     fleet.kill("node-b", signal.SIGKILL)  # and its worker: the machine is gone
-    fleet.start("node-a", TUNE_REPEATS="8", TUNE_TRIAL_BUDGET_S="2")
+    fleet.wait_started("node-a")
     fleet.wait_done(fleet.submit(1))
     study = fleet.study()
     killed = study.trials[victim.number]

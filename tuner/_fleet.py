@@ -73,17 +73,27 @@ def make_storage(url: str, settings: Settings) -> optuna.storages.RDBStorage:
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": settings.db_busy_timeout_s}}
     else:  # a server: drop connections it closed (restart, idle timeout) instead of failing a trial
         kwargs["engine_kwargs"] = {"pool_pre_ping": True}
-    try:
-        with warnings.catch_warnings():  # heartbeats and the retry callback are marked experimental
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            if settings.fleet:
-                kwargs.update(heartbeat_interval=settings.fleet_heartbeat_s, grace_period=settings.fleet_grace_s,
-                              heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                                  max_retry=settings.fleet_max_retry))
-            return optuna.storages.RDBStorage(url, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - driver/connection errors of any backend; the URL is masked
-        raise FleetStorageUnavailable(f"cannot open the Optuna storage {mask_url(url)}: "
-                                 f"{type(exc).__name__}: {mask_url(str(exc))[:300]}") from None
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    if settings.fleet:
+        kwargs.update(heartbeat_interval=settings.fleet_heartbeat_s, grace_period=settings.fleet_grace_s,
+                      heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                          max_retry=settings.fleet_max_retry))
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():  # heartbeats and the retry callback are marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, **kwargs)
+        except (IntegrityError, ProgrammingError) as exc:
+            # two machines creating Optuna's tables in a fresh database at once: one wins, the other
+            # sees "already exists" and opens again (seen here with two workers started together)
+            error: Exception = exc
+            time.sleep(0.5 + attempt)
+        except Exception as exc:  # noqa: BLE001 - driver/connection errors of any backend
+            error = exc
+            break
+    raise FleetStorageUnavailable(f"cannot open the Optuna storage {mask_url(url)}: "
+                                  f"{type(error).__name__}: {mask_url(str(error))[:300]}") from None
 
 
 def heartbeat_enabled(study: optuna.Study) -> bool:
