@@ -470,7 +470,6 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
                            gc_after_trial=False)
 
         wait_for_fleet(study, settings, deadline, own_share)
-        done.update({k: t for k, t in _finished(study).items() if k not in done})
     return _finish(wl, db, dev, run_id, machine_id, study_name, study, space, evaluator, settings,
                    progress, state["evaluated"], len(candidates), "grid" if use_grid else "tpe", t0)
 
