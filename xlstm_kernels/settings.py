@@ -182,11 +182,6 @@ class Settings(BaseSettings):
         description="Machines per class: a new class deployment gets this many schedules of FLEET_CRON, "
         "so each tick queues one run per machine.",
     )
-    fleet_bind_host: str = Field(
-        default="127.0.0.1",
-        description="Address the fleet's servers listen on: loopback, or this host's address on a "
-        "private interface (never 0.0.0.0; see docs/fleet.md).",
-    )
 
     @field_serializer("optuna_storage")
     def _mask_storage(self, url: str | None) -> str | None:
