@@ -243,6 +243,10 @@ app.command("best")(best)
 app.command("bench")(bench)
 app.command("dashboard")(dashboard)
 app.command("db")(db)
+from flows.commands_fleet import fleet_app, worker  # noqa: E402
+
+app.command("worker")(worker)
+app.add_typer(fleet_app, name="fleet")
 # ------------------------------------------------------------------------------------------------------
 
 

@@ -39,6 +39,7 @@ from ._publish import (
     publish_profile_file,
     record_published,
 )
+from ._fleet import FleetBest, FleetMisconfigured, FleetStorageUnavailable, fleet_best, node_name, open_fleet_storage
 from ._preflight import check_workloads
 from ._report import render_report, write_report, write_run_report, write_study_report
 from ._report_data import (
@@ -78,6 +79,9 @@ __all__ = [
     "FamilyLanding",
     "Evaluation",
     "Evaluator",
+    "FleetBest",
+    "FleetMisconfigured",
+    "FleetStorageUnavailable",
     "KernelRunner",
     "NoStorage",
     "NoWinner",
@@ -111,6 +115,9 @@ __all__ = [
     "ratchet_probe",
     "effective_key",
     "effective_t_inner",
+    "fleet_best",
+    "node_name",
+    "open_fleet_storage",
     "optuna_storage",
     "optuna_storage_url",
     "parse_workload",

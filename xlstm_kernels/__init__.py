@@ -9,6 +9,7 @@ from .compiler import CompileKey, EagerFallbackWarning
 from .config import DEFAULT_CONFIG, KernelConfig, Workload
 from .families import step_layout
 from .fingerprint import Fingerprint, fingerprint
+from .fingerprint import machine_class
 from . import probe  # the module: xk.probe.probe(config, workload) runs a compile-probe
 from .probe import FuseReport, ProbeError, ProbeResult, classify_error, fuse_report
 from .profile import (
@@ -71,6 +72,7 @@ __all__ = [
     "list_profile_versions",
     "load_profile",
     "loaded_profile",
+    "machine_class",
     "mlstm",
     "mlstm_reference",
     "rel_err",

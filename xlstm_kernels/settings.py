@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_serializer
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -176,6 +177,45 @@ class Settings(BaseSettings):
         default=None, ge=1, description="Explicit memory limit in bytes (overrides memory_limit_fraction).",
     )
 
+    # -- fleet mode (issue 18): shared Optuna studies per machine class, Prefect work pools -------
+    # Server URLs carry credentials: they come from the environment or `.env`, never from code, and
+    # `mask_url` hides their passwords wherever settings are logged or stored (the runs table).
+    fleet: bool = Field(
+        default=False,
+        description="Fleet mode: studies are shared by the machines of one class in OPTUNA_STORAGE "
+        "(required, e.g. postgresql+psycopg://...), named after the class, with Optuna heartbeats.",
+    )
+    fleet_name: str = Field(
+        default="default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="Namespace of one fleet's studies and work pools (several fleets may share servers).",
+    )
+    fleet_node: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+        description="This machine's name in the fleet, recorded on every trial it times; default: host name.",
+    )
+    fleet_heartbeat_s: int = Field(
+        default=30, ge=1, description="Optuna heartbeat interval of a running trial in the shared storage."
+    )
+    fleet_grace_s: int = Field(
+        default=120, ge=2, description="A running trial without a heartbeat for this long is failed and retried."
+    )
+    fleet_max_retry: int = Field(
+        default=3, ge=0, description="How often a trial abandoned by a dead machine is retried."
+    )
+    fleet_poll_s: float = Field(
+        default=5.0, gt=0, description="While other machines' trials run, how often a worker checks them."
+    )
+    fleet_cron: str = Field(default="0 3 * * *", description="Schedule of each class's deployment.")
+    fleet_class_size: int = Field(
+        default=1, ge=1, le=1000,
+        description="Machines per class: a new class deployment gets this many schedules of FLEET_CRON, "
+        "so each tick queues one run per machine.",
+    )
+
+    @field_serializer("optuna_storage")
+    def _mask_storage(self, url: str | None) -> str | None:
+        return mask_url(url) if url else url
+
     def resolved_home(self) -> Path:
         """The home directory, expanded (not created)."""
         return self.home.expanduser()
@@ -190,6 +230,11 @@ class Settings(BaseSettings):
             return self.inductor_cache_dir.expanduser()
         env = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
         return Path(env) if env else self.resolved_home() / "inductor-cache"
+
+
+def mask_url(url: str) -> str:
+    """``scheme://user:secret@host/db`` -> ``scheme://user:***@host/db`` (for messages, logs and the DB)."""
+    return re.sub(r"(://[^:/@]*):.*@", r"\1:***@", url)  # to the last @: over-masking is safe
 
 
 @functools.lru_cache(maxsize=1)
