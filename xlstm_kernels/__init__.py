@@ -31,12 +31,27 @@ from .profile import (
 )
 from .paths import PathEscapeError
 from .reference import mlstm_reference, rel_err
+from .runner import (
+    BatchSizeError,
+    ModelGraphBreakError,
+    ModelRunConfig,
+    ModelRunner,
+    RunnerError,
+    RunnerState,
+    SequenceTooLongError,
+    StaleStateError,
+    StateMismatchError,
+    UnsupportedModelError,
+    compile_model,
+    model_key,
+)
 from .runtime import ConfigChoice, ProfileWarning, explain_config, loaded_profile, reload_profile
 from .settings import Settings, get_settings, reset_settings
 from .shrink import NonCanonicalWarning, run_with_shrink, tuning
 from .validation import WorkloadTooLarge
 
 __all__ = [
+    "BatchSizeError",
     "CompileKey",
     "ConfigChoice",
     "DEFAULT_CONFIG",
@@ -44,6 +59,9 @@ __all__ = [
     "Fingerprint",
     "FuseReport",
     "KernelConfig",
+    "ModelGraphBreakError",
+    "ModelRunConfig",
+    "ModelRunner",
     "NonCanonicalWarning",
     "PathEscapeError",
     "ProbeError",
@@ -58,12 +76,19 @@ __all__ = [
     "ProfileWarning",
     "ProfileWriteError",
     "PublishResult",
+    "RunnerError",
+    "RunnerState",
+    "SequenceTooLongError",
     "Settings",
+    "StaleStateError",
+    "StateMismatchError",
     "TuningRun",
+    "UnsupportedModelError",
     "Workload",
     "WorkloadTooLarge",
     "classify_error",
     "compile_cache",
+    "compile_model",
     "default_profile_path",
     "explain_config",
     "fingerprint",
@@ -75,6 +100,7 @@ __all__ = [
     "machine_class",
     "mlstm",
     "mlstm_reference",
+    "model_key",
     "rel_err",
     "mlstm_step",
     "probe",
