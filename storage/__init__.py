@@ -8,6 +8,8 @@
 from ._db import RUN_STATUSES, TRIAL_STATUSES, BestConfig, TuningDB, config_key, open_db, query_best
 from ._db import pid_alive, this_machine_id
 from ._errors import NoTunedConfig, NotADatabase, SchemaTooNew, StorageError, UnknownRun
+from ._model_db import BestModelConfig, best_model, kernel_winners, model_trials, record_model_result
+from ._model_db import record_model_trial
 from ._schema import SCHEMA_VERSION
 
 __all__ = [
@@ -15,15 +17,21 @@ __all__ = [
     "SCHEMA_VERSION",
     "TRIAL_STATUSES",
     "BestConfig",
+    "BestModelConfig",
     "NoTunedConfig",
     "NotADatabase",
     "SchemaTooNew",
     "StorageError",
     "TuningDB",
     "UnknownRun",
+    "best_model",
     "config_key",
+    "kernel_winners",
+    "model_trials",
     "open_db",
     "pid_alive",
     "query_best",
+    "record_model_result",
+    "record_model_trial",
     "this_machine_id",
 ]
