@@ -15,12 +15,11 @@ Imports only torch and this package: production inference parses model workloads
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .config import KernelConfig, dtype_name, parse_dtype
+from .config import dtype_name, parse_dtype
 
 if TYPE_CHECKING:
     from .runner import ModelRunConfig
@@ -87,14 +86,11 @@ class ModelWorkload:
         return self.B * self.S
 
 
-# -- ModelRunConfig <-> plain JSON ------------------------------------------------------------------
+# -- ModelRunConfig <-> plain JSON (what profiles and the tuning DB store) -------------------------
 
 def run_config_to_dict(config: ModelRunConfig) -> dict[str, Any]:
     """Plain-JSON form of a ``ModelRunConfig`` (its prefill KernelConfig as a dict, or None)."""
-    d = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-    if isinstance(d.get("prefill"), KernelConfig):
-        d["prefill"] = d["prefill"].to_dict()
-    return d
+    return config.to_dict()
 
 
 def run_config_from_dict(data: dict[str, Any]) -> ModelRunConfig:
@@ -103,24 +99,12 @@ def run_config_from_dict(data: dict[str, Any]) -> ModelRunConfig:
 
     if not isinstance(data, dict):
         raise ValueError(f"a ModelRunConfig must be a JSON object, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(ModelRunConfig)}
-    unknown = set(data) - known
-    if unknown:
-        raise ValueError(f"unknown ModelRunConfig fields: {sorted(unknown)}; known: {sorted(known)}")
-    fields = dict(data)
-    if isinstance(fields.get("prefill"), dict):
-        fields["prefill"] = KernelConfig.from_dict(fields["prefill"])
     try:
-        return ModelRunConfig(**fields)
+        return ModelRunConfig.from_dict(data)
     except TypeError as exc:
         raise ValueError(f"invalid ModelRunConfig {data!r}: {exc}") from None
 
 
 def run_config_short(config: ModelRunConfig | dict[str, Any]) -> str:
-    """Compact form, e.g. ``step default graphs, prefill chunkwise L64 hpball T4 queued, state float32``."""
-    d = config if isinstance(config, dict) else run_config_to_dict(config)
-    prefill = d.get("prefill")
-    pre = "auto" if prefill is None else KernelConfig.from_dict(prefill).short()
-    graphs = " graphs" if d.get("cuda_graphs") else ""
-    threads = "" if d.get("threads") is None else f", threads {d['threads']}"
-    return f"step {d.get('step_compile_mode')}{graphs}, prefill {pre}, state {d.get('state_dtype')}{threads}"
+    """Compact form, e.g. ``step default graphs prefill=profile state=float32``."""
+    return (run_config_from_dict(config) if isinstance(config, dict) else config).short()
