@@ -28,11 +28,26 @@ from .profile import (
     rollback_profile,
 )
 from .reference import mlstm_reference, rel_err
+from .runner import (
+    BatchSizeError,
+    ModelGraphBreakError,
+    ModelRunConfig,
+    ModelRunner,
+    RunnerError,
+    RunnerState,
+    SequenceTooLongError,
+    StaleStateError,
+    StateMismatchError,
+    UnsupportedModelError,
+    compile_model,
+    model_key,
+)
 from .runtime import ConfigChoice, ProfileWarning, explain_config, loaded_profile, reload_profile
 from .settings import Settings, get_settings, reset_settings
 from .shrink import NonCanonicalWarning, run_with_shrink, tuning
 
 __all__ = [
+    "BatchSizeError",
     "CompileKey",
     "ConfigChoice",
     "DEFAULT_CONFIG",
@@ -40,6 +55,9 @@ __all__ = [
     "Fingerprint",
     "FuseReport",
     "KernelConfig",
+    "ModelGraphBreakError",
+    "ModelRunConfig",
+    "ModelRunner",
     "NonCanonicalWarning",
     "ProbeError",
     "ProbeResult",
@@ -52,11 +70,18 @@ __all__ = [
     "ProfileSchemaError",
     "ProfileWarning",
     "PublishResult",
+    "RunnerError",
+    "RunnerState",
+    "SequenceTooLongError",
     "Settings",
+    "StaleStateError",
+    "StateMismatchError",
     "TuningRun",
+    "UnsupportedModelError",
     "Workload",
     "classify_error",
     "compile_cache",
+    "compile_model",
     "default_profile_path",
     "explain_config",
     "fingerprint",
@@ -67,6 +92,7 @@ __all__ = [
     "loaded_profile",
     "mlstm",
     "mlstm_reference",
+    "model_key",
     "rel_err",
     "mlstm_step",
     "probe",

@@ -1,0 +1,88 @@
+"""How a model runner executes a model: the knobs a ``model`` workload of the tuner varies."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import torch
+
+from ..config import KernelConfig
+
+StepCompileMode = Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"]
+StateDtype = Literal["float32", "bfloat16"]
+STEP_COMPILE_MODES: tuple[str, ...] = get_args(StepCompileMode)
+STATE_DTYPES: tuple[str, ...] = get_args(StateDtype)
+
+
+@dataclass(frozen=True)
+class ModelRunConfig:
+    """How a :class:`~xlstm_kernels.runner.ModelRunner` runs a model; validated on construction.
+
+    step_compile_mode: Inductor's mode for the one-graph decode step. ``reduce-overhead`` is
+        ``default`` plus CUDA graphs; whether CUDA graphs are used is ``cuda_graphs`` alone.
+    cuda_graphs: replay the decode step as a CUDA graph (CUDA only; ignored on CPU and MPS).
+    prefill: the chunkwise/recurrent kernel config of the prefill's mLSTM; ``None``: this machine's
+        profile entry for the prompt's shape (``xk.mlstm(config=None)``), else the default config.
+    threads: torch's CPU thread count while the runner runs (restored after each call); ``None``: torch's.
+    state_dtype: dtype of the recurrent state buffers between calls. ``float32`` is canonical;
+        ``bfloat16`` halves the state traffic (the math stays float32; the state is rounded on write).
+    """
+
+    step_compile_mode: StepCompileMode = "default"
+    cuda_graphs: bool = True
+    prefill: KernelConfig | None = None
+    threads: int | None = None
+    state_dtype: StateDtype = "float32"
+
+    def __post_init__(self) -> None:
+        if self.step_compile_mode not in STEP_COMPILE_MODES:
+            raise ValueError(f"step_compile_mode must be one of {list(STEP_COMPILE_MODES)}, "
+                             f"got {self.step_compile_mode!r}")
+        if not isinstance(self.cuda_graphs, bool):
+            raise ValueError(f"cuda_graphs must be a bool, got {self.cuda_graphs!r}")
+        if self.prefill is not None and not isinstance(self.prefill, KernelConfig):
+            raise ValueError(f"prefill must be a KernelConfig or None, got {type(self.prefill).__name__}")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
+        if self.state_dtype not in STATE_DTYPES:
+            raise ValueError(f"state_dtype must be one of {list(STATE_DTYPES)}, got {self.state_dtype!r}")
+
+    @property
+    def torch_state_dtype(self) -> torch.dtype:
+        """``state_dtype`` as a torch dtype."""
+        return torch.float32 if self.state_dtype == "float32" else torch.bfloat16
+
+    def uses_cuda_graphs(self, device: torch.device) -> bool:
+        """Whether the decode step is replayed as a CUDA graph on ``device``."""
+        return self.cuda_graphs and device.type == "cuda"
+
+    def replace(self, **changes: Any) -> ModelRunConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (``prefill`` as a KernelConfig dict or None)."""
+        data = dataclasses.asdict(self)
+        data["prefill"] = None if self.prefill is None else self.prefill.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelRunConfig:
+        """Inverse of ``to_dict``; unknown keys are an error."""
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown ModelRunConfig fields: {sorted(unknown)}")
+        data = dict(data)
+        if isinstance(data.get("prefill"), dict):
+            data["prefill"] = KernelConfig.from_dict(data["prefill"])
+        return cls(**data)
+
+    def short(self) -> str:
+        """Compact human-readable form, e.g. ``step default graphs prefill=profile state=float32``."""
+        pre = "profile" if self.prefill is None else self.prefill.short()
+        threads = "" if self.threads is None else f" threads={self.threads}"
+        graphs = "graphs" if self.cuda_graphs else "no-graphs"
+        return f"step {self.step_compile_mode} {graphs} prefill={pre}{threads} state={self.state_dtype}"

@@ -1,0 +1,234 @@
+"""The model runner: a built xLSTM model's whole inference path through compiled graphs.
+
+``compile_model(model)`` WRAPS the model: it calls the model's own embedding, norms, projections,
+feed-forward and head modules (sharing their weights, never copying them) and replaces only the mLSTM
+backend call, so the model itself is never modified and stays usable eagerly. (Changing the weights
+in place later is seen by the runner; replacing modules is not.)
+
+Notation: B batch, S prompt length, N new tokens, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import api
+from .arch import ModelParts, model_key, model_parts
+from .config import ModelRunConfig
+from .errors import BatchSizeError, SequenceTooLongError, StaleStateError, StateMismatchError
+from .graphs import (
+    cache_entries,
+    call_graph,
+    compile_fn,
+    fresh_code,
+    make_decode_step,
+    make_prefill_pieces,
+    prefill_options,
+    step_options,
+)
+from .state import RunnerState, StateBuffers
+
+_ids = itertools.count(1)
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    if n is None or n == torch.get_num_threads():
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+class ModelRunner:
+    """Prefill, decode and greedy generation of one model through compiled graphs over static state.
+
+    Build it with :func:`compile_model`. Graphs compile at their first call (per batch size for the
+    decode step; prefill pieces go dynamic over the prompt length after a second length).
+    """
+
+    def __init__(self, model: nn.Module, config: ModelRunConfig, max_batch_size: int, max_seq_len: int) -> None:
+        for name, value in (("max_batch_size", max_batch_size), ("max_seq_len", max_seq_len)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.model = model
+        self.config = config
+        self.max_batch_size = max_batch_size
+        self.max_seq_len = max_seq_len
+        self.parts: ModelParts = model_parts(model)
+        self.model_key = model_key(model)
+        self.id = next(_ids)
+        p = self.parts
+        self.device = p.device
+        self.buffers = StateBuffers(len(p.blocks), max_batch_size, p.num_heads, p.dhqk, p.dhv,
+                                    config.torch_state_dtype, p.device)
+        self._tokens = torch.zeros(max_batch_size, dtype=torch.long, device=p.device)
+        torch._dynamo.mark_static_address(self._tokens)
+        self.cuda_graphs = config.uses_cuda_graphs(p.device)
+        tag = f"r{self.id}"
+        self._fns = {
+            "decode": fresh_code(make_decode_step(p, self.buffers, self._tokens), tag),
+            **{fn.__name__: fresh_code(fn, tag) for fn in make_prefill_pieces(p)},
+        }
+        self._step = compile_fn(self._fns["decode"], step_options(config.step_compile_mode, config.cuda_graphs,
+                                                                  p.device), dynamic=False)
+        opts = prefill_options(p.device)
+        self._pre = compile_fn(self._fns["prefill_pre"], opts, dynamic=None)
+        self._post = compile_fn(self._fns["prefill_post"], opts, dynamic=None)
+        self._head = compile_fn(self._fns["prefill_head"], opts, dynamic=None)
+        self._generation = 0
+        self._position = 0
+        self._batch = 0
+
+    # -- state bookkeeping --------------------------------------------------------------------------
+    def _live(self) -> RunnerState:
+        return RunnerState(self.id, self.model_key, self._generation, self._position, self._batch, self.buffers)
+
+    def _check_state(self, state: Any) -> RunnerState:
+        if not isinstance(state, RunnerState):
+            got = "a dict (a model's own state?)" if isinstance(state, dict) else type(state).__name__
+            raise StateMismatchError(f"expected the RunnerState this runner's prefill/decode returned; got {got}")
+        if state.runner_id != self.id:
+            raise StateMismatchError(
+                f"the state belongs to runner #{state.runner_id} (model {state.model_key}); this is runner "
+                f"#{self.id} (model {self.model_key}): a state cannot move between runners")
+        if (state.generation, state.position) != (self._generation, self._position):
+            raise StaleStateError(
+                f"the state is stale: it holds position {state.position} of sequence #{state.generation}, but "
+                f"the runner's buffers hold position {self._position} of sequence #{self._generation} (one live "
+                "state per runner: continue from the latest state, or prefill again)")
+        return state
+
+    def _check_tokens(self, tokens: Any, what: str, ndim: tuple[int, ...]) -> torch.Tensor:
+        if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.long, torch.int32) \
+                or tokens.dim() not in ndim:
+            shape = "(B, S)" if what == "prefill" else "(B,) or (B, 1)"
+            got = f"{type(tokens).__name__}" if not isinstance(tokens, torch.Tensor) \
+                else f"{tuple(tokens.shape)} {tokens.dtype}"
+            raise ValueError(f"{what} needs integer token ids of shape {shape}; got {got}")
+        if tokens.device != self.device:
+            raise ValueError(f"{what}: the tokens are on {tokens.device}, the model on {self.device}")
+        return tokens.long()
+
+    def _check_batch(self, B: int, what: str) -> None:
+        if B > self.max_batch_size:
+            raise BatchSizeError(f"{what}: batch size {B} exceeds the runner's static buffers "
+                                 f"(max_batch_size={self.max_batch_size}); compile_model(..., max_batch_size={B})")
+
+    def _check_length(self, start: int, new: int, what: str) -> None:
+        if start + new > self.max_seq_len:
+            raise SequenceTooLongError(
+                f"{what}: {new} token(s) after position {start} would reach {start + new} positions, past the "
+                f"runner's max_seq_len={self.max_seq_len}; compile_model(..., max_seq_len={start + new})")
+
+    # -- the public calls ---------------------------------------------------------------------------
+    def prefill(self, tokens: torch.Tensor, state: RunnerState | None = None, *,
+                last_only: bool = False) -> tuple[torch.Tensor, RunnerState]:
+        """Run the prompt tokens (B, S) from ``state`` (None: zeros); logits (B, S, V), or (B, V) of the
+        last position with ``last_only``, and the new state."""
+        tokens = self._check_tokens(tokens, "prefill", (2,))
+        B, S = tokens.shape
+        self._check_batch(B, "prefill")
+        start = 0
+        if state is not None:
+            self._check_state(state)
+            if B != state.batch_size:
+                raise BatchSizeError(f"prefill: {B} sequences given, the state holds {state.batch_size}")
+            start = state.position
+        if S < 1:
+            raise ValueError("prefill needs at least one token per sequence (S >= 1)")
+        self._check_length(start, S, "prefill")
+        p, eps, kcfg = self.parts, self.parts.eps, self.config.prefill
+        with torch.no_grad(), _threads(self.config.threads):
+            x = p.embedding(tokens)  # (B, S, D)
+            for idx, block in enumerate(p.blocks):
+                q, k, v, o, i, f = call_graph(self._pre, self.model, "prefill", block, x)
+                init = self.buffers.layer(idx, B) if state is not None else (None, None, None)
+                h, (c, n, m) = api.mlstm(q, k, v, i, f, *init, return_last_states=True, eps=eps, config=kcfg)
+                self.buffers.write(idx, B, c, n, m)
+                x = call_graph(self._post, self.model, "prefill", block, x, h, o)
+            logits = call_graph(self._head, self.model, "prefill", x[:, -1:] if last_only else x)
+        self._generation += state is None
+        self._position, self._batch = start + S, B
+        return (logits[:, 0] if last_only else logits), self._live()
+
+    def _advance(self, B: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One compiled decode step of the live state on tokens[:B]: (logits (B, V), next (B,)),
+        both owned by the graph (overwritten by the next step when CUDA graphs are on)."""
+        self._check_length(self._position, 1, "decode")
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        out = call_graph(self._step, self.model, "decode step", B)
+        self._position += 1
+        return out
+
+    def decode(self, token: torch.Tensor, state: RunnerState) -> tuple[torch.Tensor, RunnerState]:
+        """One token per sequence, token (B,) or (B, 1), from ``state``: logits (B, V) and the new state."""
+        token = self._check_tokens(token, "decode", (1, 2))
+        if token.dim() == 2 and token.shape[1] != 1:
+            raise ValueError(f"decode takes one token per sequence, (B,) or (B, 1); got {tuple(token.shape)}")
+        self._check_state(state)
+        B = token.shape[0]
+        if B != state.batch_size:
+            raise BatchSizeError(f"decode: {B} tokens given, the state holds {state.batch_size} sequences "
+                                 "(the batch is fixed from prefill on)")
+        with torch.no_grad(), _threads(self.config.threads):
+            self._tokens[:B].copy_(token.reshape(B))
+            logits, _ = self._advance(B)
+            if self.cuda_graphs:
+                logits = logits.clone()  # the next replay overwrites the graph's output
+        return logits, self._live()
+
+    def generate(self, tokens: torch.Tensor, max_new_tokens: int, state: RunnerState | None = None) -> torch.Tensor:
+        """Greedy generation: the prompt tokens (B, S) followed by ``max_new_tokens`` new ones, (B, S + N)."""
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+        tokens = self._check_tokens(tokens, "prefill", (2,))
+        B, S = tokens.shape
+        start = 0 if state is None else state.position
+        self._check_length(start, S + max(max_new_tokens - 1, 0), "generate")
+        logits, _ = self.prefill(tokens, state, last_only=True)
+        out = torch.empty(B, S + max_new_tokens, dtype=torch.long, device=self.device)
+        out[:, :S] = tokens
+        if max_new_tokens == 0:
+            return out
+        with torch.no_grad(), _threads(self.config.threads):
+            nxt = logits.argmax(-1)
+            out[:, S] = nxt
+            self._tokens[:B].copy_(nxt)
+            for j in range(1, max_new_tokens):
+                _, nxt = self._advance(B)  # reads tokens[:B], writes the next token there
+                out[:, S + j] = nxt
+        return out
+
+    # -- introspection ------------------------------------------------------------------------------
+    def compiled_graphs(self) -> dict[str, int]:
+        """Graphs Dynamo holds per compiled function of this runner (a recompile adds one)."""
+        return {name: cache_entries(fn) for name, fn in self._fns.items()}
+
+    def __repr__(self) -> str:
+        return (f"ModelRunner({self.parts.family} {self.model_key}, {len(self.parts.blocks)} blocks, "
+                f"{self.config.short()}, max_batch_size={self.max_batch_size}, max_seq_len={self.max_seq_len})")
+
+
+def compile_model(model: nn.Module, *, config: ModelRunConfig | None = None, max_batch_size: int = 1,
+                  max_seq_len: int = 4096) -> ModelRunner:
+    """A :class:`ModelRunner` over a built ``xLSTMLarge`` or ``xLSTMForCausalLM``.
+
+    Wraps, never mutates ``model`` (its modules are called, its weights shared). ``config=None``: the
+    defaults of :class:`ModelRunConfig`. ``max_batch_size`` sizes the static state buffers;
+    ``max_seq_len`` bounds the positions (prompt + generated) of one sequence.
+    """
+    if config is not None and not isinstance(config, ModelRunConfig):
+        raise ValueError(f"config must be a ModelRunConfig or None, got {type(config).__name__}")
+    return ModelRunner(model, config or ModelRunConfig(), max_batch_size, max_seq_len)
