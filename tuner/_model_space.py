@@ -8,7 +8,8 @@ Dimensions (``ModelRunConfig`` fields) and where they apply:
 * ``prefill`` — ``None`` (the runner's own choice: the kernel profile's pick, else the default
   kernel config) plus this machine's kernel winners for the model's head shape (DHQK, DHV, dtype,
   prefill; heads_per_band dividing NH), newest first, from the tuning DB's results and the profile;
-* ``threads`` — CPU only: ``None`` (torch's current count) and half of it;
+* ``threads`` — CPU only: ``None`` (torch's current count) and half of it (a setting's list replaces
+  the half; ``None`` is always a choice);
 * ``state_dtype`` — float32 (canonical) and bfloat16 (kept only if it passes the gate).
 
 ``ModelRunConfig()`` is always a candidate and listed first. Settings ``tune_model_*`` narrow each.
@@ -86,7 +87,8 @@ class ModelSpace:
             raise ValueError(f"cuda_graphs is tuned on CUDA only; {dev} has none")
         if dev.type == "cpu":
             n = torch.get_num_threads()
-            thr: tuple[int | None, ...] = tuple(threads) if threads else ((None, n // 2) if n > 1 else (None,))
+            thr: tuple[int | None, ...] = tuple(dict.fromkeys((None, *threads))) if threads else (
+                (None, n // 2) if n > 1 else (None,))
         elif threads:
             raise ValueError(f"threads is tuned on the CPU only, not on {dev}")
         else:

@@ -28,6 +28,10 @@ from .profile import (
     rollback_profile,
 )
 from .reference import mlstm_reference, rel_err
+from .model_presets import ModelSpecError, build_model
+from .model_profile import ModelChoice, explain_model_config, model_config_for
+from .model_workload import ModelWorkload
+from .profile import ModelProfileEntry
 from .runner import (
     BatchSizeError,
     ModelGraphBreakError,
@@ -55,9 +59,13 @@ __all__ = [
     "Fingerprint",
     "FuseReport",
     "KernelConfig",
+    "ModelChoice",
     "ModelGraphBreakError",
+    "ModelProfileEntry",
     "ModelRunConfig",
     "ModelRunner",
+    "ModelSpecError",
+    "ModelWorkload",
     "NonCanonicalWarning",
     "ProbeError",
     "ProbeResult",
@@ -79,11 +87,13 @@ __all__ = [
     "TuningRun",
     "UnsupportedModelError",
     "Workload",
+    "build_model",
     "classify_error",
     "compile_cache",
     "compile_model",
     "default_profile_path",
     "explain_config",
+    "explain_model_config",
     "fingerprint",
     "fuse_report",
     "get_settings",
@@ -92,6 +102,7 @@ __all__ = [
     "loaded_profile",
     "mlstm",
     "mlstm_reference",
+    "model_config_for",
     "model_key",
     "rel_err",
     "mlstm_step",

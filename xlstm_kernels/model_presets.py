@@ -25,10 +25,11 @@ import torch
 
 from .config import dtype_name, parse_dtype
 
-# The shape of NX-AI's xLSTM-7B (other fields: xLSTMLargeConfig's defaults), and a tiny one for tests.
+# The shape of NX-AI's xLSTM-7B (other fields: xLSTMLargeConfig's defaults), and a tiny one for tests
+# (the shape of tests/test_runner.py's models, so the suite compiles their graphs once).
 PRESETS: dict[str, dict[str, Any]] = {
     "xlstm-7b-shape": {"embedding_dim": 4096, "num_heads": 8, "num_blocks": 32, "vocab_size": 50304},
-    "tiny": {"embedding_dim": 64, "num_heads": 2, "num_blocks": 2, "vocab_size": 96},
+    "tiny": {"embedding_dim": 128, "num_heads": 2, "num_blocks": 2, "vocab_size": 64},
 }
 
 # Backend fields every built model gets: native kernels in inference mode, states returned.

@@ -162,21 +162,21 @@ class Settings(BaseSettings):
         "the model's head shape) offered as prefill candidates, besides the runner's own choice."
     )
     tune_model_step_modes: list[str] | None = Field(
-        default=None, description="Narrow the model space: step compile modes (default: all on CUDA; "
-        "default and max-autotune-no-cudagraphs elsewhere)."
+        default=None, description="Narrow the model space: step compile modes (default: default and "
+        "max-autotune-no-cudagraphs; reduce-overhead, CUDA only, is default + CUDA graphs)."
     )
     tune_model_cuda_graphs: list[bool] | None = Field(
         default=None, description="Narrow the model space, CUDA only: CUDA graphs on/off (default: both)."
     )
     tune_model_threads: list[int] | None = Field(
-        default=None, description="Narrow the model space, CPU only: thread counts (default: torch's "
-        "count and half of it)."
+        default=None, description="Narrow the model space, CPU only: thread counts to try besides torch's "
+        "own (default: half of torch's count)."
     )
     tune_model_state_dtypes: list[str] | None = Field(
         default=None, description="Narrow the model space: inference state dtypes (default: float32, bfloat16)."
     )
     tol_model_fp32: float = Field(
-        default=1e-3, gt=0, description="Max relative logits error (max|err|/max|ref| over prefill and the "
+        default=1e-4, gt=0, description="Max relative logits error (max|err|/max|ref| over prefill and the "
         "gate's decode steps) of a float32 model candidate vs. the eager float32 model, native kernels."
     )
     tol_model_low_precision: float = Field(
