@@ -9,6 +9,7 @@ reject a candidate and only the default passes. Two runners compile for the whol
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 
@@ -211,6 +212,10 @@ def test_profiles_without_model_entries_keep_their_checksum(home):
     path = xk.publish_profile(xk.Profile.for_machine(xk.fingerprint("cpu"), [kernel])).path
     data = json.loads(path.read_text())
     assert "model_entries" not in data  # the file an older xlstm_kernels wrote, and still reads
+    # ... with the checksum the older code computes (of the body without publication)
+    body = {k: v for k, v in data.items() if k != "publication"}
+    old = "sha256:" + hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert data["publication"]["checksum"] == old
     assert xk.load_profile(path).model_entries == []
 
 
@@ -233,3 +238,22 @@ def test_cli_bad_model_input_is_usage_error(home, args, needle):
     out = cli.invoke(app, args)
     assert out.exit_code == EXIT_USAGE, out.output
     assert needle in out.output and "Traceback" not in out.output
+
+
+def test_a_v1_database_gains_the_model_tables(db_path):
+    import sqlite3
+
+    from storage._schema import MIGRATIONS
+
+    conn = sqlite3.connect(db_path)
+    for stmt in MIGRATIONS[0]:
+        conn.execute(stmt)
+    conn.execute("INSERT INTO workloads (spec, B, NH, S, DHQK, DHV, dtype, mode) "
+                 "VALUES ('1,4,8,16,16,float32,prefill', 1, 4, 8, 16, 16, 'float32', 'prefill')")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with storage.TuningDB(db_path) as db:
+        assert db.schema_version == storage.SCHEMA_VERSION == 2
+        assert {"model_trials", "model_results"} <= set(db.db.table_names())
+        assert db.db["workloads"].count == 1  # the v1 rows are kept
