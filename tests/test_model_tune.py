@@ -257,3 +257,30 @@ def test_a_v1_database_gains_the_model_tables(db_path):
         assert db.schema_version == storage.SCHEMA_VERSION == 2
         assert {"model_trials", "model_results"} <= set(db.db.table_names())
         assert db.db["workloads"].count == 1  # the v1 rows are kept
+
+
+def test_prefill_candidates_are_this_machines_winners_for_the_head_shape(home, fresh_db):
+    fields = xk.model_presets.PRESETS["tiny"]  # NH 2, DHQK 32, DHV 64
+    fp = xk.fingerprint("cpu")
+    mid = fresh_db.record_machine(fp)
+    run_id = fresh_db.start_run(mid, device="cpu", torch_version=fp.torch, triton=None)
+    won = {"db": xk.KernelConfig("chunkwise", chunk_size=16, t_inner=2),
+           "other head": xk.KernelConfig("chunkwise", chunk_size=32, t_inner=1),
+           "unbandable": xk.KernelConfig("chunkwise", chunk_size=8, t_inner=1, heads_per_band=4)}
+    for cfg, wl in ((won["db"], "1,2,64,32,64,float32"), (won["other head"], "1,2,64,16,64,float32"),
+                    (won["unbandable"], "1,8,64,32,64,float32")):
+        fresh_db.record_result(run_id=run_id, workload=xk.Workload.parse(wl), machine_id=mid, config=cfg,
+                               trial_id=None, t_inner_effective=cfg.t_inner, median_ms=1.0, spread_ms=0.1,
+                               tokens_per_s=64e3, default_median_ms=None, speedup=None, equivalence_error=1e-6,
+                               compile_s=None, n_trials=1, n_rejected=0, n_failed=0, retime=[])
+    in_profile = xk.KernelConfig("recurrent", chunk_size=16, t_inner=4)
+    entry = xk.ProfileEntry(workload="1,2,128,32,64,float32,prefill", config=in_profile.to_dict(),
+                            t_inner_requested=4, t_inner_effective=4, median_s=1e-3, tokens_per_s=1e5,
+                            speedup_vs_default=1.2, equivalence_error=1e-6)
+    xk.publish_profile(xk.Profile.for_machine(fp, [entry]))
+    settings = xk.get_settings().model_copy(update={"tune_model_prefill_winners": 3})
+    found = tuner.prefill_candidates(fresh_db, mid, fields, "float32", settings)
+    assert found == [won["db"], in_profile]  # DB results first, then the profile; other shapes left out
+    assert tuner.prefill_candidates(fresh_db, mid, fields, "bfloat16", settings) == []
+    assert tuner.prefill_candidates(fresh_db, mid, fields, "float32",
+                                    settings.model_copy(update={"tune_model_prefill_winners": 1})) == [won["db"]]

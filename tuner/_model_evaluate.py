@@ -13,7 +13,8 @@ candidate's ``ModelRunConfig``) must give
 A candidate that fails is ``rejected`` with the reason; one that does not compile or run is ``failed``.
 
 **Time.** One sample is one request, synchronised at both ends of each part: prefill of the prompt
-plus the argmax of its last logits (time to first token), then ``tune_model_decode_steps`` greedy
+(``last_only``: the head runs on the last position, as generation does) plus the argmax of its
+logits (time to first token), then ``tune_model_decode_steps`` greedy
 decode steps back to back (one burst, as a decode loop enqueues them). The objective is the request's
 wall time (TTFT + the burst); TTFT and the per-step decode time are kept apart. The first request
 compiles (``compile_s``, never timed); ``tune_warmup`` more run untimed; then ``tune_model_repeats``
@@ -165,8 +166,8 @@ class ModelEvaluator:
         with torch.no_grad():
             synchronize(dev)
             t0 = time.perf_counter()
-            logits, state = runner.prefill(self.tokens)
-            tok = logits[:, -1].argmax(-1)
+            logits, state = runner.prefill(self.tokens, last_only=True)  # (B, V): what generation needs
+            tok = logits.argmax(-1)
             synchronize(dev)
             t1 = time.perf_counter()
             for _ in range(self.decode_steps):
