@@ -1,4 +1,4 @@
-"""Generate tokens with a small xLSTMLarge (random weights, no downloads): native kernels vs ours.
+"""Generate tokens with a small xLSTMLarge (random weights, no downloads): native kernels vs ours vs the runner.
 
     PYTHONPATH=. python examples/generate.py                 # uses this machine's published profile
     PYTHONPATH=. python examples/generate.py --quick-tune    # first time on a machine without a profile
@@ -7,7 +7,9 @@ The model's native kernels on a machine without Triton (CPU, MPS) are ``chunkwis
 (prefill, padded to a multiple of ``chunk_size``) and the ``native`` step kernel (decode). "Ours" is
 the same model after ``use_xlstm_kernels(model)``: configs from this machine's profile (shown by
 ``xk.explain_config``). Both run in one process, interleaved, on the same weights and prompt; greedy
-tokens must agree.
+tokens must agree. "runner" is ``xk.compile_model(model)``: the whole decode step as one compiled graph
+over static state, prefill through compiled block pieces around our kernel (docs/runner.md); its
+prefill computes the last position's logits only, as generation needs.
 
 ``--quick-tune`` runs the tuner (``--quick``) on exactly this model's two workloads and publishes the
 winners as this machine's profile, as ``xlstm-autotune tune -w ... --quick`` would (without Prefect).
@@ -89,6 +91,21 @@ def timed_generate(model: torch.nn.Module, prompt: torch.Tensor, new: int) -> tu
             nxt = logits[:, -1:].argmax(-1)
         t3 = time.perf_counter()
     return t1 - t0, (t3 - t2) / new, torch.cat(tokens, dim=1)
+
+
+def timed_runner(runner: xk.ModelRunner, prompt: torch.Tensor, new: int) -> tuple[float, float, torch.Tensor]:
+    """(prefill seconds incl. the first greedy token, mean decode seconds per step, generated tokens)."""
+    t0 = time.perf_counter()
+    logits, state = runner.prefill(prompt, last_only=True)
+    nxt = logits.argmax(-1)
+    t1 = time.perf_counter()
+    tokens = []
+    for _ in range(new):
+        tokens.append(nxt)
+        logits, state = runner.decode(nxt, state)
+        nxt = logits.argmax(-1)
+    t2 = time.perf_counter()
+    return t1 - t0, (t2 - t1) / new, torch.stack(tokens, dim=1)
 
 
 @contextlib.contextmanager
@@ -181,29 +198,38 @@ def main() -> None:
     print("decode config:\n  " + str(xk.explain_config(q[:, :, 0], k[:, :, 0], v[:, :, 0])).replace("\n", "\n  "))
 
     prompt = torch.randint(0, args.vocab, (args.batch, args.prompt), generator=torch.Generator().manual_seed(1))
-    results: dict[str, list[tuple[float, float]]] = {"native": [], "ours": []}
+    runner = xk.compile_model(native, max_batch_size=args.batch, max_seq_len=args.prompt + args.new + 1)
+    results: dict[str, list[tuple[float, float]]] = {"native": [], "ours": [], "runner": []}
     toks = {}
     for name, model in (("native", native), ("ours", ours)):  # warm-up: compiles, not timed
         toks[name] = timed_generate(model, prompt, args.new)[2]
-    inside = {name: {"prefill": 0.0, "decode": 0.0} for name in results}
-    for _ in range(args.repeats):  # interleaved, so drifting load on a shared CPU hits both alike
+    t0 = time.perf_counter()
+    toks["runner"] = timed_runner(runner, prompt, args.new)[2]
+    runner_compile_s = time.perf_counter() - t0
+    inside = {name: {"prefill": 0.0, "decode": 0.0} for name in ("native", "ours")}
+    for _ in range(args.repeats):  # interleaved, so drifting load on a shared CPU hits all alike
         for name, model in (("native", native), ("ours", ours)):
             with backend_time(model) as spent:
                 pre, dec, _ = timed_generate(model, prompt, args.new)
             results[name].append((pre, dec))
             inside[name]["prefill"] += spent["prefill"] / pre
             inside[name]["decode"] += spent["decode"] / (dec * args.new)
-    same = torch.equal(toks["native"], toks["ours"])
+        pre, dec, _ = timed_runner(runner, prompt, args.new)
+        results["runner"].append((pre, dec))
+    same = torch.equal(toks["native"], toks["ours"]) and torch.equal(toks["native"], toks["runner"])
     print(f"\nB={args.batch} prompt={args.prompt} new={args.new} model: d={args.embedding_dim} heads={args.heads} "
-          f"blocks={args.blocks} vocab={args.vocab}; median of {args.repeats}; greedy tokens identical: {same}")
-    print(f"{'kernels':<8} {'prefill tok/s':>14} {'decode tok/s':>13}")
+          f"blocks={args.blocks} vocab={args.vocab}; median of {args.repeats}; greedy tokens identical "
+          f"(native, ours, runner): {same}; runner first calls (compile) {runner_compile_s:.1f}s")
+    print(f"{'path':<8} {'prefill tok/s':>14} {'TTFT ms':>9} {'decode tok/s':>13}")
     med = {}
     for name, rows in results.items():
         pre = statistics.median(r[0] for r in rows)
         dec = statistics.median(r[1] for r in rows)
-        med[name] = (args.batch * args.prompt / pre, args.batch / dec)
-        print(f"{name:<8} {med[name][0]:>14,.0f} {med[name][1]:>13,.1f}")
-    print(f"{'ratio':<8} {med['ours'][0] / med['native'][0]:>13.2f}x {med['ours'][1] / med['native'][1]:>12.2f}x")
+        med[name] = (args.batch * args.prompt / pre, pre * 1e3, args.batch / dec)
+        print(f"{name:<8} {med[name][0]:>14,.0f} {med[name][1]:>9.2f} {med[name][2]:>13,.1f}")
+    for name in ("ours", "runner"):
+        print(f"{name + '/nat':<8} {med[name][0] / med['native'][0]:>13.2f}x {med['native'][1] / med[name][1]:>8.2f}x "
+              f"{med[name][2] / med['native'][2]:>12.2f}x")
     print("share of the time inside the mLSTM backends (mean of the runs; the rest of the model is the same):")
     for name, share in inside.items():
         print(f"  {name:<8} prefill {share['prefill'] / args.repeats:6.1%}   decode {share['decode'] / args.repeats:6.1%}")

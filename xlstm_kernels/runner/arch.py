@@ -64,7 +64,7 @@ def family_of(model: nn.Module) -> str:
     for family, (name, package) in FAMILIES.items():
         if cls.__name__ == name and cls.__module__.split(".")[0] == package:
             return family
-    known = ", ".join(f"{pkg}'s {name}" for name, pkg in FAMILIES.values())
+    known = " or ".join(f"{pkg}'s {name}" for name, pkg in FAMILIES.values()).replace("s's", "s'")
     hint = " (pass the causal-LM model, not its backbone)" if cls.__name__ in ("xLSTMModel", "xLSTMLargeBlockStack") else ""
     raise UnsupportedModelError(f"the model runner supports {known}; got {cls.__module__}.{cls.__name__}{hint}")
 

@@ -25,23 +25,24 @@ from .state import StateBuffers
 _FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\w+)')
 
 
-def make_decode_step(parts: ModelParts, buffers: StateBuffers, tokens: torch.Tensor) -> Callable[[int], Any]:
-    """The whole-model decode step: ``step(B)`` reads tokens[:B] (B,), advances every block's state
-    in place and returns (logits (B, V), greedy next token (B,)); the next token is also written
-    into ``tokens[:B]``, so a greedy loop calls ``step(B)`` again with nothing to copy."""
+def make_decode_step(parts: ModelParts, buffers: StateBuffers, tokens: torch.Tensor) -> Callable[[], Any]:
+    """The whole-model decode step for a batch of B = ``buffers.batch`` sequences: ``step()`` reads
+    ``tokens`` (B,), advances every block's state in place and returns (logits (B, V), greedy next
+    token (B,)); the next token is also written into ``tokens``, so a greedy loop calls ``step()``
+    again with nothing to copy. (The buffers hold exactly B sequences: a step over a slice of larger
+    buffers made Inductor rewrite the whole buffer, all of its rows, every step.)"""
     blocks, eps = parts.blocks, parts.eps
 
-    def decode_step(B: int):
-        tok = tokens[:B]
-        x = parts.embedding(tok)[:, None]  # (B, 1, D)
+    def decode_step():
+        x = parts.embedding(tokens)[:, None]  # (B, 1, D)
         for idx, block in enumerate(blocks):
             q, k, v, o, i, f = project(parts, block, x)
-            c, n, m = buffers.c_t[idx][:B].transpose(-1, -2), buffers.n[idx][:B], buffers.m[idx][:B]
+            c, n, m = buffers.c_t[idx].transpose(-1, -2), buffers.n[idx], buffers.m[idx]
             h = mlstm_step_(q[:, :, 0], k[:, :, 0], v[:, :, 0], i, f, c, n, m, eps)  # (B, NH, DHV)
             x = finish_block(block, x, h[:, :, None], o)
         logits = head(parts, x)[:, 0]  # (B, V)
         nxt = logits.argmax(-1)
-        tok.copy_(nxt)
+        tokens.copy_(nxt)
         return logits, nxt
 
     return decode_step

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,6 +38,16 @@ from .state import RunnerState, StateBuffers
 _ids = itertools.count(1)
 
 
+@dataclass(frozen=True)
+class _BatchSlot:
+    """What one batch size owns: static state buffers, the token buffer, the decode step (and its code)."""
+
+    buffers: StateBuffers
+    tokens: torch.Tensor  # (B,) long: the step's input token, overwritten with its greedy next token
+    fn: Any  # the decode step's own-code function (for its Dynamo cache entries)
+    step: Any  # torch.compile(fn)
+
+
 @contextlib.contextmanager
 def _threads(n: int | None) -> Iterator[None]:
     if n is None or n == torch.get_num_threads():
@@ -54,7 +65,8 @@ class ModelRunner:
     """Prefill, decode and greedy generation of one model through compiled graphs over static state.
 
     Build it with :func:`compile_model`. Graphs compile at their first call (per batch size for the
-    decode step; prefill pieces go dynamic over the prompt length after a second length).
+    decode step, which has its own static buffers; prefill pieces go dynamic over the prompt length
+    after a second length).
     """
 
     def __init__(self, model: nn.Module, config: ModelRunConfig, max_batch_size: int, max_seq_len: int) -> None:
@@ -70,18 +82,9 @@ class ModelRunner:
         self.id = next(_ids)
         p = self.parts
         self.device = p.device
-        self.buffers = StateBuffers(len(p.blocks), max_batch_size, p.num_heads, p.dhqk, p.dhv,
-                                    config.torch_state_dtype, p.device)
-        self._tokens = torch.zeros(max_batch_size, dtype=torch.long, device=p.device)
-        torch._dynamo.mark_static_address(self._tokens)
         self.cuda_graphs = config.uses_cuda_graphs(p.device)
-        tag = f"r{self.id}"
-        self._fns = {
-            "decode": fresh_code(make_decode_step(p, self.buffers, self._tokens), tag),
-            **{fn.__name__: fresh_code(fn, tag) for fn in make_prefill_pieces(p)},
-        }
-        self._step = compile_fn(self._fns["decode"], step_options(config.step_compile_mode, config.cuda_graphs,
-                                                                  p.device), dynamic=False)
+        self._slots: dict[int, _BatchSlot] = {}  # batch size -> its buffers and decode step
+        self._fns = {fn.__name__: fresh_code(fn, f"r{self.id}") for fn in make_prefill_pieces(p)}
         opts = prefill_options(p.device)
         self._pre = compile_fn(self._fns["prefill_pre"], opts, dynamic=None)
         self._post = compile_fn(self._fns["prefill_post"], opts, dynamic=None)
@@ -90,9 +93,23 @@ class ModelRunner:
         self._position = 0
         self._batch = 0
 
+    def _slot(self, B: int) -> _BatchSlot:
+        """The static buffers and compiled decode step of batch size B (allocated at its first use)."""
+        slot = self._slots.get(B)
+        if slot is None:
+            p, cfg = self.parts, self.config
+            buffers = StateBuffers(len(p.blocks), B, p.num_heads, p.dhqk, p.dhv, cfg.torch_state_dtype, p.device)
+            tokens = torch.zeros(B, dtype=torch.long, device=p.device)
+            torch._dynamo.mark_static_address(tokens)
+            fn = fresh_code(make_decode_step(p, buffers, tokens), f"r{self.id}b{B}")
+            step = compile_fn(fn, step_options(cfg.step_compile_mode, cfg.cuda_graphs, p.device), dynamic=False)
+            slot = self._slots[B] = _BatchSlot(buffers, tokens, fn, step)
+        return slot
+
     # -- state bookkeeping --------------------------------------------------------------------------
     def _live(self) -> RunnerState:
-        return RunnerState(self.id, self.model_key, self._generation, self._position, self._batch, self.buffers)
+        return RunnerState(self.id, self.model_key, self._generation, self._position, self._batch,
+                           self._slots[self._batch].buffers)
 
     def _check_state(self, state: Any) -> RunnerState:
         if not isinstance(state, RunnerState):
@@ -149,26 +166,27 @@ class ModelRunner:
             raise ValueError("prefill needs at least one token per sequence (S >= 1)")
         self._check_length(start, S, "prefill")
         p, eps, kcfg = self.parts, self.parts.eps, self.config.prefill
+        buffers = self._slot(B).buffers
         with torch.no_grad(), _threads(self.config.threads):
             x = p.embedding(tokens)  # (B, S, D)
             for idx, block in enumerate(p.blocks):
                 q, k, v, o, i, f = call_graph(self._pre, self.model, "prefill", block, x)
-                init = self.buffers.layer(idx, B) if state is not None else (None, None, None)
+                init = buffers.layer(idx, B) if state is not None else (None, None, None)
                 h, (c, n, m) = api.mlstm(q, k, v, i, f, *init, return_last_states=True, eps=eps, config=kcfg)
-                self.buffers.write(idx, B, c, n, m)
+                buffers.write(idx, B, c, n, m)
                 x = call_graph(self._post, self.model, "prefill", block, x, h, o)
             logits = call_graph(self._head, self.model, "prefill", x[:, -1:] if last_only else x)
         self._generation += state is None
         self._position, self._batch = start + S, B
         return (logits[:, 0] if last_only else logits), self._live()
 
-    def _advance(self, B: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One compiled decode step of the live state on tokens[:B]: (logits (B, V), next (B,)),
+    def _advance(self, slot: _BatchSlot) -> tuple[torch.Tensor, torch.Tensor]:
+        """One compiled decode step of the live state on ``slot.tokens``: (logits (B, V), next (B,)),
         both owned by the graph (overwritten by the next step when CUDA graphs are on)."""
         self._check_length(self._position, 1, "decode")
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        out = call_graph(self._step, self.model, "decode step", B)
+        out = call_graph(slot.step, self.model, "decode step")
         self._position += 1
         return out
 
@@ -183,8 +201,9 @@ class ModelRunner:
             raise BatchSizeError(f"decode: {B} tokens given, the state holds {state.batch_size} sequences "
                                  "(the batch is fixed from prefill on)")
         with torch.no_grad(), _threads(self.config.threads):
-            self._tokens[:B].copy_(token.reshape(B))
-            logits, _ = self._advance(B)
+            slot = self._slots[B]
+            slot.tokens.copy_(token.reshape(B))
+            logits, _ = self._advance(slot)
             if self.cuda_graphs:
                 logits = logits.clone()  # the next replay overwrites the graph's output
         return logits, self._live()
@@ -205,16 +224,20 @@ class ModelRunner:
         with torch.no_grad(), _threads(self.config.threads):
             nxt = logits.argmax(-1)
             out[:, S] = nxt
-            self._tokens[:B].copy_(nxt)
+            slot = self._slots[B]
+            slot.tokens.copy_(nxt)
             for j in range(1, max_new_tokens):
-                _, nxt = self._advance(B)  # reads tokens[:B], writes the next token there
+                _, nxt = self._advance(slot)  # reads slot.tokens, writes the next token there
                 out[:, S + j] = nxt
         return out
 
     # -- introspection ------------------------------------------------------------------------------
     def compiled_graphs(self) -> dict[str, int]:
-        """Graphs Dynamo holds per compiled function of this runner (a recompile adds one)."""
-        return {name: cache_entries(fn) for name, fn in self._fns.items()}
+        """Graphs Dynamo holds per compiled function of this runner (a recompile adds one); ``decode``
+        sums the decode steps of all batch sizes seen (one graph each when nothing recompiled)."""
+        out = {"decode": sum(cache_entries(slot.fn) for slot in self._slots.values())}
+        out.update({name: cache_entries(fn) for name, fn in self._fns.items()})
+        return out
 
     def __repr__(self) -> str:
         return (f"ModelRunner({self.parts.family} {self.model_key}, {len(self.parts.blocks)} blocks, "
@@ -226,8 +249,10 @@ def compile_model(model: nn.Module, *, config: ModelRunConfig | None = None, max
     """A :class:`ModelRunner` over a built ``xLSTMLarge`` or ``xLSTMForCausalLM``.
 
     Wraps, never mutates ``model`` (its modules are called, its weights shared). ``config=None``: this
-    machine's profile entry for the model (``xk.explain_model_config`` says which), else the defaults
-    of :class:`ModelRunConfig` with one ProfileWarning. ``max_batch_size`` sizes the static state buffers;
+    machine's profile entry for the model at (``max_batch_size``, prompt bucket nearest ``max_seq_len``;
+    ``xk.explain_model_config`` says which), else the defaults of :class:`ModelRunConfig` with one
+    ProfileWarning. ``max_batch_size`` bounds the batch (static state buffers are allocated per batch
+    size, at its first prefill);
     ``max_seq_len`` bounds the positions (prompt + generated) of one sequence.
     """
     if config is not None and not isinstance(config, ModelRunConfig):

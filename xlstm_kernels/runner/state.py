@@ -1,9 +1,9 @@
 """The runner's recurrent state: static buffers written in place, and the handle callers hold.
 
-Notation: L blocks, Bmax = the runner's ``max_batch_size``, B the batch of the current sequence.
-Per block: C (Bmax, NH, DHQK, DHV) as a view of DHV-major storage (``xk.step_layout``: the decode
-step reads and writes it along contiguous memory), n (Bmax, NH, DHQK), m (Bmax, NH, 1). The buffers
-are allocated once and marked static (``torch._dynamo.mark_static_address``), so the compiled step
+Notation: L blocks, B the batch size the buffers hold (one set per batch size a runner has seen, up
+to its ``max_batch_size``). Per block: C (B, NH, DHQK, DHV) as a view of DHV-major storage
+(``xk.step_layout``: the decode step reads and writes it along contiguous memory), n (B, NH, DHQK),
+m (B, NH, 1). The buffers are allocated once and marked static (``torch._dynamo.mark_static_address``), so the compiled step
 updates them in place and CUDA graphs are not skipped for "mutated inputs".
 """
 
@@ -17,17 +17,17 @@ States = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class StateBuffers:
-    """Static (C, n, m) buffers for every block, sized for ``max_batch`` sequences."""
+    """Static (C, n, m) buffers for every block, for ``batch`` sequences."""
 
-    def __init__(self, blocks: int, max_batch: int, NH: int, DHQK: int, DHV: int, dtype: torch.dtype,
+    def __init__(self, blocks: int, batch: int, NH: int, DHQK: int, DHV: int, dtype: torch.dtype,
                  device: torch.device) -> None:
         dd = dict(dtype=dtype, device=device)
-        self.c_t = [torch.zeros(max_batch, NH, DHV, DHQK, **dd) for _ in range(blocks)]  # C transposed
-        self.n = [torch.zeros(max_batch, NH, DHQK, **dd) for _ in range(blocks)]
-        self.m = [torch.zeros(max_batch, NH, 1, **dd) for _ in range(blocks)]
+        self.c_t = [torch.zeros(batch, NH, DHV, DHQK, **dd) for _ in range(blocks)]  # C transposed
+        self.n = [torch.zeros(batch, NH, DHQK, **dd) for _ in range(blocks)]
+        self.m = [torch.zeros(batch, NH, 1, **dd) for _ in range(blocks)]
         for t in (*self.c_t, *self.n, *self.m):
             torch._dynamo.mark_static_address(t)
-        self.max_batch = max_batch
+        self.batch = batch
         self.dtype = dtype
 
     def layer(self, idx: int, B: int) -> States:
