@@ -59,16 +59,18 @@ def main() -> None:
     q, k, v = torch.randn(B, NH, DHQK), torch.randn(B, NH, DHQK), torch.randn(B, NH, DHV)
     i, f = torch.randn(B, NH, 1), torch.randn(B, NH, 1)
     c, n, m = torch.zeros(B, NH, DHQK, DHV), torch.zeros(B, NH, DHQK), torch.zeros(B, NH, 1)
-    qs, vs = torch.randn(B, NH, 300, DHQK), torch.randn(B, NH, 300, DHV)
+    qs, vs = torch.randn(B, NH, 1024, DHQK), torch.randn(B, NH, 1024, DHV)  # 601 distinct lengths are timed
 
     hit_us = _per_call_us(lambda: runtime.config_for(q, v, "decode"), 20000)
     assert xk.loaded_profile() is not None and runtime.choice_for(q, v, "decode").source != "default"
-    sizes = iter(range(1, 10**6))
+    sizes = iter(range(1, qs.shape[2] + 1))  # every call a length not seen before: a real memo miss
 
     def miss() -> None:
-        runtime.choice_for(qs[:, :, : next(sizes) % 2000 + 1], vs[:, :, :1], "prefill")
+        runtime.choice_for(qs[:, :, : next(sizes)], vs[:, :, :1], "prefill")
 
+    memo_before = len(runtime._state().memo)
     miss_us = _per_call_us(miss, 200, rounds=3)
+    assert len(runtime._state().memo) - memo_before == 601, "each timed miss must be a new shape"
     cfg = xk.loaded_profile().entries[0].kernel_config
     with torch.no_grad():
         step_us = _per_call_us(lambda: xk.mlstm_step(q, k, v, i, f, c, n, m, config=cfg), 300)

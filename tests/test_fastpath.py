@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CHUNK_T1, REF_RTOL, make_inputs, rel_err
+from conftest import CHUNK_T1, REC_T1, REF_RTOL, make_inputs, rel_err
+from profile_fixtures import entry, home, make_profile  # noqa: F401 - fixture
 
 import xlstm_kernels as xk
 from xlstm_kernels import api, fastpath
@@ -85,6 +86,34 @@ def test_a_changed_profile_or_cleared_cache_is_not_bypassed(monkeypatch):
     assert fastpath.run(args, 1e-6, CHUNK_T1) is not None
     monkeypatch.setattr(CACHE, "generation", CACHE.generation + 1)
     assert fastpath.run(args, 1e-6, CHUNK_T1) is None
+
+
+def _kernel_calls(config: xk.KernelConfig, x) -> int:
+    from xlstm_kernels.drivers import kernel_key, plan
+
+    B, NH, S, DHQK = x[0].shape
+    key = kernel_key(config, plan(config, NH, S), B, DHQK, x[2].shape[-1], torch.float32, torch.device("cpu"), 1e-6)
+    return CACHE.get(key).calls
+
+
+def test_a_republished_profile_takes_effect_on_the_fast_path(home, counted_validation):
+    """A real profile: config=None repeats go fast; after a new profile is published and reloaded, the
+    same call runs the new entry's kernel (not the remembered one)."""
+    x = make_inputs(**ONE_CALL)
+    workload = "2,4,8,16,32,float32,prefill"
+    xk.publish_profile(make_profile([entry(workload, CHUNK_T1)]))
+    xk.reload_profile()
+    first = xk.mlstm(*x)
+    xk.mlstm(*x)
+    assert len(counted_validation) == 1, "the repeat took the fast path"
+    assert _same(first, xk.mlstm(*x, config=CHUNK_T1))
+    xk.publish_profile(make_profile([entry(workload, REC_T1)]))
+    xk.reload_profile()
+    before = _kernel_calls(REC_T1, x)
+    after_reload = xk.mlstm(*x)
+    assert _kernel_calls(REC_T1, x) > before, "the reloaded profile's config must run"
+    assert _same(after_reload, xk.mlstm(*x, config=REC_T1))
+    assert not torch.equal(after_reload[0], first[0])  # another family: other rounding
 
 
 def test_repeat_step_skips_validation_with_the_same_results(monkeypatch):

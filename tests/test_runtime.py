@@ -42,7 +42,7 @@ def test_lookup_rule_exact_nearest_default(home):
         entry(W_SHAPE, REC_T4),
         entry("1,4,16,16,32,float32,prefill", c16),
         entry("1,4,128,16,32,float32,prefill", c128),
-        entry("2,4,64,16,32,float32,prefill", hpb3),  # hpb 3 never divides NH 4: never chosen
+        entry("2,4,64,16,32,float32,prefill", hpb3),  # hpb 3 does not divide NH 4: chosen only for NH 6 below
         entry("1,4,1,16,32,float32,decode", xk.KernelConfig(compile_mode="default", t_inner=1)),
     ]))
     with warnings.catch_warnings():
@@ -57,15 +57,49 @@ def test_lookup_rule_exact_nearest_default(home):
         assert (small.source, small.config) == ("nearest", c16)
         big = _explain(1, 4, 200, 16, 32)
         assert big.config == c128
-        at64 = _explain(2, 4, 64, 16, 32)  # exact entry has hpb 3: skipped, nearest valid one wins
-        assert at64.source == "nearest" and at64.entry.workload in (W_SHAPE, "1,4,128,16,32,float32,prefill")
-        odd_heads = _explain(2, 6, 37, 16, 32)  # NH 6: hpb 1 (c128) valid, REC_T4's hpb 2 too; hpb3 too
-        assert odd_heads.source == "nearest" and odd_heads.config.bands(6) >= 1
+        at64 = _explain(2, 4, 64, 16, 32)  # exact entry has hpb 3: skipped; |log2 64/37| 0.79 < |log2 128/64| 1
+        assert (at64.source, at64.entry.workload) == ("nearest", W_SHAPE)
+        odd_heads = _explain(2, 6, 64, 16, 32)  # NH 6: hpb 3 valid now, so the S=64 entry is nearest
+        assert (odd_heads.source, odd_heads.config) == ("nearest", hpb3)
         assert _explain(2, 4, 37, 16, 64).source == "default"  # other DHV
         assert _explain(2, 4, 37, 16, 32, dtype=torch.bfloat16).source == "default"  # other dtype
         step = _explain(3, 4, 1, 16, 32, decode=True)
         assert (step.source, step.workload.mode) == ("nearest", "decode")
         assert "nearest bucket" in str(near) and "exact workload match" in str(exact)
+
+
+def _pick(entries: dict[str, xk.KernelConfig], call: str) -> str | None:
+    chosen, _ = choose(make_profile([entry(w, c) for w, c in entries.items()]), xk.Workload.parse(call))
+    return None if chosen is None else chosen.workload
+
+
+ANY = xk.KernelConfig("chunkwise", chunk_size=16, t_inner=1)
+
+
+@pytest.mark.parametrize("entries, call, expected, what", [
+    # log2, not linear: S=36 is 1.17 octaves from 16 and 0.83 from 64 (linear: 20 vs 28 picks 16)
+    (["1,4,16,16,32,float32,prefill", "1,4,64,16,32,float32,prefill"], "1,4,36,16,32,float32,prefill",
+     "1,4,64,16,32,float32,prefill", "log2 S gap"),
+    # the B term counts: B=3 is 0.42 octaves from 4 and 1.58 from 1 (no B term: tie to the smaller B=1)
+    (["1,4,64,16,32,float32,prefill", "4,4,64,16,32,float32,prefill"], "3,4,64,16,32,float32,prefill",
+     "4,4,64,16,32,float32,prefill", "B term"),
+    # the NH term counts the same way: NH=12 vs 4 (1.58) and 16 (0.42)
+    (["1,4,64,16,32,float32,prefill", "1,16,64,16,32,float32,prefill"], "1,12,64,16,32,float32,prefill",
+     "1,16,64,16,32,float32,prefill", "NH term"),
+    # S first, lexicographically: a near-exact S with a far B beats an exact B with a farther S
+    (["1,4,64,16,32,float32,prefill", "8,4,48,16,32,float32,prefill"], "8,4,64,16,32,float32,prefill",
+     "1,4,64,16,32,float32,prefill", "S before B/NH"),
+    # equal S and B/NH gaps: the smaller B wins (then NH)
+    (["4,4,64,16,32,float32,prefill", "1,4,64,16,32,float32,prefill"], "2,4,64,16,32,float32,prefill",
+     "1,4,64,16,32,float32,prefill", "tie to smaller B"),
+    (["1,8,64,16,32,float32,prefill", "1,2,64,16,32,float32,prefill"], "1,4,64,16,32,float32,prefill",
+     "1,2,64,16,32,float32,prefill", "tie to smaller NH"),
+    # other head dims, dtype or mode never match
+    (["1,4,64,16,64,float32,prefill", "1,4,64,16,32,bfloat16,prefill", "1,4,1,16,32,float32,decode"],
+     "1,4,64,16,32,float32,prefill", None, "no bucket"),
+])
+def test_nearest_bucket_rule_decides_exact_entry(entries, call, expected, what):
+    assert _pick(dict.fromkeys(entries, ANY), call) == expected, what
 
 
 def test_tie_goes_to_smaller_entry():

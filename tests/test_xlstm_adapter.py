@@ -69,7 +69,14 @@ def test_adapter_matches_native_logits_with_profile(home, prompt, native_logits)
     layer = model.backbone.blocks[0].mlstm_layer
     q = torch.zeros(1, 2, PROMPT_LEN, 16)
     assert xk.explain_config(q, q, torch.zeros(1, 2, PROMPT_LEN, 32)).config == PREFILL_CFG
+    from xlstm_kernels.compiler import CACHE
+
+    def prefill_calls() -> int:  # our chunkwise kernel for PREFILL_CFG (chunk 8), any band/T_inner key
+        return sum(k.calls for k in CACHE.kernels() if k.key.family == "chunkwise" and k.key.chunk_size == 8)
+
+    before = prefill_calls()
     ours = _prefill_and_decode(model, prompt)
+    assert prefill_calls() >= before + 2, "our prefill kernel must have run in both blocks (no silent fallback)"
     assert all(b.mlstm_layer.mlstm_backend._steps for b in model.backbone.blocks), "decode fast path unused"
     assert len(ours) == len(native_logits)
     for step, (a, b) in enumerate(zip(ours, native_logits)):

@@ -1,7 +1,9 @@
 """Child process of an isolated probe: reads one JSON request per line, compiles, answers on stdout.
 
-Each answer is one line ``@@probe {json}``; anything else the compiler prints is ignored by the parent.
-The parent bounds every request by ``compile_timeout_s`` and kills this process (group) on a hang.
+Once its imports are done it says ``@@ready``; each answer is one line ``@@probe {json}``; anything
+else the compiler prints is ignored by the parent. The parent bounds start-up by
+``probe_startup_timeout_s`` and every request by ``compile_timeout_s`` (counted from the request, so
+importing torch never eats a compile's budget) and kills this process (group) on a hang.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ def main() -> None:
     """Serve compile attempts until stdin closes."""
     from xlstm_kernels.probe import compile_and_scan, key_from_dict
 
+    sys.stdout.write("@@ready\n")
+    sys.stdout.flush()
     for line in sys.stdin:
         if not line.strip():
             continue

@@ -334,16 +334,21 @@ class CompileCache:
         return key in self._kernels
 
 
-def compile_options(key: CompileKey) -> dict[str, Any]:
-    """Inductor options for ``key``: its compile mode's (torch.compile takes a mode or options, not
-    both), its extra options, the C++ wrapper."""
+def mode_options(compile_mode: str, cpp_wrapper: bool, extra: tuple[tuple[str, Any], ...] = ()) -> dict[str, Any]:
+    """Inductor options of a compile mode (torch.compile takes a mode or options, not both), extra
+    options, the C++ wrapper: how every pseudo-kernel is compiled (benchmarks give baselines the same)."""
     opts: dict[str, Any] = {}
-    if key.compile_mode in ("reduce-overhead", "max-autotune-no-cudagraphs"):
-        opts.update(torch._inductor.list_mode_options(key.compile_mode))
-    opts.update(dict(key.inductor_options))
-    if key.cpp_wrapper:
+    if compile_mode in ("reduce-overhead", "max-autotune-no-cudagraphs"):
+        opts.update(torch._inductor.list_mode_options(compile_mode))
+    opts.update(dict(extra))
+    if cpp_wrapper:
         opts["cpp_wrapper"] = True
     return opts
+
+
+def compile_options(key: CompileKey) -> dict[str, Any]:
+    """Inductor options for ``key`` (:func:`mode_options` of its mode, extra options and wrapper)."""
+    return mode_options(key.compile_mode, key.cpp_wrapper, key.inductor_options)
 
 
 def build_compiled(key: CompileKey, fn: Callable[..., Any] | None = None,

@@ -358,9 +358,27 @@ class _ChildRunner:
         threading.Thread(target=pump, daemon=True).start()
         return proc
 
+    def _ready(self) -> Attempt | None:
+        """Start the child and wait for its ``@@ready``; an Attempt when it never got there."""
+        self.proc = self._start()
+        bound = get_settings().probe_startup_timeout_s
+        deadline = time.monotonic() + bound
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self._kill()
+                return Attempt(ok=False, kind="timeout",
+                               message=f"probe child process did not start within probe_startup_timeout_s={bound:g}s "
+                                       "(child process killed)")
+            if line is None:
+                return self._crashed()
+            if line.startswith("@@ready"):
+                return None
+
     def attempt(self, key: CompileKey, max_buffers: int | None) -> Attempt:
-        if self.proc is None:
-            self.proc = self._start()
+        if self.proc is None and (failed := self._ready()) is not None:
+            return failed
         proc = self.proc
         assert proc.stdin is not None
         try:

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
         "per-call buffers do not page-fault (process-wide mallopt). Off leaves malloc alone.",
     )
     compile_timeout_s: float = Field(default=600.0, gt=0, description="Bound on one probe compile.")
+    probe_startup_timeout_s: float = Field(
+        default=120.0, gt=0, description="Bound on an isolated probe's child process start-up (importing torch), "
+        "before its compile bound starts counting."
+    )
     shrink: bool = Field(
         default=False,
         description="Opt-in, non-canonical: on device out-of-memory retry with a smaller chunk.",
