@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from xlstm_kernels.device import synchronize
+from xlstm_kernels.device import empty_cache, synchronize
 from xlstm_kernels.model_presets import build_model, head_shape
 from xlstm_kernels.model_workload import ModelWorkload
 from xlstm_kernels.runner import ModelRunConfig, compile_model
@@ -118,13 +118,19 @@ class ModelEvaluator:
         self.decode_steps = settings.tune_model_decode_steps
         self.tolerance = settings.tol_model_fp32 if workload.dtype == "float32" else settings.tol_model_low_precision
         seed = settings.tune_seed
-        self.reference_model = build_model(fields, dtype="float32", device=device, seed=seed)
-        self.model = (self.reference_model if workload.dtype == "float32"
-                      else build_model(fields, dtype=workload.dtype, device=device, seed=seed))
         g = torch.Generator().manual_seed(seed + 1)
         self.tokens = torch.randint(0, fields["vocab_size"], (workload.B, workload.S), generator=g).to(device)
         self._reference: tuple[torch.Tensor, list[torch.Tensor], torch.Tensor] | None = None
         self.runners: dict[str, Any] = {}
+        # the reference first, so a low-precision workload never holds both models (7B: 28 + 14 GB)
+        self.reference_model: torch.nn.Module | None = build_model(fields, dtype="float32", device=device, seed=seed)
+        self.reference()
+        if workload.dtype == "float32":
+            self.model = self.reference_model
+        else:
+            self.reference_model = None
+            empty_cache(device)
+            self.model = build_model(fields, dtype=workload.dtype, device=device, seed=seed)
 
     @property
     def max_seq_len(self) -> int:
@@ -133,9 +139,10 @@ class ModelEvaluator:
 
     def reference(self) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """(prefill logits (B, S, V), decode logits [(B, V)] x gate_steps, greedy tokens (B, gate_steps))
-        of the eager float32 model with the native kernels; computed once."""
+        of the eager float32 model with the native kernels; computed once, when the evaluator is built."""
         if self._reference is None:
             model = self.reference_model
+            assert model is not None
             with torch.no_grad():
                 logits, state = model(self.tokens)
                 tok = logits[:, -1].argmax(-1)
