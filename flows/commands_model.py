@@ -9,8 +9,6 @@ Exit codes (``flows.exits``): 0 ok, 1 the run failed, 2 bad input, 3 no Prefect 
 from __future__ import annotations
 
 import json
-from typing import Optional
-
 import typer
 
 from flows.exits import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_SERVER, EXIT_USAGE, error_exit

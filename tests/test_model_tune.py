@@ -14,7 +14,6 @@ import json
 import warnings
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import storage

@@ -22,14 +22,13 @@ import os
 import socket
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
 
-import xlstm_kernels as xk
 from storage import TuningDB, kernel_winners, record_model_result, record_model_trial
 from xlstm_kernels.config import KernelConfig
 from xlstm_kernels.device import default_device
@@ -126,8 +125,7 @@ def model_workload_for(model: str | Path | dict[str, Any], batch_size: int, prom
     try:
         fields = resolve_model_config(model)
         head_shape(fields)
-        with torch.device("meta"):
-            meta = build_model(fields, dtype=dtype, device="meta")
+        meta = build_model(fields, dtype=dtype, device="meta")
         return fields, ModelWorkload(model_key(meta), batch_size, prompt_len, dtype)
     except (ModelSpecError, ValueError, TypeError) as exc:
         raise UnknownModel(f"model {model if isinstance(model, (str, Path)) else 'config'}: {exc}") from None
