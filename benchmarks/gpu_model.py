@@ -7,11 +7,13 @@ built directly on the GPU. Rows, side by side in one process on the same weights
                      native_sequence__triton, triton step): NX-AI's own inference path;
 * ``eager+ours``     the same model after ``use_xlstm_kernels`` (our chunkwise kernel, our step);
 * ``runner``         ``xk.compile_model(model)``: the whole decode step as one compiled graph over static
-                     state (CUDA graphs), prefill through compiled block pieces around our kernel.
+                     state (CUDA graphs), prefill through compiled block pieces around our kernel;
+                     ``runner+fused``: with ``fuse_projections`` (one matmul for q/k/v/o/i/f per block),
+                     ``+mixed``: the prefill kernel with ``precision="mixed"`` (bf16 intra-chunk matmuls).
 
 TTFT = prefill of the prompt + the first greedy token (the eager rows compute all positions' logits,
 as the model does; the runner only the last). Decode tok/s = B * N / wall time of N greedy steps
-enqueued back to back (one synchronisation at the end). Compile time = the first calls' wall time.
+(``decode`` calls, enqueued back to back, one synchronisation at the end; median of the repeats). Compile time = the first calls' wall time.
 Peak memory = ``torch.cuda.max_memory_allocated`` during the row. ``--profile`` prints the profiler's
 top CUDA kernels of the runner's prefill and decode.
 
@@ -95,7 +97,7 @@ def eager_row(name: str, model, prompt: torch.Tensor, new: int, device: str, rep
     with torch.no_grad():
         first = wall(prefill, device) + wall(decode, device)  # kernel compiles / autotuning
         ttft = median_wall(prefill, device, reps)
-        dec = median_wall(lambda: (prefill(), decode()), device, max(2, reps // 3)) - ttft
+        dec = statistics.median((prefill(), wall(decode, device))[1] for _ in range(max(2, reps // 3)))
     return dict(row=name, B=B, prompt=prompt.shape[1], ttft_ms=ttft * 1e3, decode_tok_s=B * new / dec,
                 first_calls_s=first, peak_gb=_peak(device), tokens=out["toks"][0, :16].tolist())
 
@@ -126,8 +128,7 @@ def runner_row(name: str, runner, prompt: torch.Tensor, new: int, device: str, r
         t_dec = wall(decode, device)
         wall(generate, device)
         ttft = median_wall(prefill, device, reps)
-        gen = median_wall(generate, device, max(2, reps // 3))
-    decode_s = gen - ttft  # generate = prefill + N greedy steps through the same graph
+        decode_s = statistics.median((prefill(), wall(decode, device))[1] for _ in range(max(2, reps // 3)))
     same = torch.equal(out["gen"][:, prompt.shape[1] + 1:], out["toks"])
     return dict(row=name, B=B, prompt=prompt.shape[1], ttft_ms=ttft * 1e3, decode_tok_s=B * new / decode_s,
                 compile_prefill_s=t_pre, compile_decode_s=t_dec, peak_gb=_peak(device),
@@ -165,6 +166,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, nargs="+", default=[1, 16])
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--rows", nargs="+", default=["eager+triton", "eager+ours", "runner"])
+    p.add_argument("--later-rows", nargs="+", default=None, help="rows of the batch sizes after the first "
+                   "(default: --rows)")
     p.add_argument("--chunk", type=int, default=256, help="our prefill kernel's chunk size")
     p.add_argument("--t-inner", type=int, default=8)
     p.add_argument("--precision", default="tf32")
@@ -191,10 +194,11 @@ def main() -> None:
     rows = []
     gen = torch.Generator().manual_seed(1)
     runner = None
+    runners: dict[str, xk.ModelRunner] = {}
     for B in args.batch:
         prompt = torch.randint(0, shape["vocab_size"], (B, args.prompt), generator=gen).to(dev)
         reps = args.reps if B == 1 else max(2, args.reps // 2)
-        for name in args.rows:
+        for name in args.rows if B == args.batch[0] else (args.later_rows or args.rows):
             if name in ("eager+triton", "eager+ours"):
                 if name == "eager+ours":
                     from xlstm_kernels.xlstm_adapter import restore_native_kernels, use_xlstm_kernels
@@ -206,17 +210,20 @@ def main() -> None:
                     if name == "eager+ours":
                         restore_native_kernels(model)
             else:
-                if runner is None or runner.max_batch_size < B:
-                    runner = xk.compile_model(model, config=rcfg, max_batch_size=max(args.batch),
-                                              max_seq_len=args.prompt + 4 * args.new + 8)
+                if name not in runners:
+                    cfg = rcfg.replace(fuse_projections="+fused" in name,
+                                       prefill=kcfg.replace(precision="mixed") if "+mixed" in name else kcfg)
+                    runners[name] = xk.compile_model(model, config=cfg, max_batch_size=max(args.batch),
+                                                     max_seq_len=args.prompt + 4 * args.new + 8)
+                runner = runners[name]
                 r = runner_row(name, runner, prompt, args.new if B == 1 else args.new // 2, dev, reps)
             rows.append(r)
             print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
             if args.out:
                 args.out.write_text(json.dumps(rows, indent=1))
         if args.profile and runner is not None and B == args.batch[0]:
-            profile(f"runner prefill B={B}", lambda: runner.prefill(prompt, last_only=True), 20)
-            profile(f"runner generate B={B} (prefill + 32 steps)", lambda: runner.generate(prompt, 33), 20)
+            profile(f"{name} prefill B={B}", lambda: runner.prefill(prompt, last_only=True), 20)
+            profile(f"{name} generate B={B} (prefill + 32 steps)", lambda: runner.generate(prompt, 33), 20)
     if cuda:
         from torch._dynamo.utils import counters
 

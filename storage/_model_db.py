@@ -1,4 +1,4 @@
-"""Model-workload rows of the tuning database: ``model_trials`` and ``model_results`` (schema v2).
+"""Model-workload rows of the tuning database: ``model_trials`` and ``model_results`` (schema v3).
 
 Functions over an open :class:`~storage.TuningDB` (its ``write()`` transactions, its concurrency
 contract), kept apart from the kernel trials' methods::

@@ -14,16 +14,19 @@ trials     every evaluated candidate: requested and effective config, status ok 
            with its reason, compile_s apart from the steady-state median_ms / spread_ms, tokens/s,
            equivalence error, and the shape it was validated on
 results    the winner per (run, workload) after the side-by-side re-timing, with the default's time
-probes     compile-probe outcomes (T_inner requested vs. effective, error), so known failures repeat never
+probes     compile-probe outcomes (T_inner requested vs. effective, error), so known failures repeat never;
+           ``target`` NULL: the machine's own device, "mps": a Metal probe (a plan for a Mac, made on
+           any machine from generated Metal source, or a Mac's real compile); ``detail_json`` the
+           whole ``ProbeResult`` where the prober stored it
 profiles   published profile versions (path, checksum, provenance run)
-model_trials   every evaluated model candidate (v2): ModelRunConfig, status with its reason, logits
+model_trials   every evaluated model candidate (v3): ModelRunConfig, status with its reason, logits
                error and greedy-token match against the eager float32 model, TTFT and decode times
-model_results  the winner per (run, model workload) after the side-by-side re-timing (v2)
+model_results  the winner per (run, model workload) after the side-by-side re-timing (v3)
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _V1 = [
     """CREATE TABLE machines (
@@ -143,10 +146,16 @@ _V1 = [
     )""",
 ]
 
-# v2: model workloads (``model:<key>,B,S,dtype``, tuner/_model_study.py). Their candidates are
+_V2 = [  # probe outcomes per target (issue 21: Metal plans made off-Mac)
+    "ALTER TABLE probes ADD COLUMN target TEXT",
+    "ALTER TABLE probes ADD COLUMN detail_json TEXT",
+    "CREATE INDEX probes_target ON probes (torch, target, compile_key)",
+]
+
+# v3: model workloads (``model:<key>,B,S,dtype``, tuner/_model_study.py). Their candidates are
 # ModelRunConfigs timed as TTFT + decode steps, so they get tables of their own: the kernel trials'
 # readers (best, reports) parse config_json as a KernelConfig.
-_V2 = [
+_V3 = [
     """CREATE TABLE model_trials (
         id INTEGER PRIMARY KEY,
         run_id INTEGER NOT NULL REFERENCES runs(id),
@@ -200,7 +209,7 @@ _V2 = [
     )""",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
 TABLES = ("machines", "runs", "workloads", "trials", "results", "probes", "profiles",
           "model_trials", "model_results")
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -181,6 +181,19 @@ def test_runner_never_modifies_the_model(run):
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
+def test_fused_projections_decode_matches_eager(run):
+    """fuse_projections: one matmul over a concatenated copy of each block's q/k/v/o/i/f weights."""
+    if run["family"] != "xlstm_large":
+        pytest.skip("one family is enough: the fused weights are built from the same modules in all three")
+    runner = xk.compile_model(run["model"], config=xk.ModelRunConfig(prefill=PREFILL_CFG, fuse_projections=True),
+                              max_seq_len=MAX_SEQ)
+    logits, state = runner.prefill(run["prompt"])
+    for tok, ref in zip(run["eager"][1][0, :STEPS], run["eager"][0][1:]):
+        logits, state = runner.decode(tok[None], state)
+        assert _max_err(logits[:, None], ref) < LOGIT_ATOL
+    assert runner.compiled_graphs()["decode"] == 1
+
+
 # -- bad input ------------------------------------------------------------------------------------------
 def test_unsupported_models_are_refused():
     with pytest.raises(xk.UnsupportedModelError, match=r"supports xlstm's xLSTMLarge or transformers' "
@@ -259,7 +272,7 @@ def test_graph_break_names_the_module():
 # -- config and model key --------------------------------------------------------------------------------
 def test_model_run_config_validates_and_round_trips():
     cfg = xk.ModelRunConfig(step_compile_mode="max-autotune-no-cudagraphs", cuda_graphs=False, prefill=PREFILL_CFG,
-                            threads=2, state_dtype="bfloat16")
+                            threads=2, state_dtype="bfloat16", fuse_projections=True)
     assert xk.ModelRunConfig.from_dict(cfg.to_dict()) == cfg
     assert xk.ModelRunConfig() == xk.ModelRunConfig.from_dict(xk.ModelRunConfig().to_dict())
     for bad, match in ((dict(step_compile_mode="fast"), "step_compile_mode must be one of"),

@@ -28,6 +28,10 @@ class ModelRunConfig:
     threads: torch's CPU thread count while the runner runs (restored after each call); ``None``: torch's.
     state_dtype: dtype of the recurrent state buffers between calls. ``float32`` is canonical;
         ``bfloat16`` halves the state traffic (the math stays float32; the state is rounded on write).
+    fuse_projections: the decode step computes each block's q, k, v, output gate and input/forget
+        gates with ONE matmul over a concatenated copy of those weights, made at ``compile_model``
+        (one weight read and launch instead of six; costs their size in memory again, and later
+        in-place changes of those weights are not seen by the decode step).
     """
 
     step_compile_mode: StepCompileMode = "default"
@@ -35,6 +39,7 @@ class ModelRunConfig:
     prefill: KernelConfig | None = None
     threads: int | None = None
     state_dtype: StateDtype = "float32"
+    fuse_projections: bool = False
 
     def __post_init__(self) -> None:
         if self.step_compile_mode not in STEP_COMPILE_MODES:
@@ -47,6 +52,8 @@ class ModelRunConfig:
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
+        if not isinstance(self.fuse_projections, bool):
+            raise ValueError(f"fuse_projections must be a bool, got {self.fuse_projections!r}")
         if self.state_dtype not in STATE_DTYPES:
             raise ValueError(f"state_dtype must be one of {list(STATE_DTYPES)}, got {self.state_dtype!r}")
 
@@ -85,4 +92,5 @@ class ModelRunConfig:
         pre = "profile" if self.prefill is None else self.prefill.short()
         threads = "" if self.threads is None else f" threads={self.threads}"
         graphs = "graphs" if self.cuda_graphs else "no-graphs"
-        return f"step {self.step_compile_mode} {graphs} prefill={pre}{threads} state={self.state_dtype}"
+        fused = " fused" if self.fuse_projections else ""
+        return f"step {self.step_compile_mode} {graphs}{fused} prefill={pre}{threads} state={self.state_dtype}"

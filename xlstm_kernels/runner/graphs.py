@@ -25,18 +25,19 @@ from .state import StateBuffers
 _FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\w+)')
 
 
-def make_decode_step(parts: ModelParts, buffers: StateBuffers, tokens: torch.Tensor) -> Callable[[], Any]:
+def make_decode_step(parts: ModelParts, buffers: StateBuffers, tokens: torch.Tensor,
+                     fused: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Callable[[], Any]:
     """The whole-model decode step for a batch of B = ``buffers.batch`` sequences: ``step()`` reads
     ``tokens`` (B,), advances every block's state in place and returns (logits (B, V), greedy next
     token (B,)); the next token is also written into ``tokens``, so a greedy loop calls ``step()``
-    again with nothing to copy. (The buffers hold exactly B sequences: a step over a slice of larger
+    again with nothing to copy; ``fused``: per block, :func:`fused_projection`'s weights. (The buffers hold exactly B sequences: a step over a slice of larger
     buffers made Inductor rewrite the whole buffer, all of its rows, every step.)"""
     blocks, eps = parts.blocks, parts.eps
 
     def decode_step():
         x = parts.embedding(tokens)[:, None]  # (B, 1, D)
         for idx, block in enumerate(blocks):
-            q, k, v, o, i, f = project(parts, block, x)
+            q, k, v, o, i, f = project(parts, block, x, None if fused is None else fused[idx])
             c, n, m = buffers.c_t[idx].transpose(-1, -2), buffers.n[idx], buffers.m[idx]
             h = mlstm_step_(q[:, :, 0], k[:, :, 0], v[:, :, 0], i, f, c, n, m, eps)  # (B, NH, DHV)
             x = finish_block(block, x, h[:, :, None], o)

@@ -21,15 +21,32 @@ def soft_cap(x: torch.Tensor, cap: float | None) -> torch.Tensor:
     return x if cap is None else cap * torch.tanh(x / cap)
 
 
-def project(parts: ModelParts, block: torch.nn.Module, x: torch.Tensor) -> Projections:
+def fused_projection(parts: ModelParts, block: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """A copy of the block's q, k, v, output-gate, input-gate and forget-gate weights as one
+    (2 NH DHQK + 2 NH DHV + 2 NH, D) matrix and its bias (zeros where a projection has none)."""
+    layer = block.mlstm_layer
+    mods = ([layer.q, layer.k, layer.v, layer.ogate_preact, layer.igate_preact, layer.fgate_preact]
+            if parts.weight_mode == "single" else [layer.qkv_opreact, layer.ifgate_preact])
+    with torch.no_grad():
+        weight = torch.cat([m.weight for m in mods]).contiguous()
+        bias = torch.cat([m.bias if m.bias is not None else m.weight.new_zeros(m.out_features) for m in mods])
+    return weight, bias
+
+
+def project(parts: ModelParts, block: torch.nn.Module, x: torch.Tensor,
+            fused: tuple[torch.Tensor, torch.Tensor] | None = None) -> Projections:
     """The block's mLSTM inputs from the residual stream x (B, S, D), as the model's mLSTM layer forms them:
     q, k (B, NH, S, DHQK), v (B, NH, S, DHV), the output-gate pre-activation o (B, S, NH*DHV),
-    soft-capped gate pre-activations i, f (B, NH, S)."""
+    soft-capped gate pre-activations i, f (B, NH, S). ``fused``: :func:`fused_projection`'s weights."""
     layer = block.mlstm_layer
     xn = block.norm_mlstm(x)
     B, S, _ = xn.shape
     NH = parts.num_heads
-    if parts.weight_mode == "single":
+    if fused is not None:
+        qk, vd = NH * parts.dhqk, NH * parts.dhv
+        q, k, v, o, i, f = torch.split(F.linear(xn, *fused), (qk, qk, vd, vd, NH, NH), dim=-1)
+        i, f = soft_cap(i, parts.gate_soft_cap), soft_cap(f, parts.gate_soft_cap)
+    elif parts.weight_mode == "single":
         q, k, v, o = layer.q(xn), layer.k(xn), layer.v(xn), layer.ogate_preact(xn)
         i = soft_cap(layer.igate_preact(xn), parts.gate_soft_cap)
         f = soft_cap(layer.fgate_preact(xn), parts.gate_soft_cap)

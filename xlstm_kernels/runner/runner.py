@@ -33,6 +33,7 @@ from .graphs import (
     prefill_options,
     step_options,
 )
+from .layers import fused_projection
 from .state import RunnerState, StateBuffers
 
 _ids = itertools.count(1)
@@ -84,6 +85,11 @@ class ModelRunner:
         self.device = p.device
         self.cuda_graphs = config.uses_cuda_graphs(p.device)
         self._slots: dict[int, _BatchSlot] = {}  # batch size -> its buffers and decode step
+        self._fused = None
+        if config.fuse_projections:
+            self._fused = [fused_projection(p, block) for block in p.blocks]
+            for t in (x for wb in self._fused for x in wb):
+                torch._dynamo.mark_static_address(t)
         self._fns = {fn.__name__: fresh_code(fn, f"r{self.id}") for fn in make_prefill_pieces(p)}
         opts = prefill_options(p.device)
         self._pre = compile_fn(self._fns["prefill_pre"], opts, dynamic=None)
@@ -101,7 +107,7 @@ class ModelRunner:
             buffers = StateBuffers(len(p.blocks), B, p.num_heads, p.dhqk, p.dhv, cfg.torch_state_dtype, p.device)
             tokens = torch.zeros(B, dtype=torch.long, device=p.device)
             torch._dynamo.mark_static_address(tokens)
-            fn = fresh_code(make_decode_step(p, buffers, tokens), f"r{self.id}b{B}")
+            fn = fresh_code(make_decode_step(p, buffers, tokens, self._fused), f"r{self.id}b{B}")
             step = compile_fn(fn, step_options(cfg.step_compile_mode, cfg.cuda_graphs, p.device), dynamic=False)
             slot = self._slots[B] = _BatchSlot(buffers, tokens, fn, step)
         return slot
