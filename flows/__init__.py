@@ -5,5 +5,5 @@ before it is needed): ``flows.flows`` (the ``autotune`` flow, ``run_autotune``, 
 ``flows.tasks`` (its tasks and the seams to the tuner and profile publishing), ``flows.outcome``
 (``WorkloadOutcome``, ``AutotuneResult``, artifact content), ``flows.server`` (which Prefect API; the
 local server of ``serve``), ``flows.lock`` (one tuning run per machine), ``flows.schedule`` (the
-re-validation rule of scheduled runs), ``flows.report`` (HTML study report), ``flows.cli``.
+re-validation rule of scheduled runs), ``flows.cli``.
 """

@@ -10,6 +10,7 @@ import typer
 
 from flows.commands_profile import profile_app
 from flows.exits import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_SERVER, EXIT_USAGE  # noqa: F401 - EXIT_* are API
+from flows.exits import EXIT_TOO_LARGE, EXIT_UNWRITABLE
 
 app = typer.Typer(
     name="xlstm-autotune",
@@ -93,20 +94,30 @@ def tune(
     batch: int = typer.Option(1, "--batch", min=1, help="With --model: batch size."),
     prompt: int = typer.Option(2048, "--prompt", min=1, help="With --model: prompt length (prefill tokens)."),
     dtype: str = typer.Option("float32", "--dtype", help="With --model: weights' dtype (float32, bfloat16, float16)."),
+    target: Optional[str] = typer.Option(
+        None, "--target", help="Plan for another device instead of tuning: 'mps' (a Mac). A dry run: every "
+        "candidate is probed for Metal, nothing is timed; the plan is stored in the tuning DB."),
 ) -> None:
     """Run one tuning run now on the embedded defaults (SQLite DB, Prefect's temporary server)."""
     if model is not None:
         from .commands_model import tune_model_command
 
-        if workload or revalidate:
-            raise _fail("--model tunes one model: give it without --workload/--revalidate", EXIT_USAGE)
+        if workload or revalidate or target:
+            raise _fail("--model tunes one model: give it without --workload/--revalidate/--target", EXIT_USAGE)
         tune_model_command(model, batch=batch, prompt=prompt, dtype=dtype, trials=trials,
                            time_budget=time_budget, quick=quick, no_server=no_server, wait=wait,
                            json_out=json_out)
+    from storage import DatabaseUnavailable, StorageError
     from xlstm_kernels.settings import Settings
+    from xlstm_kernels.validation import WorkloadTooLarge
+
+    if target is not None:
+        from .commands_probe import plan_target_command
+
+        plan_target_command(list(workload or Settings().workloads), target, json_out)
 
     from .flows import AutotuneCrashed, run_autotune
-    from .lock import TuneLocked
+    from .lock import LockUnwritable, TuneLocked
     from .progress import progress_wanted
     from .server import ServerUnavailable
     from .tasks import SeamMissing
@@ -131,6 +142,12 @@ def tune(
         )
     except AutotuneCrashed as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
+    except WorkloadTooLarge as exc:
+        raise _fail(str(exc), EXIT_TOO_LARGE) from None
+    except (DatabaseUnavailable, LockUnwritable) as exc:
+        raise _fail(str(exc), EXIT_UNWRITABLE) from None
+    except StorageError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
     except ValueError as exc:
         raise _fail(f"bad input: {exc}", EXIT_USAGE) from None
     except SeamMissing as exc:
@@ -195,28 +212,28 @@ def serve(
 def report(
     study: str = typer.Option(..., "--study", help="Name of the Optuna study."),
     storage: Optional[str] = typer.Option(
-        None, "--storage", help="Optuna storage URL (default: sqlite:///HOME/optuna.db)."
+        None, "--storage", help="Optuna storage URL (default: the tuner's, sqlite:///HOME/tuning.optuna.db)."
     ),
     out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default: HOME/reports/STUDY.html)."),
     json_out: bool = typer.Option(False, "--json", help="Print the path and size as JSON."),
 ) -> None:
-    """Write a self-contained HTML page with Optuna's plots of a study and its winners table."""
+    """Write a self-contained HTML report of a study: summary, heatmap, speedup, compile vs run time."""
+    from tuner import ReportError, write_study_report
+    from xlstm_kernels.paths import PathEscapeError
     from xlstm_kernels.settings import Settings
 
-    from .report import ReportError, load_study, write_report
-
-    home = Settings().resolved_home()
-    storage = storage or f"sqlite:///{home / 'optuna.db'}"
-    out = out or home / "reports" / f"{study}.html"
     try:
-        path = write_report(load_study(study, storage), out)
+        written = write_study_report(study, settings=Settings(), storage=storage, out=out)
+    except PathEscapeError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
     except ReportError as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
-    size = path.stat().st_size
+    except OSError as exc:
+        raise _fail(f"cannot write the report: {exc}", EXIT_UNWRITABLE) from None
     if json_out:
-        typer.echo(json.dumps({"study": study, "path": str(path), "bytes": size}))
+        typer.echo(json.dumps({"study": study, "path": str(written.path), "bytes": written.bytes}))
     else:
-        typer.echo(f"report written to {path} ({size / 1e6:.1f} MB, self-contained)")
+        typer.echo(f"report written to {written.path} ({written.bytes / 1e6:.1f} MB, self-contained)")
 
 
 @app.command()
@@ -233,11 +250,18 @@ def version() -> None:
 from flows.commands_bench import bench  # noqa: E402
 from flows.commands_best import best  # noqa: E402
 from flows.commands_probe import fuse_report, probe  # noqa: E402
+from flows.commands_dashboard import dashboard, db  # noqa: E402
 
 app.command("probe")(probe)
 app.command("fuse-report")(fuse_report)
 app.command("best")(best)
 app.command("bench")(bench)
+app.command("dashboard")(dashboard)
+app.command("db")(db)
+from flows.commands_fleet import fleet_app, worker  # noqa: E402
+
+app.command("worker")(worker)
+app.add_typer(fleet_app, name="fleet")
 from flows.commands_model import generate  # noqa: E402
 
 app.command("generate")(generate)

@@ -1,7 +1,7 @@
 """``xlstm-autotune bench``: a config (the profile's pick, or a given one) against the default, side by side.
 
 Thin over ``tuner.bench``; exit 1 when a config fails to compile/run or fails the equivalence check,
-2 for bad input.
+2 for bad input (a heads_per_band that does not divide NH included), 5 when the memory estimate is over the limit.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from flows.exits import EXIT_FAILED, EXIT_USAGE, error_exit
+from flows.exits import EXIT_FAILED, EXIT_TOO_LARGE, EXIT_USAGE, error_exit
 
 
 def bench(
@@ -28,6 +28,7 @@ def bench(
     from tuner import CandidateFailed, bench as run_bench
     from xlstm_kernels.config import KernelConfig
     from xlstm_kernels.settings import get_settings
+    from xlstm_kernels.validation import WorkloadTooLarge
 
     try:
         cfg = KernelConfig.from_dict(json.loads(config)) if config is not None else None
@@ -36,6 +37,8 @@ def bench(
         raise error_exit(f"--config is not JSON: {exc}", EXIT_USAGE) from None
     except CandidateFailed as exc:
         raise error_exit(str(exc), EXIT_FAILED) from None
+    except WorkloadTooLarge as exc:
+        raise error_exit(str(exc), EXIT_TOO_LARGE) from None
     except (ValueError, TypeError) as exc:
         raise error_exit(str(exc), EXIT_USAGE) from None
     if as_json:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from flows.exits import EXIT_FAILED, EXIT_USAGE, error_exit
-from storage import NoTunedConfig, StorageError, query_best
+from flows.exits import EXIT_FAILED, EXIT_UNWRITABLE, EXIT_USAGE, error_exit
+from storage import DatabaseUnavailable, NoTunedConfig, StorageError, query_best
 
 
 def best(
@@ -26,6 +26,8 @@ def best(
                                    "error": "no tuned config", "message": str(exc)}))
         typer.echo(f"no tuned config: {exc}", err=True)
         raise typer.Exit(code=EXIT_FAILED) from None
+    except DatabaseUnavailable as exc:
+        raise error_exit(str(exc), EXIT_UNWRITABLE) from None
     except (StorageError, ValueError) as exc:
         raise error_exit(str(exc), EXIT_USAGE) from None
     if as_json:

@@ -1,4 +1,5 @@
-"""``xlstm-autotune probe`` and ``fuse-report``: thin typer commands over ``xlstm_kernels.probe``."""
+"""``xlstm-autotune probe`` and ``fuse-report``: thin typer commands over ``xlstm_kernels.probe``;
+``tune --target mps`` (a dry planning run) over ``tuner.plan_target``."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ from typing import Optional
 
 import typer
 
-from flows.exits import EXIT_FAILED
+from flows.exits import EXIT_FAILED, EXIT_OK, EXIT_TOO_LARGE, EXIT_USAGE, error_exit
 from xlstm_kernels.config import KernelConfig, Workload
+from xlstm_kernels.validation import WorkloadTooLarge
 
 _WORKLOAD_HELP = "Workload 'B,NH,S,DHQK,DHV,dtype[,mode]'."
+_TARGET_HELP = ("Probe for another device: 'mps' (Metal). Off-Mac the block's Metal source is generated "
+                "with Inductor's MPS code generator and checked statically (not compiled, not run).")
 
 
 def _config(family: str, chunk_size: int, t_inner: int, heads_per_band: Optional[int],
@@ -47,17 +51,23 @@ def probe(
                                     help="Compile in this process (faster; a hang is then not bounded)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds per compile (default: setting)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    target: Optional[str] = typer.Option(None, "--target", help=_TARGET_HELP),
 ) -> None:
     """Compile-probe a config for one tile and print the T_inner ratchet."""
+    from xlstm_kernels.metal_codegen import MetalCodegenUnavailable
     from xlstm_kernels.probe import probe as run_probe
 
     cfg = _config(family, chunk_size, t_inner, heads_per_band, compile_mode, precision)
     try:
         result = run_probe(cfg, _workload(workload), device=device,
                            max_buffers="auto" if max_buffers is None else max_buffers,
-                           fusion_knob=fusion_knob, isolate=not in_process, timeout_s=timeout)
+                           fusion_knob=fusion_knob, isolate=not in_process, timeout_s=timeout, target=target)
+    except WorkloadTooLarge as exc:
+        raise error_exit(str(exc), EXIT_TOO_LARGE) from None
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    except MetalCodegenUnavailable as exc:
+        raise error_exit(str(exc), EXIT_FAILED) from None
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.format_text())
     if not result.ok:
         raise typer.Exit(code=EXIT_FAILED)
@@ -83,8 +93,28 @@ def fuse_report(
     try:
         report = run_report(cfg, _workload(workload), device=device,
                             max_buffers="auto" if max_buffers is None else max_buffers)
+    except WorkloadTooLarge as exc:
+        raise error_exit(str(exc), EXIT_TOO_LARGE) from None
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format_text())
     if not report.ok:
         raise typer.Exit(code=EXIT_FAILED)
+
+
+def plan_target_command(workloads: list[str], target: str, as_json: bool) -> None:
+    """``tune --target``: probe every candidate for ``target`` without timing, store and print the plan."""
+    from tuner import plan_target
+    from xlstm_kernels.metal_codegen import MetalCodegenUnavailable
+
+    def progress(line: str) -> None:
+        typer.echo(line, err=True)
+
+    try:
+        plan = plan_target(workloads, target=target, progress=None if as_json else progress)
+    except ValueError as exc:
+        raise error_exit(f"bad input: {exc}", EXIT_USAGE) from None
+    except MetalCodegenUnavailable as exc:
+        raise error_exit(str(exc), EXIT_FAILED) from None
+    typer.echo(json.dumps(plan.to_dict(), indent=2) if as_json else plan.format_text())
+    raise typer.Exit(code=EXIT_OK)

@@ -1,6 +1,7 @@
 """``xlstm-autotune profile ...``: show, path, list, publish and roll back this machine's tuned profile.
 
-Thin commands over ``xlstm_kernels.profile``; a ``ProfileError`` becomes a one-line message and exit code 1.
+Thin commands over ``xlstm_kernels.profile``; a ``ProfileError`` becomes a one-line message and exit code 1
+(6 when the profile or DB cannot be written, 2 for a DB that is not a tuning DB or a path-escaping name).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from flows.exits import EXIT_FAILED, error_exit
+from flows.exits import EXIT_FAILED, EXIT_UNWRITABLE, EXIT_USAGE, error_exit
 
 profile_app = typer.Typer(help="Show, list, publish and roll back the tuned profile of this machine.",
                           no_args_is_help=True)
@@ -22,12 +23,18 @@ PathOption = typer.Option(None, "--path", help="Profile file (default: this mach
 
 @contextmanager
 def _errors() -> Iterator[None]:
-    from xlstm_kernels.profile import ProfileError
+    from storage import DatabaseUnavailable, StorageError
+    from xlstm_kernels.paths import PathEscapeError
+    from xlstm_kernels.profile import ProfileError, ProfileWriteError
 
     try:
         yield
+    except (ProfileWriteError, DatabaseUnavailable) as exc:
+        raise error_exit(str(exc), EXIT_UNWRITABLE) from None
     except ProfileError as exc:
         raise error_exit(str(exc), EXIT_FAILED) from None
+    except (StorageError, PathEscapeError) as exc:
+        raise error_exit(str(exc), EXIT_USAGE) from None
 
 
 @profile_app.command("path")
@@ -106,8 +113,8 @@ def publish_cmd(
     with _errors():
         try:
             result = publish_profile_file(source, path=path, db=db)
-        except ProfileRecordError as exc:
-            raise error_exit(f"published, but not recorded in the tuning DB: {exc}", EXIT_FAILED) from None
+        except ProfileRecordError as exc:  # says whether anything was published
+            raise error_exit(str(exc), EXIT_FAILED) from None
     typer.echo(json.dumps({"path": str(result.path), "version": result.version, "checksum": result.checksum}))
 
 

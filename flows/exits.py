@@ -1,7 +1,10 @@
 """Exit codes of the ``xlstm-autotune`` command line and the one way its commands report an error.
 
-0 success; 1 the work ran but failed (a workload failed, a report could not be made); 2 bad usage;
-3 the Prefect server is unavailable; 4 the machine is locked by another tuning run.
+0 success; 1 the work ran but failed (a workload failed, a report could not be made); 2 bad usage or
+bad input (a workload that does not parse, a heads_per_band that does not divide NH, a file that is
+not a tuning DB or profile); 3 the Prefect server is unavailable; 4 the machine is locked by another
+tuning run; 5 refused before allocating: the memory estimate exceeds the limit; 6 a file or directory
+cannot be written (read-only home, permissions) — nothing was changed. docs/hardening.md lists them.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import typer
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SERVER, EXIT_LOCKED = 0, 1, 2, 3, 4
+EXIT_TOO_LARGE, EXIT_UNWRITABLE = 5, 6
 
 
 def error_exit(message: str, code: int) -> typer.Exit:

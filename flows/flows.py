@@ -4,18 +4,20 @@ fingerprint the machine -> open ONE tuning run in the DB (``tuner.tuning_run``) 
 published profile: keep / re-tune / tune per workload] -> one task per workload to tune, one after the
 other (never two studies timing on the device at once), each calling ``tune_fn`` (``tuner.tune_workload``)
 -> publish the winners with ``publish_fn`` (``tuner.publish_entries``: atomic, versioned, recorded in the
-DB) -> HTML report of the run's studies -> a table and a markdown artifact. A workload that fails is
-reported, the others' results are kept and published; the flow then ends Failed naming the failures.
+DB) -> HTML report of the run's studies -> a table, a markdown (the report's summary) and a link artifact.
+A workload that fails is reported, the others' results are kept and published; the flow then ends Failed
+naming the failures.
 """
 
 from __future__ import annotations
 
 import re
 import socket
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 from prefect.states import Completed, Failed, State
 
@@ -113,7 +115,7 @@ def autotune(
     outcomes: list[WorkloadOutcome] = []
     failed: dict[str, str] = {}
     decisions: list[dict[str, str]] = []
-    published = report_path = None
+    published = report_path = report_summary = None
     with open_db(settings.resolved_db_path()) as db, tuning_run(db, dev, quick, settings) as (run_id, _):
         to_tune = names
         if revalidate:
@@ -142,9 +144,10 @@ def autotune(
                 failed["publish"] = _failure_message(pstate)
             studies = [o.study_name for o in tuned if o.study_name]
             if studies:
-                rstate = report_task(run_id, studies, db, outcomes, return_state=True)
+                rstate = report_task(run_id, studies, db, dict(failed),
+                                     str(published.path) if published is not None else None, return_state=True)
                 if rstate.is_completed():
-                    report_path = rstate.result()
+                    report_path, report_summary = str(rstate.result().path), rstate.result().summary
                 else:
                     failed["report"] = _failure_message(rstate)
     if published is not None:
@@ -161,10 +164,17 @@ def autotune(
             description="Winner per workload: config, median time, speedup over the default, equivalence error.",
         )
     create_markdown_artifact(
-        markdown=summary_markdown(result),
+        markdown=(report_summary + "\n" if report_summary else "") + summary_markdown(result),
         key=artifact_key("autotune-summary", machine_id),
-        description="Autotune run summary with rejected candidates and their reasons.",
+        description="Autotune run summary (the report's, with a link to it) and rejected candidates with reasons.",
     )
+    if report_path:
+        create_link_artifact(
+            link=Path(report_path).resolve().as_uri(),
+            link_text=f"report of tuning run {run_id}",
+            key=artifact_key("autotune-report", machine_id),
+            description=f"The run's HTML report (plots, offline): {report_path}",
+        )
     n_kept = sum(o.action == "kept" for o in outcomes)
     done = f"{len(outcomes) - n_kept} tuned" + (f", {n_kept} kept" if n_kept else "")
     if failed:
@@ -252,16 +262,24 @@ def run_autotune(
     Returns (server info, final flow state, result or None when the flow crashed before producing one).
     Raises ``SeamMissing``, ``ServerUnavailable`` or ``TuneLocked`` before any work starts, and
     ``AutotuneCrashed`` when Prefect itself could not run the flow (e.g. its temporary server did not start).
+    Bad workloads (``tuner.check_workloads``: parse, heads_per_band rule, memory estimate) and a DB that
+    cannot be used (``storage.StorageError``) are refused before the lock is taken or Prefect starts.
     """
+    from storage import TuningDB
+    from tuner import check_workloads
+
     from .lock import machine_lock
     from .server import select_api, use_api
     from .tasks import resolve
 
-    names = [str(Workload.parse(w)) for w in workloads]
+    settings = Settings()
+    names = [str(w) for w in check_workloads(workloads, device or settings.device, settings)]
+    TuningDB(settings.resolved_db_path(), busy_timeout_s=settings.db_busy_timeout_s).close()
     resolve(tune_fn)
     resolve(publish_fn)
     info = select_api(no_server=no_server)
-    with machine_lock(home, "tune", wait_s=wait_s), use_api(info, startup_timeout_s):
+    with machine_lock(home, "tune", wait_s=wait_s), use_api(info, startup_timeout_s, home=home,
+                                                            log_dir=Path(home) / "logs"):
         try:
             state = autotune(
                 workloads=names,

@@ -56,9 +56,15 @@ class LockHolder:
         return asdict(self)
 
 
+class LockUnwritable(RuntimeError):
+    """The lock file cannot be created (read-only home, permissions): nothing was started."""
+
+
 def lock_path(home: Path, name: str = "tune") -> Path:
-    """Where the lock file named ``name`` lives under ``home``."""
-    return Path(home).expanduser() / "locks" / f"{name}.lock"
+    """Where the lock file named ``name`` lives under ``home`` (the name encoded as one file name)."""
+    from xlstm_kernels.paths import join_under, safe_component
+
+    return join_under(Path(home).expanduser() / "locks", safe_component(name) + ".lock")
 
 
 def read_holder(path: Path) -> LockHolder | None:
@@ -84,8 +90,12 @@ def machine_lock(home: Path, name: str = "tune", wait_s: float = 0.0, poll_s: fl
     if wait_s < 0:
         raise ValueError(f"wait_s must be >= 0, got {wait_s}")
     path = lock_path(home, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as exc:
+        raise LockUnwritable(f"cannot create the machine lock {path}: {exc.strerror or exc}; is the home "
+                             f"directory {home} read-only? Point XLSTM_AUTOTUNE_HOME at a writable place.") from None
     try:
         start = time.monotonic()
         while not _try_lock(fd):

@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -97,15 +99,132 @@ def select_api(no_server: bool = False, api_url: str | None = None, timeout_s: f
     return ServerInfo(api_url=url, kind="remote")
 
 
+EPHEMERAL_FILE = "prefect-ephemeral.json"
+_EPHEMERAL_APP = "prefect.server.api.server:create_app"  # what Prefect's temporary server runs (uvicorn)
+
+
+def _proc_start(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (Linux /proc; None elsewhere or when gone): tells a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()[19]  # field 22 of proc(5), counted after "pid (comm) "
+
+
+def _proc_cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def record_ephemeral_server(home: Path, pid: int, port: int) -> None:
+    """Write HOME/prefect-ephemeral.json: the temporary server this process started, so that the next
+    ``tune`` can stop it if this process is killed (``kill -9`` leaves Prefect's server running)."""
+    data = {"pid": pid, "port": port, "start": _proc_start(pid), "owner": os.getpid(), "owner_start": _proc_start(os.getpid())}
+    path = Path(home).expanduser() / EPHEMERAL_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def cleanup_orphaned_server(home: Path, grace_s: float = 5.0) -> int | None:
+    """Stop the temporary Prefect server a killed ``tune`` left behind; returns its pid, or None.
+
+    Only a process proven to be that server is signalled: HOME/prefect-ephemeral.json names it, the
+    ``tune`` that started it is gone, and the pid still has the recorded start time and runs
+    Prefect's server app on the recorded port (Linux /proc; elsewhere nothing is killed).
+    """
+    path = Path(home).expanduser() / EPHEMERAL_FILE
+    try:
+        data = json.loads(path.read_text())
+        pid, port, start = int(data["pid"]), int(data["port"]), data["start"]
+        owner, owner_start = int(data["owner"]), data["owner_start"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if pid_alive(owner) and _proc_start(owner) == owner_start:
+        return None  # its run is alive (or it is this process): not an orphan
+    cmd = _proc_cmdline(pid)
+    ours = (start is not None and _proc_start(pid) == start and "uvicorn" in cmd and _EPHEMERAL_APP in cmd
+            and str(port) in cmd)
+    with contextlib.suppress(OSError):
+        path.unlink()
+    if not ours:
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while _proc_start(pid) == start and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _proc_start(pid) == start:
+            os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def _start_ephemeral(home: Path, timeout_s: int) -> None:
+    """Start Prefect's temporary server now (Prefect would start it on first use) and record its pid."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    try:
+        server.start(timeout=timeout_s)
+    except Exception as exc:  # noqa: BLE001 - Prefect raises RuntimeError/httpx errors; one message for the CLI
+        raise ServerUnavailable(f"Prefect's temporary local server did not start: {exc}") from None
+    if server.server_process is not None and server.port is not None:
+        record_ephemeral_server(home, server.server_process.pid, server.port)
+
+
+class _ServerLinesToFile(logging.Filter):
+    """Sends the temporary server's start/stop lines (Prefect logs them on its root ``prefect`` logger,
+    from ``prefect/server/api/server.py``) to a log file instead of the terminal."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.handler = logging.FileHandler(path, delay=True, encoding="utf-8")
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.pathname.replace("\\", "/").endswith("prefect/server/api/server.py"):
+            self.handler.handle(record)
+            return False
+        return True
+
+
+_SERVER_LINES: _ServerLinesToFile | None = None
+
+
+def quiet_server_lines(log_dir: Path) -> Path:
+    """Route the temporary server's start-up chatter to ``log_dir/prefect-server.log`` (for this process)."""
+    global _SERVER_LINES
+    log_dir = Path(log_dir).expanduser()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / "prefect-server.log"
+    prefect_logger = logging.getLogger("prefect")
+    if _SERVER_LINES is not None:
+        if _SERVER_LINES.path == path:
+            return path
+        prefect_logger.removeFilter(_SERVER_LINES)
+    _SERVER_LINES = _ServerLinesToFile(path)
+    prefect_logger.addFilter(_SERVER_LINES)
+    return path
+
+
 @contextmanager
-def use_api(info: ServerInfo, startup_timeout_s: float = 180.0) -> Iterator[ServerInfo]:
+def use_api(info: ServerInfo, startup_timeout_s: float = 180.0, home: Path | None = None,
+            log_dir: Path | None = None) -> Iterator[ServerInfo]:
     """Point Prefect (this process and the flow-run processes it spawns) at ``info`` for the block.
 
     For Prefect's temporary server, its startup timeout is raised to at least ``startup_timeout_s``:
     Prefect's default (20 s) is too short for a first start (database migrations) on a busy laptop.
+    With ``home``, a temporary server left by a killed ``tune`` is stopped first
+    (``cleanup_orphaned_server``) and the one started now is recorded there.
+    The temporary server never sends telemetry (Prefect's analytics off: offline machines printed an error on
+    every run), and with ``log_dir`` its start-up lines go to ``log_dir/prefect-server.log``.
     """
     from prefect.settings import (
         PREFECT_API_URL,
+        PREFECT_SERVER_ANALYTICS_ENABLED as ANALYTICS,
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as STARTUP,
         get_current_settings,
         temporary_settings,
@@ -114,13 +233,18 @@ def use_api(info: ServerInfo, startup_timeout_s: float = 180.0) -> Iterator[Serv
     old = os.environ.get("PREFECT_API_URL")
     if info.kind == "ephemeral":
         os.environ.pop("PREFECT_API_URL", None)
+        if log_dir is not None:
+            quiet_server_lines(log_dir)
         timeout = max(int(startup_timeout_s), get_current_settings().server.ephemeral.startup_timeout_seconds)
-        ctx = temporary_settings(updates={STARTUP: timeout}, restore_defaults={PREFECT_API_URL})
+        ctx = temporary_settings(updates={STARTUP: timeout, ANALYTICS: False}, restore_defaults={PREFECT_API_URL})
     else:
         os.environ["PREFECT_API_URL"] = info.api_url
         ctx = temporary_settings(updates={PREFECT_API_URL: info.api_url})
     try:
         with ctx:
+            if info.kind == "ephemeral" and home is not None:
+                cleanup_orphaned_server(home)
+                _start_ephemeral(home, timeout)
             yield info
     finally:
         if old is None:
@@ -187,6 +311,7 @@ def start_local_server(
     log_path = logs / "prefect-server.log"
     child_env = dict(os.environ if env is None else env)
     child_env.pop("PREFECT_API_URL", None)
+    child_env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"  # no telemetry from a server we start
     with open(log_path, "ab") as log:
         log.write(f"\n--- {datetime.now(timezone.utc).isoformat()} starting on port {port}\n".encode())
         log.flush()

@@ -115,10 +115,13 @@ def publish_profile_task(
 
 
 @task(name="report", cache_policy=NO_CACHE)
-def report_task(run_id: int, study_names: list[str], db: TuningDB, outcomes: list[WorkloadOutcome]) -> str:
-    """Write the run's HTML report (Optuna plots of its studies, winners table); returns its path."""
-    from .report import write_run_report
+def report_task(run_id: int, study_names: list[str], db: TuningDB, failed: dict[str, str],
+                profile_path: str | None) -> Any:
+    """Write the run's HTML report (``tuner.write_run_report``); returns the ``tuner.ReportFile``."""
+    from tuner import write_run_report
+    from xlstm_kernels.settings import get_settings
 
-    path = write_run_report(run_id, study_names, db, outcomes)
-    get_run_logger().info("report written to %s", path)
-    return str(path)
+    written = write_run_report(db, run_id, study_names, settings=get_settings(), failed=failed,
+                               profile_path=Path(profile_path) if profile_path else None)
+    get_run_logger().info("report written to %s (%.1f MB)", written.path, written.bytes / 1e6)
+    return written

@@ -7,7 +7,8 @@
 
 from ._db import RUN_STATUSES, TRIAL_STATUSES, BestConfig, TuningDB, config_key, open_db, query_best
 from ._db import pid_alive, this_machine_id
-from ._errors import NoTunedConfig, NotADatabase, SchemaTooNew, StorageError, UnknownRun
+from ._errors import DatabaseUnavailable, NoTunedConfig, NotADatabase, SchemaTooNew, StorageError, UnknownRun
+from ._metadata import column_description, datasette_metadata
 from ._model_db import BestModelConfig, best_model, kernel_winners, model_trials, record_model_result
 from ._model_db import record_model_trial
 from ._schema import SCHEMA_VERSION
@@ -18,6 +19,7 @@ __all__ = [
     "TRIAL_STATUSES",
     "BestConfig",
     "BestModelConfig",
+    "DatabaseUnavailable",
     "NoTunedConfig",
     "NotADatabase",
     "SchemaTooNew",
@@ -25,7 +27,9 @@ __all__ = [
     "TuningDB",
     "UnknownRun",
     "best_model",
+    "column_description",
     "config_key",
+    "datasette_metadata",
     "kernel_winners",
     "model_trials",
     "open_db",

@@ -26,8 +26,8 @@ import sqlite_utils
 from xlstm_kernels.config import KernelConfig, Workload
 from xlstm_kernels.fingerprint import Fingerprint
 
-from ._errors import NoTunedConfig, NotADatabase, SchemaTooNew, UnknownRun
-from ._schema import MIGRATIONS, SCHEMA_VERSION, TABLES
+from ._errors import DatabaseUnavailable, NoTunedConfig, NotADatabase, SchemaTooNew, StorageError, UnknownRun
+from ._schema import MIGRATIONS, SCHEMA_VERSION
 
 RUN_STATUSES = ("running", "completed", "interrupted", "failed")
 TRIAL_STATUSES = ("ok", "rejected", "failed")
@@ -64,11 +64,43 @@ def _check_file(path: Path) -> None:
         raise NotADatabase(f"{path} is a directory; expected an SQLite tuning database file")
 
 
-def _refuse_not_sqlite(path: Path, exc: sqlite3.DatabaseError) -> NotADatabase:
+def _refuse_not_sqlite(path: Path, exc: sqlite3.DatabaseError) -> StorageError:
+    if isinstance(exc, sqlite3.OperationalError):  # cannot open/lock/write: not a verdict on the content
+        return _unavailable(path, exc)
     return NotADatabase(
         f"{path} is not an SQLite database ({exc}); refusing to touch it. "
         "Point XLSTM_AUTOTUNE_DB_PATH or XLSTM_AUTOTUNE_HOME elsewhere."
     )
+
+
+def _unavailable(path: Path, exc: BaseException, reading: bool = False) -> DatabaseUnavailable:
+    if reading:
+        return DatabaseUnavailable(f"cannot read the tuning database {path}: {exc}; it was not changed")
+    ro = "" if os.access(path.parent, os.W_OK) else f" ({path.parent} is not writable: a read-only home?)"
+    return DatabaseUnavailable(f"cannot open the tuning database {path} for writing: {exc}{ro}; it was not changed. "
+                               "Point XLSTM_AUTOTUNE_HOME or XLSTM_AUTOTUNE_DB_PATH at a writable place.")
+
+
+def _open_read_only(path: Path, timeout_s: float) -> sqlite3.Connection:
+    """A read-only connection; in a read-only directory (no -shm can be made) the file is read as immutable
+    when it has no write-ahead log to replay (else ``DatabaseUnavailable``: its newest rows are in the log)."""
+    from urllib.parse import quote
+
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=timeout_s, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA user_version").fetchone()
+        return conn
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if os.access(path.parent, os.W_OK):
+            raise _unavailable(path, exc, reading=True) from None
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise DatabaseUnavailable(
+                f"cannot read {path}: its directory is read-only and it has an un-checkpointed write-ahead log "
+                f"({wal.name}) that SQLite cannot replay without write access; copy the DB elsewhere") from None
+    return sqlite3.connect(uri + "&immutable=1", uri=True, timeout=timeout_s, check_same_thread=False)
 
 
 @dataclass(frozen=True)
@@ -103,14 +135,26 @@ class TuningDB:
 
     Open with ``TuningDB(path)`` or ``open_db()``; the schema is created or migrated on open.
     Raises ``NotADatabase`` for a file that is not an SQLite tuning database and ``SchemaTooNew``
-    for one written by a newer version; in both cases the file is not modified.
+    for one written by a newer version; in both cases the file is not modified (checked before WAL
+    mode is switched on). ``DatabaseUnavailable``: the file or its directory cannot be written (a
+    read-only home). ``read_only=True`` (queries such as ``best``) never writes, migrates or switches
+    to WAL, and reads a DB in a read-only directory too.
     """
 
-    def __init__(self, path: str | Path, busy_timeout_s: float = 30.0) -> None:
+    def __init__(self, path: str | Path, busy_timeout_s: float = 30.0, read_only: bool = False) -> None:
         self.path = Path(path).expanduser()
+        self.read_only = read_only
         _check_file(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, check_same_thread=False)
+        try:
+            if read_only:
+                conn = _open_read_only(self.path, busy_timeout_s)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, check_same_thread=False)
+        except (OSError, sqlite3.OperationalError) as exc:
+            raise _unavailable(self.path, exc, reading=read_only) from None
+        except sqlite3.DatabaseError as exc:
+            raise _refuse_not_sqlite(self.path, exc) from None
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -126,17 +170,29 @@ class TuningDB:
         self.db = sqlite_utils.Database(conn)
         self.conn = conn
         if version == 0:
-            foreign = [t for t in self.db.table_names() if t not in TABLES]
+            # a tuning DB is never at version 0 with tables (the first migration sets the version in
+            # the same transaction): any table, even one named like ours (`trials`), is someone else's
+            foreign = self.db.table_names()
             if foreign:
                 conn.close()
                 raise NotADatabase(
                     f"{self.path} is an SQLite database but not a tuning database (it holds tables "
-                    f"{foreign[:5]}); refusing to add tables to it."
+                    f"{foreign[:5]} and no tuning schema version); refusing to touch it."
                 )
-        if self.db.journal_mode != "wal":
-            self.db.enable_wal()
-        conn.execute("PRAGMA foreign_keys = ON")
-        self._migrate()
+        if read_only:
+            if version != SCHEMA_VERSION:
+                conn.close()
+                raise DatabaseUnavailable(f"{self.path} has schema version {version}, not {SCHEMA_VERSION}; "
+                                          "open it once writable (any tune) to migrate it")
+            return
+        try:
+            if self.db.journal_mode != "wal":
+                self.db.enable_wal()
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            raise _unavailable(self.path, exc) from None
 
     # -- transactions ---------------------------------------------------------------------------
 
@@ -391,21 +447,34 @@ class TuningDB:
     def record_probe(self, *, machine_id: str, torch_version: str, compile_key: str,
                      config: KernelConfig, t_inner_requested: int, t_inner_effective: int | None,
                      ok: bool, error: str | None = None, compile_s: float | None = None,
-                     max_buffers: int | None = None) -> int:
-        """Store one compile-probe outcome."""
+                     max_buffers: int | None = None, target: str | None = None,
+                     detail: dict[str, Any] | None = None) -> int:
+        """Store one compile-probe outcome (``target``: None the machine's own device, "mps" Metal)."""
         with self.write() as db:
             return int(db["probes"].insert(dict(
                 machine_id=machine_id, torch=torch_version, compile_key=compile_key,
                 config_json=config_key(config), t_inner_requested=t_inner_requested,
                 t_inner_effective=t_inner_effective, ok=int(ok), error=error, compile_s=compile_s,
-                max_buffers=max_buffers, created_at=now(),
+                max_buffers=max_buffers, created_at=now(), target=target,
+                detail_json=None if detail is None else json.dumps(detail, sort_keys=True),
             )).last_pk)
 
-    def probe_outcome(self, machine_id: str, torch_version: str, compile_key: str) -> dict[str, Any] | None:
-        """The newest stored probe of this compile key on this machine and torch, or None."""
-        rows = list(self.db.query(
-            "SELECT * FROM probes WHERE machine_id = ? AND torch = ? AND compile_key = ? "
-            "ORDER BY id DESC LIMIT 1", [machine_id, torch_version, compile_key]))
+    def probe_outcome(self, machine_id: str, torch_version: str, compile_key: str,
+                      target: str | None = None) -> dict[str, Any] | None:
+        """The newest stored probe of this compile key on this machine and torch, or None.
+
+        ``target`` None: probes of the machine's own device. ``target="mps"``: Metal probes of this
+        torch and key from any machine (a plan for a Mac is made from generated source, the same on
+        every machine), this machine's own first (on a Mac: its real compiles).
+        """
+        if target is None:
+            rows = list(self.db.query(
+                "SELECT * FROM probes WHERE machine_id = ? AND torch = ? AND compile_key = ? AND target IS NULL "
+                "ORDER BY id DESC LIMIT 1", [machine_id, torch_version, compile_key]))
+        else:
+            rows = list(self.db.query(
+                "SELECT * FROM probes WHERE torch = ? AND compile_key = ? AND target = ? "
+                "ORDER BY machine_id = ? DESC, id DESC LIMIT 1", [torch_version, compile_key, target, machine_id]))
         return rows[0] if rows else None
 
     # -- profiles -------------------------------------------------------------------------------
@@ -465,5 +534,5 @@ def query_best(workload: Workload | str, machine_id: str | None = None,
     if not db_path.exists():
         raise NoTunedConfig(f"no tuned config for workload {wl} on machine {mid}: "
                             f"no tuning database at {db_path} (run `xlstm-autotune tune` first)")
-    with open_db(db_path) as db:
+    with TuningDB(db_path, busy_timeout_s=get_settings().db_busy_timeout_s, read_only=True) as db:
         return db.best(wl, mid)

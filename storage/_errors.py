@@ -15,6 +15,10 @@ class SchemaTooNew(StorageError):
     """The database was written by a newer xlstm-autotune (its schema version is unknown here)."""
 
 
+class DatabaseUnavailable(StorageError):
+    """The database file cannot be opened or written (read-only directory, permissions); nothing changed."""
+
+
 class NoTunedConfig(StorageError):
     """No validated config is recorded for this workload on this machine."""
 

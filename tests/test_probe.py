@@ -62,7 +62,7 @@ def triton_red_fused_sum_1(in_ptr0, out_ptr0, xnumel, XBLOCK : tl.constexpr):
 '''
 
 METAL_INDUCTOR_SRC = """
-mps_lib_0 = compile_mps_shader('''
+generated_kernel = async_compile.metal('generated_kernel', '''
     #include <c10/metal/utils.h>
     [[max_total_threads_per_threadgroup(64)]]
     kernel void generated_kernel(
@@ -96,7 +96,9 @@ def test_scan_counts_triton_pointer_args_not_numel_or_constexpr():
 
 
 def test_scan_counts_metal_buffer_slots():
-    """Inductor's MPS signatures (implicit slots: every device/constant parameter) and explicit [[buffer(N)]]."""
+    """Inductor's MPS signatures (implicit slots: every device/constant parameter, scalars ``constant long&``
+    included) and explicit [[buffer(N)]]. Composed text; tests/test_metal.py runs the scanner on real
+    generated Metal output code."""
     (k,) = scan_source(METAL_INDUCTOR_SRC)
     assert (k.name, k.lang, k.buffers, k.args) == ("generated_kernel", "metal", 5, 7)
     (e,) = scan_source(METAL_EXPLICIT_SRC)
@@ -112,9 +114,11 @@ def test_scan_counts_metal_buffer_slots():
 CASES = json.loads((DATA / "probe_error_texts.json").read_text())["cases"]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[f"{c['kind']}-{i}" for i, c in enumerate(CASES)])
-def test_classify_recorded_error_texts(case):
+@pytest.mark.parametrize("case", CASES, ids=[f"{c['kind']}-{c['provenance']}-{i}" for i, c in enumerate(CASES)])
+def test_classify_error_texts(case):
+    """Quoted (with a URL), composed or wording texts: the data file says which is which."""
     assert case["kind"] in FAILURE_KINDS
+    assert case["provenance"] in ("quoted", "composed", "wording") and (case["provenance"] != "quoted" or case["url"])
     assert classify_error(case["text"]) == case["kind"]
 
 

@@ -17,6 +17,7 @@ import xlstm_kernels as xk
 from xlstm_kernels.config import DEFAULT_CONFIG, KernelConfig, Workload
 from xlstm_kernels.device import default_device
 from xlstm_kernels.settings import Settings, get_settings
+from xlstm_kernels.validation import check_workload_memory
 
 from ._errors import CandidateFailed
 from ._evaluate import Evaluation, Evaluator, calls_per_sample, interleaved_samples, summarize
@@ -68,13 +69,13 @@ class BenchResult:
 
 def profile_choice(workload: Workload, device: torch.device) -> tuple[KernelConfig, str, str]:
     """(config, source, reason) the runtime would use for ``workload`` on ``device`` (profile or default)."""
-    dt = workload.torch_dtype
+    one = torch.empty((), dtype=workload.torch_dtype, device=device)  # expanded views: only shapes are read
     if workload.mode == "decode":
-        q = torch.empty(workload.B, workload.NH, workload.DHQK, dtype=dt, device=device)
-        v = torch.empty(workload.B, workload.NH, workload.DHV, dtype=dt, device=device)
+        q = one.expand(workload.B, workload.NH, workload.DHQK)
+        v = one.expand(workload.B, workload.NH, workload.DHV)
     else:
-        q = torch.empty(workload.B, workload.NH, workload.S, workload.DHQK, dtype=dt, device=device)
-        v = torch.empty(workload.B, workload.NH, workload.S, workload.DHV, dtype=dt, device=device)
+        q = one.expand(workload.B, workload.NH, workload.S, workload.DHQK)
+        v = one.expand(workload.B, workload.NH, workload.S, workload.DHV)
     choice = xk.explain_config(q, None, v, mode=workload.mode)
     return choice.config, choice.source, choice.reason
 
@@ -109,6 +110,9 @@ def bench(
         config, source, reason = profile_choice(wl, dev)
     else:
         source, reason = "given", "config given on the command line"
+    if wl.mode != "decode":
+        config.bands(wl.NH)  # the one heads_per_band rule (ValueError), as probe and tune apply it
+    check_workload_memory(wl, dev, settings.validate_max_s, settings, config)  # before any allocation
     ev = Evaluator(wl, dev, settings)
     chosen = _validated(ev, config, "chosen")
     default = _validated(ev, DEFAULT_CONFIG, "default")

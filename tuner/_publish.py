@@ -26,8 +26,10 @@ from xlstm_kernels.profile import (
     TuningRun,
     check_profile_matches,
     load_profile,
+    machine_profile_path,
     parse_profile,
     publish_profile,
+    read_profile_text,
 )
 from xlstm_kernels.settings import Settings, get_settings
 
@@ -68,7 +70,7 @@ def profile_path_for(machine_id: str, settings: Settings | None = None) -> Path:
     s = settings or get_settings()
     if s.profile_path is not None:
         return Path(s.profile_path).expanduser()
-    return s.resolved_home() / "profiles" / f"{machine_id}.json"
+    return machine_profile_path(s.resolved_home(), machine_id)
 
 
 def build_profile(
@@ -116,27 +118,40 @@ def record_published(result: PublishResult, fingerprint: Fingerprint | dict[str,
     The machine is recorded first when the DB does not know it. Recording the same version and
     checksum again is a no-op; the same version with another checksum raises ``ProfileRecordError``.
     """
+    fp = check_recordable(fingerprint, db, result.path, result.version, result.checksum)
+    mid = fp.machine_id if isinstance(fp, Fingerprint) else str(fp)
+    if isinstance(fp, Fingerprint):
+        db.record_machine(fp)
+    if [r for r in db.profiles(mid) if r["version"] == result.version]:
+        return result.version  # recorded before with this checksum (check_recordable refused another)
+    return db.record_profile(machine_id=mid, path=result.path, checksum=result.checksum,
+                             run_id=run_id, version=result.version)
+
+
+def check_recordable(fingerprint: Fingerprint | dict[str, Any], db: TuningDB, path: Path, version: int,
+                     checksum: str) -> Fingerprint | str:
+    """Raise ``ProfileRecordError`` unless ``db`` can record this version; run before anything is written.
+
+    Returns the ``Fingerprint`` to record when the DB does not know the machine yet, else its id.
+    """
     fpd = fingerprint.to_dict() if isinstance(fingerprint, Fingerprint) else dict(fingerprint)
     mid = str(fpd["machine_id"])
+    known: Fingerprint | str = mid
     if not db.db["machines"].count_where("id = ?", [mid]):
         try:
-            fp = Fingerprint.from_dict(fpd)
+            known = Fingerprint.from_dict(fpd)
         except TypeError as exc:
             raise ProfileRecordError(f"machine {mid} is not in {db.path} and the profile's fingerprint is "
                                      f"incomplete ({exc})") from None
-        if fp.machine_id != mid:
-            raise ProfileRecordError(f"the profile's fingerprint gives machine id {fp.machine_id}, "
+        if known.machine_id != mid:
+            raise ProfileRecordError(f"the profile's fingerprint gives machine id {known.machine_id}, "
                                      f"not the {mid} it names")
-        db.record_machine(fp)
-    same = [r for r in db.profiles(mid) if r["version"] == result.version]
-    if same:
-        if same[0]["checksum"] == result.checksum:
-            return result.version
+    same = [r for r in db.profiles(mid) if r["version"] == version]
+    if same and same[0]["checksum"] != checksum:
         raise ProfileRecordError(
-            f"the tuning DB {db.path} already records version {result.version} of machine {mid}'s profile "
-            f"with checksum {same[0]['checksum']} (at {same[0]['path']}); {result.path} has {result.checksum}")
-    return db.record_profile(machine_id=mid, path=result.path, checksum=result.checksum,
-                             run_id=run_id, version=result.version)
+            f"the tuning DB {db.path} already records version {version} of machine {mid}'s profile "
+            f"with checksum {same[0]['checksum']} (at {same[0]['path']}); {path} would have {checksum}")
+    return known
 
 
 @contextlib.contextmanager
@@ -175,7 +190,7 @@ def publish_entries(
             started_at = datetime.fromisoformat(tdb.run(run_id)["started_at"])
         profile = build_profile(fp, entries, run_id=run_id, started_at=started_at, previous=previous,
                                 model_entries=model_entries)
-        result = publish_profile(profile, target)
+        result = publish_profile(profile, target, before_write=lambda p, v, c: check_recordable(fp, tdb, p, v, c))
         record_published(result, fp, tdb, run_id)
     return result
 
@@ -185,16 +200,28 @@ def publish_profile_file(
 ) -> PublishResult:
     """Validate a profile JSON file, publish it as the next version and record that in the tuning DB.
 
-    The DB (default: the settings') is created when it does not exist yet. Raises ``ProfileError``
-    subclasses for a bad file (nothing is published or recorded then).
+    The DB (default: the settings') is created when it does not exist yet. Every check that can fail
+    runs before the profile is written: a bad file (``ProfileError`` subclasses), a DB that is not a
+    tuning DB or is newer (``StorageError`` subclasses, the DB left untouched), a version the DB
+    cannot record (``ProfileRecordError``), a target that would leave the profiles folder
+    (``PathEscapeError``: the machine id is encoded as one file name).
     """
     source = Path(source)
-    profile = parse_profile(source.read_text(encoding="utf-8"), str(source))
-    result = publish_profile(profile, path)
+    profile = parse_profile(read_profile_text(source), str(source))
+    target = Path(path).expanduser() if path is not None else profile_path_for(profile.machine_id)
     rid = profile.tuning_run.run_id
     with _db(db) as tdb:
+        try:
+            result = publish_profile(profile, target, before_write=lambda p, v, c: check_recordable(
+                profile.fingerprint, tdb, p, v, c))
+        except ProfileRecordError as exc:
+            raise ProfileRecordError(f"nothing was published: {exc}") from None
         linked = int(rid) if rid is not None and rid.isdigit() and _run_of(tdb, int(rid), profile.machine_id) else None
-        record_published(result, profile.fingerprint, tdb, linked)
+        try:
+            record_published(result, profile.fingerprint, tdb, linked)
+        except ProfileRecordError as exc:
+            raise ProfileRecordError(f"published v{result.version} to {result.path}, but not recorded "
+                                     f"in the tuning DB: {exc}") from None
     return result
 
 

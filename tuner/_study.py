@@ -37,10 +37,13 @@ from xlstm_kernels.fingerprint import triton_version
 from xlstm_kernels.config import KernelConfig, Workload
 from xlstm_kernels.device import default_device
 from xlstm_kernels.settings import Settings, get_settings
+from xlstm_kernels.validation import check_workload_memory
 
+from ._attrs import display_attrs
 from ._errors import CandidateFailed
 from ._evaluate import CompileProbe, Evaluation, Evaluator, KernelRunner, run_kernel
 from ._evaluate import calls_per_sample, interleaved_samples, summarize
+from ._fleet import claim_of, heartbeat_enabled, make_storage, node_name, storage_url, study_owner, wait_for_fleet
 from ._progress import Progress, ProgressEvent
 from ._space import SearchSpace, effective_key, effective_t_inner, parse_workload
 
@@ -131,15 +134,25 @@ class RunResult:
 _STORAGES: dict[str, optuna.storages.BaseStorage] = {}
 
 
+def optuna_storage_url(db_path: Path, settings: Settings) -> str:
+    """Where the studies of the tuning DB at ``db_path`` live: settings.optuna_storage, else SQLite beside it
+    (fleet mode requires the former: ``FleetMisconfigured``)."""
+    db_path = Path(db_path)
+    return storage_url(f"sqlite:///{db_path.with_name(db_path.stem + '.optuna.db')}", settings)
+
+
 def optuna_storage(db: TuningDB, settings: Settings) -> optuna.storages.BaseStorage:
-    """Optuna storage for ``db`` (settings.optuna_storage, else SQLite beside the DB); cached."""
-    url = settings.optuna_storage or f"sqlite:///{db.path.with_name(db.path.stem + '.optuna.db')}"
-    if url not in _STORAGES:
-        kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite"):
-            kwargs = {"connect_args": {"timeout": settings.db_busy_timeout_s}}
-        _STORAGES[url] = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    return _STORAGES[url]
+    """Optuna storage for ``db`` (``optuna_storage_url``); cached.
+
+    Fleet mode (``settings.fleet``) needs ``optuna_storage`` (``FleetMisconfigured``) and adds Optuna's
+    heartbeat and the retry of stale trials (``tuner._fleet.make_storage``).
+    """
+    url = optuna_storage_url(db.path, settings)
+    cache_key = json.dumps([url, settings.fleet, settings.fleet_heartbeat_s, settings.fleet_grace_s,
+                            settings.fleet_max_retry])
+    if cache_key not in _STORAGES:
+        _STORAGES[cache_key] = make_storage(url, settings)
+    return _STORAGES[cache_key]
 
 
 def _open(db: TuningDB | str | Path | None) -> tuple[TuningDB, bool]:
@@ -206,9 +219,11 @@ def _waiting_keys(study: optuna.Study, space: SearchSpace) -> set[str]:
 
 def _candidate(t: optuna.trial.FrozenTrial, wl: Workload) -> Candidate:
     cfg = KernelConfig.from_dict(t.user_attrs["config"])
+    # a trial timed by another fleet node has its trial id in that node's DB, not ours
+    local = t.user_attrs.get("node") in (None, node_name(get_settings()))
     return Candidate(cfg, effective_t_inner(cfg, wl), float(t.value), t.user_attrs["spread_ms"],
                      t.user_attrs["tokens_per_s"], t.user_attrs["equivalence_error"],
-                     t.user_attrs.get("compile_s"), t.user_attrs.get("trial_id"))
+                     t.user_attrs.get("compile_s"), t.user_attrs.get("trial_id") if local else None)
 
 
 # -- entry points --------------------------------------------------------------------------------
@@ -217,7 +232,8 @@ def study_name_for(machine_id: str, workload: Workload, space: SearchSpace) -> s
     """The Optuna study of a (machine, workload, space, software stack): resumed while all four match.
 
     torch and triton versions are part of it, so a re-tune after a software change searches again
-    instead of only re-timing the old study's best candidates.
+    instead of only re-timing the old study's best candidates. In fleet mode ``machine_id`` is the
+    study owner ``fleet/<fleet name>/<machine class>`` (``tuner._fleet.study_owner``).
     """
     triton = triton_version()
     software = f"torch-{torch.__version__}" + (f"+triton-{triton}" if triton else "")
@@ -262,6 +278,7 @@ def tune_workload(
     wl = parse_workload(workload)
     dev = torch.device(device) if device is not None else default_device()
     space = space or SearchSpace.from_settings(wl, dev, settings)
+    check_workload_memory(wl, dev, settings.validate_max_s, settings)  # before any input is allocated
     tdb, owned = _open(db)
     try:
         if run_id is None:
@@ -327,7 +344,8 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
     machine_id = db.run(run_id)["machine_id"]
     candidates = space.candidates()
     use_grid = sampler == "grid" or (sampler == "auto" and len(candidates) <= settings.tune_grid_max)
-    study_name = study_name_for(machine_id, wl, space)
+    klass, node, fleet = xk.machine_class(xk.fingerprint(dev)), node_name(settings), settings.fleet
+    study_name = study_name_for(study_owner(machine_id, klass, settings), wl, space)
     with warnings.catch_warnings():  # ``group`` is marked experimental in Optuna 5
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = optuna.create_study(
@@ -335,9 +353,11 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
             # multivariate TPE: family, chunk size and unroll interact; random start-up scaled to the budget
             sampler=optuna.samplers.TPESampler(
                 seed=settings.tune_seed, multivariate=True, group=True,
-                n_startup_trials=max(2, min(10, (n_trials or settings.tune_n_trials) // 4))),
+                n_startup_trials=max(2, min(10, (n_trials or settings.tune_n_trials) // 4)),
+                constant_liar=fleet),  # fleet: running trials of other machines count as pending
             load_if_exists=True)
-    _fail_zombies(study)
+    if not heartbeat_enabled(study):  # with heartbeats the storage fails (and retries) dead trials
+        _fail_zombies(study)
     done = _finished(study)
     default_key = effective_key(space.default, wl)
     waiting = _waiting_keys(study, space)
@@ -352,6 +372,7 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
     else:
         target = n_trials or (settings.tune_quick_n_trials if quick else settings.tune_n_trials)
         total = max(0, target - len(done))
+    fleet_target = len(candidates) if use_grid else min(len(candidates), max(target, len(done)))
     in_space = {effective_key(c, wl) for c in candidates}
     evaluator = Evaluator(wl, dev, settings, runner=runner, probe=probe, quick=quick)
     state = {"evaluated": 0}
@@ -372,6 +393,8 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("host", socket.gethostname())
+        for k, v in (("node", node), ("machine_id", machine_id), ("machine_class", klass)):
+            trial.set_user_attr(k, v)  # who times it (in a fleet: which machine of the class)
         cfg = space.suggest(trial)
         key = effective_key(cfg, wl)
         trial.set_user_attr("config_key", key)
@@ -379,6 +402,15 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
         if key not in in_space:  # TPE drew a default-only value in a non-default combination
             trial.set_user_attr("outside_space", True)
             raise optuna.TrialPruned("outside the search space")
+        if fleet:  # another machine may have this candidate: the lowest live trial owns it
+            claim = claim_of(study.get_trials(deepcopy=False), trial.number, key, key_of)
+            if claim is not None and claim.state in (optuna.trial.TrialState.WAITING,
+                                                     optuna.trial.TrialState.RUNNING):
+                trial.set_user_attr("duplicate_of", claim.number)
+                raise optuna.TrialPruned(f"candidate claimed by trial {claim.number} "
+                                         f"on {claim.user_attrs.get('node', 'another machine')}")
+            if claim is not None:
+                done.setdefault(key, claim)
         prior = done.get(key)
         if prior is not None:  # TPE proposed an already evaluated kernel: reuse, do not re-run
             trial.set_user_attr("duplicate_of", prior.number)
@@ -402,6 +434,7 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
                  "equivalence_error": ev.equivalence_error, "compile_s": ev.compile_s}
         if ev.timing is not None:
             attrs.update(spread_ms=ev.timing.spread_ms, tokens_per_s=ev.tokens_per_s)
+        attrs.update(display_attrs(ev, wl, key == default_key, study=trial.study))
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
         db.heartbeat(run_id)
@@ -412,12 +445,25 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
         value = ev.timing.median_ms if ev.timing is not None else math.inf
         return value
 
+    def key_of(t: optuna.trial.FrozenTrial) -> str | None:
+        if "config_key" in t.user_attrs:
+            return t.user_attrs["config_key"]
+        try:  # an enqueued trial not yet started: its fixed params
+            return effective_key(space.config_from_params(t.params or t.system_attrs.get("fixed_params", {})), wl)
+        except Exception:  # noqa: BLE001 - params of another space cannot be this candidate
+            return None
+
     def after(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
         if frozen.user_attrs.get("duplicate_of") is None and "status" in frozen.user_attrs:
             done.setdefault(frozen.user_attrs["config_key"], frozen)
             report(frozen.user_attrs["status"], KernelConfig.from_dict(frozen.user_attrs["config"]),
                    frozen.value if frozen.user_attrs["status"] == "ok" else None)
-        if state["evaluated"] >= total or len(done) >= len(candidates):
+        if fleet:  # candidates other machines finished count too
+            for k, t in _finished(study).items():
+                done.setdefault(k, t)
+            if len(done) >= fleet_target:
+                study.stop()
+        elif state["evaluated"] >= total or len(done) >= len(candidates):
             study.stop()  # budget of evaluated candidates reached, or the space is exhausted
 
     if total > 0 and len(done) < len(candidates):
@@ -426,6 +472,15 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
         cap = total if use_grid else 5 * total + 20
         study.optimize(objective, n_trials=cap, timeout=time_budget_s, catch=(CandidateFailed,),
                        callbacks=[after], gc_after_trial=False)
+    if fleet:  # the class's study is complete only when no machine still runs (or owes) a trial
+        deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
+
+        def own_share() -> None:
+            waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+            study.optimize(objective, n_trials=waiting, catch=(CandidateFailed,), callbacks=[after],
+                           gc_after_trial=False)
+
+        wait_for_fleet(study, settings, deadline, own_share)
     return _finish(wl, db, dev, run_id, machine_id, study_name, study, space, evaluator, settings,
                    progress, state["evaluated"], len(candidates), "grid" if use_grid else "tpe", t0)
 

@@ -9,6 +9,7 @@ from .compiler import CompileKey, EagerFallbackWarning
 from .config import DEFAULT_CONFIG, KernelConfig, Workload
 from .families import step_layout
 from .fingerprint import Fingerprint, fingerprint
+from .fingerprint import machine_class
 from . import probe  # the module: xk.probe.probe(config, workload) runs a compile-probe
 from .probe import FuseReport, ProbeError, ProbeResult, classify_error, fuse_report
 from .profile import (
@@ -19,6 +20,7 @@ from .profile import (
     ProfileMismatchError,
     ProfileNotFoundError,
     ProfileSchemaError,
+    ProfileWriteError,
     PublishResult,
     TuningRun,
     default_profile_path,
@@ -27,6 +29,7 @@ from .profile import (
     publish_profile,
     rollback_profile,
 )
+from .paths import PathEscapeError
 from .reference import mlstm_reference, rel_err
 from .model_presets import ModelSpecError, build_model
 from .model_profile import ModelChoice, explain_model_config, model_config_for
@@ -49,6 +52,7 @@ from .runner import (
 from .runtime import ConfigChoice, ProfileWarning, explain_config, loaded_profile, reload_profile
 from .settings import Settings, get_settings, reset_settings
 from .shrink import NonCanonicalWarning, run_with_shrink, tuning
+from .validation import WorkloadTooLarge
 
 __all__ = [
     "BatchSizeError",
@@ -67,6 +71,7 @@ __all__ = [
     "ModelSpecError",
     "ModelWorkload",
     "NonCanonicalWarning",
+    "PathEscapeError",
     "ProbeError",
     "ProbeResult",
     "Profile",
@@ -77,6 +82,7 @@ __all__ = [
     "ProfileNotFoundError",
     "ProfileSchemaError",
     "ProfileWarning",
+    "ProfileWriteError",
     "PublishResult",
     "RunnerError",
     "RunnerState",
@@ -87,6 +93,7 @@ __all__ = [
     "TuningRun",
     "UnsupportedModelError",
     "Workload",
+    "WorkloadTooLarge",
     "build_model",
     "classify_error",
     "compile_cache",
@@ -100,6 +107,7 @@ __all__ = [
     "list_profile_versions",
     "load_profile",
     "loaded_profile",
+    "machine_class",
     "mlstm",
     "mlstm_reference",
     "model_config_for",

@@ -88,6 +88,25 @@ class Fingerprint:
         return cls(**fields)
 
 
+def os_major(os_text: str) -> str:
+    """``"Linux 6.8.0-45-generic"`` -> ``"Linux 6"``: the OS and its major release (minor updates keep timings)."""
+    system, _, release = os_text.partition(" ")
+    major = release.split(".", 1)[0].split("-", 1)[0]
+    return f"{system} {major}".strip()
+
+
+def machine_class(fp: Fingerprint) -> str:
+    """Class id of machines whose timings are comparable, e.g. ``cpu-3f2a9c1b7d04``.
+
+    Hashes what decides a kernel's speed: CPU model, architecture, device type and name, device
+    count, memory (whole GiB), OS major release, torch and triton versions. Not the host name nor
+    the Python patch level: identical boxes of a fleet share a class and so one Optuna study.
+    """
+    ident = json.dumps([fp.cpu, fp.machine, fp.device_type, fp.device_name, fp.device_count,
+                        round(fp.memory_gb), os_major(fp.os), fp.torch, fp.triton])
+    return f"{fp.device_type}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
+
+
 def fingerprint(device: torch.device | str | None = None) -> Fingerprint:
     """Fingerprint of this machine for ``device`` (default: best available)."""
     from .device import default_device, device_name

@@ -17,8 +17,15 @@ Faults: with ``isolate=True`` each attempt compiles in a child process bounded b
 (``isolate=False``, cheaper) exceptions are caught but a hang is not bounded. Probes never use the
 shared ``compiler.CACHE``, so a failed compile leaves no entry behind.
 
-MPS paths (limit default, error signatures) follow PyTorch's MPS backend but have never run on Apple
-hardware.
+Metal without a Mac: ``target="mps"`` probes for Metal on any machine. Off-Mac each ratchet step
+generates the block's real Metal source with Inductor's MPS code generator (``metal_codegen``, fake
+MPS tensors) and checks its kernels statically: buffer arguments against the limit (31) and declared
+threadgroup memory against ``metal_threadgroup_memory_limit``; nothing is compiled by Metal or run
+(``ProbeResult.method == "codegen"``). On a Mac (MPS available) ``target="mps"`` is the real compile on
+the MPS device: the same static check runs on the source Inductor compiles, and a real Metal compile
+failure counts as well. The error signatures come from PyTorch's MPS issues
+(``tests/data/probe_error_texts.json`` quotes them); the Metal compiler itself, execution and timing
+have never run on Apple hardware in this project.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from typing import Any, Literal, get_args
 
 import torch
 
-from .codegen_scan import CodeScan, KernelInfo, scan_output_code
+from .codegen_scan import CodeScan, KernelInfo, UnknownThreadgroupType, scan_output_code
 from .compiler import CompileKey, _block_fn, _fresh_code_copy, _unique_graphs, build_compiled
 from .config import T_INNER_LADDER, KernelConfig, Workload
 from .device import default_device, is_out_of_memory, synchronize
@@ -61,6 +68,7 @@ FAILURE_KINDS: tuple[str, ...] = get_args(FailureKind)
 LIMIT_KINDS = frozenset({"buffer_limit", "threadgroup_memory"})  # these ratchet T_inner down
 FUSION_KNOB = "max_fusion_unique_io_buffers"
 EPS = 1e-6
+TARGETS: tuple[str, ...] = ("mps",)  # probe targets other than the device itself
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -190,7 +198,8 @@ class Attempt:
         scan = d.get("scan")
         if scan is not None:
             kernels = tuple(
-                KernelInfo(k["name"], k["lang"], k["buffers"], k["args"], tuple(k.get("buffer_names", ())))
+                KernelInfo(k["name"], k["lang"], k["buffers"], k["args"], tuple(k.get("buffer_names", ())),
+                           k.get("threadgroup_bytes", 0))
                 for k in scan["kernels"]
             )
             scan = CodeScan(graphs=scan["graphs"], kernels=kernels)
@@ -260,7 +269,8 @@ def compile_and_scan(key: CompileKey, max_buffers: int | None = None,
     """Compile ``fn`` (default: ``key``'s block) as ``key`` says, run it on one tile, scan the kernels.
 
     Never raises for a compile/run failure: the attempt says what happened. ``max_buffers`` makes a
-    kernel with more buffer arguments fail with ``buffer_limit``, as Metal would.
+    kernel with more buffer arguments fail with ``buffer_limit``, as Metal would; on MPS a kernel
+    declaring more threadgroup memory than ``metal_threadgroup_memory_limit`` fails likewise.
     """
     eager = fn if fn is not None else _fresh_code_copy(_block_fn(key), key.tag())
     # The C++ wrapper's output code lists each kernel twice and changes none, so probe without it.
@@ -277,25 +287,52 @@ def compile_and_scan(key: CompileKey, max_buffers: int | None = None,
             if "no compiled frames" in str(exc):  # torch >= 2.12 with Dynamo disabled: eager fallback
                 out = None
             else:
-                scan = scan_output_code(list(codes))
+                scan = _scan_or_none(codes)
                 return Attempt(ok=False, kind=classify_error(exc), message=_short(exc), scan=scan,
                                graphs=_unique_graphs() - before, compile_s=time.perf_counter() - t0)
     compile_s = time.perf_counter() - t0
     graphs = _unique_graphs() - before
-    scan = scan_output_code(list(codes))
+    try:
+        scan = scan_output_code(list(codes))
+    except UnknownThreadgroupType as exc:  # a Metal type the scanner cannot size: say so, do not guess
+        return Attempt(ok=False, kind="compiler_error", message=str(exc), graphs=graphs, compile_s=compile_s)
     if graphs == 0:
         return Attempt(ok=False, kind="graph_break", scan=scan, graphs=0, compile_s=compile_s,
                        message="torch.compile produced no graph: the block ran eagerly (silent eager "
                                "fallback, e.g. Dynamo disabled)")
+    tg_limit = get_settings().metal_threadgroup_memory_limit if torch.device(key.device).type == "mps" else None
+    failed = static_check(scan, max_buffers, tg_limit, graphs=graphs, compile_s=compile_s)
+    if failed is not None:
+        return failed
+    with torch.no_grad():
+        ref = eager(*args)
+    return Attempt(ok=True, scan=scan, graphs=graphs, compile_s=compile_s, tile_rel_err=_rel_err(out, ref))
+
+
+def _scan_or_none(codes: list[str]) -> CodeScan | None:
+    """The scan of ``codes``, or None where the scanner cannot size a Metal type (the error wins)."""
+    try:
+        return scan_output_code(list(codes))
+    except UnknownThreadgroupType:
+        return None
+
+
+def static_check(scan: CodeScan, max_buffers: int | None, threadgroup_limit: int | None = None, *,
+                 graphs: int = 1, compile_s: float | None = None) -> Attempt | None:
+    """The failed attempt when a kernel of ``scan`` is over the buffer or threadgroup-memory limit, else None."""
     over = scan.over_limit(max_buffers)
     if over:
         worst = max(over, key=lambda k: k.buffers)
         return Attempt(ok=False, kind="buffer_limit", scan=scan, graphs=graphs, compile_s=compile_s,
                        message=f"{len(over)} kernel(s) over the buffer limit {max_buffers}: {worst.name} "
                                f"has {worst.buffers} buffer arguments (static check)")
-    with torch.no_grad():
-        ref = eager(*args)
-    return Attempt(ok=True, scan=scan, graphs=graphs, compile_s=compile_s, tile_rel_err=_rel_err(out, ref))
+    tg_over = scan.over_threadgroup_limit(threadgroup_limit)
+    if tg_over:
+        worst = max(tg_over, key=lambda k: k.threadgroup_bytes)
+        return Attempt(ok=False, kind="threadgroup_memory", scan=scan, graphs=graphs, compile_s=compile_s,
+                       message=f"{len(tg_over)} kernel(s) over the threadgroup memory limit {threadgroup_limit} "
+                               f"bytes: {worst.name} declares {worst.threadgroup_bytes} (static check)")
+    return None
 
 
 def _short(exc: BaseException, limit: int = 2000) -> str:
@@ -305,6 +342,26 @@ def _short(exc: BaseException, limit: int = 2000) -> str:
 
 # ---------------------------------------------------------------------------------------------------
 # Runners: in-process, or a child process bounded by a timeout
+
+class _MetalCodegenRunner:
+    """Attempts without compiling: the block's generated Metal source, checked statically (any machine)."""
+
+    def __init__(self, threadgroup_limit: int | None) -> None:
+        self.threadgroup_limit = threadgroup_limit
+
+    def attempt(self, key: CompileKey, max_buffers: int | None) -> Attempt:
+        from .metal_codegen import block_metal_scan
+
+        try:
+            scan = block_metal_scan(key)  # MetalCodegenUnavailable propagates: the probe cannot tell
+        except UnknownThreadgroupType as exc:
+            return Attempt(ok=False, kind="compiler_error", message=str(exc))
+        failed = static_check(scan, max_buffers, self.threadgroup_limit)
+        return failed or Attempt(ok=True, scan=scan, graphs=1)
+
+    def close(self) -> None:
+        pass
+
 
 class _InProcessRunner:
     def attempt(self, key: CompileKey, max_buffers: int | None) -> Attempt:
@@ -448,6 +505,7 @@ class ProbeStep:
     max_kernel_buffers: int | None
     graphs: int
     compile_s: float | None
+    max_threadgroup_bytes: int = 0  # Metal: largest threadgroup memory a kernel declares
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
@@ -475,6 +533,8 @@ class ProbeResult:
     tile_rel_err: float | None
     machine_id: str
     cached: bool = False
+    target: str | None = None  # None: the device itself; "mps": Metal (see ``method``)
+    method: str = "compile"  # "compile": compiled and run one tile; "codegen": generated Metal, checked statically
 
     @property
     def requested_t_inner(self) -> int:
@@ -517,6 +577,7 @@ class ProbeResult:
             "inductor_options": dict(self.inductor_options),
             "kernels": self.kernels.to_dict() if self.kernels else None,
             "tile_rel_err": self.tile_rel_err, "cached": self.cached,
+            "target": self.target, "method": self.method,
         }
 
     @classmethod
@@ -533,17 +594,21 @@ class ProbeResult:
             failure=d["failure"], message=d["message"], steps=steps, fusion_knob_needed=d["fusion_knob_needed"],
             inductor_options=tuple(d["inductor_options"].items()), kernels=kernels,
             tile_rel_err=d.get("tile_rel_err"), machine_id=d["machine_id"], cached=d.get("cached", False),
+            target=d.get("target"), method=d.get("method", "compile"),
         )
 
     def format_text(self) -> str:
         """Human-readable ratchet, one line per step."""
         lim = "off" if self.max_buffers is None else str(self.max_buffers)
+        how = " (generated Metal, checked statically: not compiled, not run)" if self.method == "codegen" else ""
         lines = [f"probe {self.requested.short()} on {self.workload} [{self.device}], buffer limit {lim}"
-                 + (" (cached)" if self.cached else "")]
+                 + how + (" (cached)" if self.cached else "")]
         for s in self.steps:
             knob = f" +{FUSION_KNOB}={dict(s.inductor_options)[FUSION_KNOB]}" if s.inductor_options else ""
             status = "ok" if s.ok else f"FAIL {s.kind}"
             kern = "" if s.kernel_count is None else f" kernels={s.kernel_count} max_buffers={s.max_kernel_buffers}"
+            if s.kernel_count is not None and s.max_threadgroup_bytes:
+                kern += f" threadgroup_bytes={s.max_threadgroup_bytes}"
             cs = "" if s.compile_s is None else f" {s.compile_s:.1f}s"
             lines.append(f"  T_inner={s.t_inner:<3}{knob}: {status}{kern}{cs}")
             if not s.ok and s.message:
@@ -630,9 +695,13 @@ def probe(
     isolate: bool = False,
     timeout_s: float | None = None,
     cache: ProbeCache | None = PROBE_CACHE,
+    target: str | None = None,
 ) -> ProbeResult:
     """Compile ``config`` for one tile of ``workload`` for real, ratcheting ``T_inner`` down on limit failures.
 
+    ``target``: None probes ``device``; "mps" probes for Metal: on a Mac the real compile on MPS, on any
+    other machine the generated Metal source checked statically (raises ``MetalCodegenUnavailable``
+    when this torch cannot generate it).
     ``max_buffers``: static buffer-argument limit ("auto": setting, else 31 on MPS, off elsewhere).
     ``fusion_knob``: before stepping down, retry with Inductor's ``max_fusion_unique_io_buffers``.
     ``isolate``: compile in a child process bounded by ``timeout_s`` (default ``compile_timeout_s``).
@@ -642,20 +711,32 @@ def probe(
         raise ValueError(f"config must be a KernelConfig, got {type(config).__name__}")
     if not isinstance(workload, Workload):
         raise ValueError(f"workload must be a Workload, got {type(workload).__name__}")
-    dev = torch.device(device) if device is not None else torch.device(get_settings().device or default_device())
+    dev, codegen = _probe_device(device, target)
     limit = resolve_max_buffers(max_buffers, dev)
     config.bands(workload.NH)  # heads_per_band must divide NH
+    if workload.mode == "decode" and codegen:
+        raise ValueError("a decode workload runs the step, which has no tile to probe; probe a prefill workload")
+    if not codegen:  # generated Metal source allocates nothing on this machine
+        _check_tile_memory(config, workload, dev)
     timeout = get_settings().compile_timeout_s if timeout_s is None else float(timeout_s)
     if timeout <= 0:
         raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
-    machine = _machine_id(str(dev))
-    ckey = (machine, str(dev), str(workload), tuple(sorted(config.to_dict().items())), limit, fusion_knob)
+    host = torch.device(get_settings().device or default_device()) if codegen else dev
+    machine = _machine_id(str(host))  # codegen: the machine that generated the source
+    tg_limit = get_settings().metal_threadgroup_memory_limit if codegen else None
+    ckey = (machine, str(dev), str(workload), tuple(sorted(config.to_dict().items())), limit, fusion_knob,
+            target, codegen, tg_limit)
     if cache is not None and (hit := cache.get(ckey)) is not None:
         return dataclasses.replace(hit, cached=True)
 
     kdtype = kernel_dtype(config, workload.torch_dtype, dev)  # what xk.mlstm feeds the region
     knob_value = limit if limit is not None else get_settings().metal_buffer_limit
-    runner: _InProcessRunner | _ChildRunner = _ChildRunner(timeout) if isolate else _InProcessRunner()
+    runner: _InProcessRunner | _ChildRunner | _MetalCodegenRunner
+    if codegen:
+        runner = _MetalCodegenRunner(tg_limit)
+    else:
+        runner = _ChildRunner(timeout) if isolate else _InProcessRunner()
+    method = "codegen" if codegen else "compile"
     steps: list[ProbeStep] = []
     seen: set[CompileKey] = set()
     last: Attempt | None = None
@@ -678,7 +759,8 @@ def probe(
                 log.info("probe %s T_inner=%d %s: %s", config.short(), t, dict(k.inductor_options),
                          "ok" if last.ok else last.kind)
                 if last.ok:
-                    result = _result(config, cfg, workload, dev, limit, steps, k, last, machine)
+                    result = dataclasses.replace(_result(config, cfg, workload, dev, limit, steps, k, last, machine),
+                                                 target=target, method=method)
                     if cache is not None:
                         cache.put(ckey, result)
                     return result
@@ -693,11 +775,24 @@ def probe(
         failure=last.kind if last else "compiler_error",
         message=last.message if last else f"no T_inner value is valid for {config.short()}",
         steps=tuple(steps), fusion_knob_needed=False, inductor_options=(), kernels=None, tile_rel_err=None,
-        machine_id=machine,
+        machine_id=machine, target=target, method=method,
     )
     if cache is not None:
         cache.put(ckey, result)
     return result
+
+
+def _probe_device(device: torch.device | str | None, target: str | None) -> tuple[torch.device, bool]:
+    """(device the probed key is for, whether to generate Metal instead of compiling) for ``target``."""
+    if target is None:
+        dev = torch.device(device) if device is not None else torch.device(get_settings().device or default_device())
+        return dev, False
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {list(TARGETS)} or None (the device itself), got {target!r}")
+    if device is not None and torch.device(device).type != "mps":
+        raise ValueError(f"target {target!r} probes for the MPS device; device {device!r} contradicts it")
+    mps = torch.device("mps")
+    return mps, not torch.backends.mps.is_available()  # on a Mac: the real compile
 
 
 def _step(t: int, compiled_t: int, key: CompileKey, a: Attempt) -> ProbeStep:
@@ -705,6 +800,7 @@ def _step(t: int, compiled_t: int, key: CompileKey, a: Attempt) -> ProbeStep:
         t_inner=t, compiled_t_inner=compiled_t, inductor_options=key.inductor_options, ok=a.ok, kind=a.kind,
         message=a.message, kernel_count=a.scan.kernel_count if a.scan else None,
         max_kernel_buffers=a.scan.max_buffers if a.scan else None, graphs=a.graphs, compile_s=a.compile_s,
+        max_threadgroup_bytes=a.scan.max_threadgroup_bytes if a.scan else 0,
     )
 
 
@@ -804,6 +900,15 @@ def graph_breaks(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[int, in
     return graphs, breaks, reasons
 
 
+def _check_tile_memory(config: KernelConfig, workload: Workload, dev: torch.device) -> None:
+    """Refuse (``WorkloadTooLarge``) a tile whose inputs and intermediates would not fit, before allocating."""
+    from .validation import call_bytes, check_memory
+
+    p = plan(config, workload.NH, workload.S)
+    tile = dataclasses.replace(workload, NH=p.heads_per_band, S=min(workload.S, p.span))
+    check_memory(call_bytes(config, tile), f"a probe tile of {workload} ({config.short(workload.mode)})", dev)
+
+
 def fuse_report(config: KernelConfig, workload: Workload, *, device: torch.device | str | None = None,
                 max_buffers: int | None | str = "auto") -> FuseReport:
     """Fusion report of one tile of ``config`` on ``workload`` (in-process compile, Inductor's real output)."""
@@ -812,6 +917,7 @@ def fuse_report(config: KernelConfig, workload: Workload, *, device: torch.devic
     dev = torch.device(device) if device is not None else torch.device(get_settings().device or default_device())
     limit = resolve_max_buffers(max_buffers, dev)
     config.bands(workload.NH)
+    _check_tile_memory(config, workload, dev)
     kdtype = kernel_dtype(config, workload.torch_dtype, dev)  # what xk.mlstm feeds the region
     p = plan(config, workload.NH, workload.S)
     key = kernel_key(config, p, workload.B, workload.DHQK, workload.DHV, kdtype, dev, EPS)

@@ -23,7 +23,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -55,6 +55,10 @@ class ProfileSchemaError(ProfileError):
 
 class ProfileMismatchError(ProfileError):
     """The profile belongs to another machine, device or software stack."""
+
+
+class ProfileWriteError(ProfileError):
+    """The profile's directory cannot be written (read-only home, permissions): nothing was published."""
 
 
 class TuningRun(BaseModel):
@@ -301,7 +305,17 @@ def default_profile_path(machine_id: str | None = None, device: str | None = Non
         from .fingerprint import fingerprint
 
         machine_id = fingerprint(device or settings.device).machine_id
-    return settings.resolved_home() / "profiles" / f"{machine_id}.json"
+    return machine_profile_path(settings.resolved_home(), machine_id)
+
+
+def machine_profile_path(home: Path, machine_id: str) -> Path:
+    """HOME/profiles/<machine_id>.json, the id encoded as one safe file name (``paths.safe_component``).
+
+    Raises ``PathEscapeError`` when the result would leave HOME/profiles (a symlinked folder).
+    """
+    from .paths import join_under, safe_component
+
+    return join_under(Path(home) / "profiles", safe_component(machine_id) + ".json")
 
 
 def version_path(path: Path, version: int) -> Path:
@@ -353,16 +367,55 @@ def parse_profile(text: str, source: str = "<string>") -> Profile:
     return profile
 
 
+def read_profile_text(path: Path, max_bytes: int | None = None) -> str:
+    """The text of the regular file ``path``, read without blocking and at most ``max_bytes`` long.
+
+    Opened with ``O_NONBLOCK`` and checked with ``fstat`` before a byte is read: a FIFO, device
+    (``/dev/zero``), socket or directory is refused at once (``ProfileDamagedError``), as is a file
+    larger than ``max_bytes`` (default: settings' ``profile_max_bytes``) — it is never read whole.
+    """
+    import stat
+
+    if max_bytes is None:
+        from .settings import get_settings
+
+        max_bytes = get_settings().profile_max_bytes
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise ProfileNotFoundError(f"no profile at {path}") from None
+    except OSError as exc:
+        raise ProfileDamagedError(f"{path}: cannot open: {exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ProfileDamagedError(f"{path}: not a regular file (a FIFO, device, socket or directory); not read")
+        if st.st_size > max_bytes:
+            raise ProfileDamagedError(
+                f"{path}: {st.st_size} bytes, over the profile size limit of {max_bytes} (setting profile_max_bytes); not read")
+        chunks, total = [], 0
+        while total <= max_bytes:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > max_bytes:  # grew while being read
+            raise ProfileDamagedError(f"{path}: over the profile size limit of {max_bytes} bytes; not read whole")
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProfileDamagedError(f"{path}: cannot read: {exc}") from None
+    except OSError as exc:
+        raise ProfileDamagedError(f"{path}: cannot read: {exc}") from None
+    finally:
+        os.close(fd)
+
+
 def load_profile(path: Path | str | None = None) -> Profile:
     """Read and validate a profile file (default: this machine's); raises a ProfileError subclass."""
     path = Path(path).expanduser() if path is not None else default_profile_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ProfileNotFoundError(f"no profile at {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileDamagedError(f"{path}: cannot read: {exc}") from None
-    return parse_profile(text, str(path))
+    return parse_profile(read_profile_text(path), str(path))
 
 
 def check_profile_matches(profile: Profile, fp: Fingerprint) -> None:
@@ -415,25 +468,61 @@ def _publish_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def publish_profile(profile: Profile, path: Path | str | None = None) -> PublishResult:
+def remove_stale_temp_files(path: Path) -> list[Path]:
+    """Delete the temp files a killed publisher of ``path`` left (``.<name>.*.tmp``); call under its lock.
+
+    Every writer of these names holds the publish lock while its temp file exists, so under the lock
+    none of them is in use. Returns the removed files.
+    """
+    removed = []
+    prefixes = (f".{path.name}.", f".{path.stem}.v")
+    if path.parent.is_dir():
+        for p in path.parent.iterdir():
+            if p.name.endswith(".tmp") and p.name.startswith(prefixes) and p.is_file() and not p.is_symlink():
+                with contextlib.suppress(OSError):
+                    p.unlink()
+                    removed.append(p)
+    return removed
+
+
+def _writable_error(path: Path, exc: OSError) -> ProfileWriteError:
+    return ProfileWriteError(f"cannot write the profile {path}: {exc.strerror or exc} ({type(exc).__name__}); "
+                             "is the home directory read-only? The current profile is unchanged.")
+
+
+def publish_profile(profile: Profile, path: Path | str | None = None,
+                    before_write: Callable[[Path, int, str], None] | None = None) -> PublishResult:
     """Publish ``profile`` as the next version, atomically; earlier versions are kept.
 
     Default path: settings' ``profile_path``, else HOME/profiles/<the profile's machine_id>.json.
-    Returns (path of the current file, version, checksum) so the caller can record it in the DB.
+    ``before_write(path, version, checksum)`` runs under the publish lock before the first byte is
+    written, so a check that can fail (e.g. "can the DB record this version?") fails with nothing
+    written. Temp files of killed publishers are removed first. A directory that cannot be written
+    raises ``ProfileWriteError``. Returns (path of the current file, version, checksum).
     """
     path = Path(path).expanduser() if path is not None else default_profile_path(profile.machine_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _publish_lock(path):
+    with contextlib.ExitStack() as held:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            held.enter_context(_publish_lock(path))
+        except OSError as exc:
+            raise _writable_error(path, exc) from None
+        remove_stale_temp_files(path)
         versions = _version_files(path)
         version = max(versions, default=0) + 1
         checksum = profile.body_checksum()
+        if before_write is not None:
+            before_write(path, version, checksum)
         published = profile.model_copy(
             update={"publication": Publication(
                 version=version, checksum=checksum, published_at=datetime.now(timezone.utc))}
         )
         text = published.to_json()
-        _atomic_write(version_path(path, version), text)
-        _atomic_write(path, text)
+        try:
+            _atomic_write(version_path(path, version), text)
+            _atomic_write(path, text)
+        except OSError as exc:
+            raise _writable_error(path, exc) from None
     return PublishResult(path, version, checksum)
 
 
@@ -462,7 +551,12 @@ def list_profile_versions(path: Path | str | None = None) -> list[ProfileVersion
 def rollback_profile(version: int | None = None, path: Path | str | None = None) -> PublishResult:
     """Make a kept version current again (default: the newest version older than the current one)."""
     path = Path(path).expanduser() if path is not None else default_profile_path()
-    with _publish_lock(path) if path.parent.is_dir() else contextlib.nullcontext():
+    with contextlib.ExitStack() as held:
+        if path.parent.is_dir():
+            try:
+                held.enter_context(_publish_lock(path))
+            except OSError as exc:
+                raise _writable_error(path, exc) from None
         versions = _version_files(path)
         if not versions:
             raise ProfileNotFoundError(f"no published versions of {path}")
@@ -482,5 +576,8 @@ def rollback_profile(version: int | None = None, path: Path | str | None = None)
             raise ProfileNotFoundError(f"{path}: no version {version}; kept: {list(versions)}")
         target = load_profile(versions[version])  # validates (checksum included) before it goes live
         assert target.publication is not None
-        _atomic_write(path, target.to_json())
+        try:
+            _atomic_write(path, target.to_json())
+        except OSError as exc:
+            raise _writable_error(path, exc) from None
     return PublishResult(path, version, target.publication.checksum)

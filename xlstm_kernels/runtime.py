@@ -13,6 +13,13 @@ and its driver can run here (``ray`` needs Ray installed). A profile for another
 type or software stack, a damaged file or an unknown schema version is not used: one
 :class:`ProfileWarning` per cause, defaults for every call, never an exception.
 
+The chosen entry is then checked against the call (:func:`entry_problem`): a compile mode this device
+cannot run (CUDA graphs off CUDA), a chunk far longer than the sequence, an unroll past
+:data:`MAX_T_INNER`, or a memory estimate over the limit (and over the default config's) sends the call
+to :data:`DEFAULT_CONFIG` with one ``ProfileWarning`` per entry (source ``rejected-entry``).
+A profile without a ``publication`` block is *unsigned* (no checksum to verify): used with one warning,
+or refused when ``require_signed_profile`` is set.
+
 Cost: the profile is loaded once (and again after ``reset_settings()`` or :func:`reload_profile`);
 lookups are memoised by (B, NH, S, DHQK, DHV, dtype, device, mode), so a repeated call costs a few
 dict operations.
@@ -28,11 +35,13 @@ from pathlib import Path
 
 import torch
 
-from .config import DEFAULT_CONFIG, KernelConfig, Workload, dtype_name
+from .config import CUDA_ONLY_MODES, DEFAULT_CONFIG, KernelConfig, Workload, dtype_name
 from .profile import Profile, ProfileEntry, ProfileError, ProfileNotFoundError, check_profile_matches
 from .settings import Settings, get_settings
 
 _MEMO_LIMIT = 4096  # distinct call shapes remembered; the memo is cleared when it grows past this
+MAX_T_INNER = 64  # an entry unrolling more units than this is refused: its compile would run for minutes
+CHUNK_SLACK = 256  # an entry's chunk may exceed the call's S (rounded up to a power of two) up to this
 
 
 class ProfileWarning(UserWarning):
@@ -44,7 +53,7 @@ class ConfigChoice:
     """Which config a call uses and why (what :func:`explain_config` returns)."""
 
     config: KernelConfig
-    source: str  # "exact" | "nearest" | "default" | "profile-disabled" | "no-profile" | "rejected-profile"
+    source: str  # "exact" | "nearest" | "default" | "profile-disabled" | "no-profile" | "rejected-profile" | "rejected-entry"
     workload: Workload
     entry: ProfileEntry | None
     profile_path: Path | None
@@ -105,6 +114,16 @@ class _State:
             self.source_when_unusable = "rejected-profile"
             self._reject("unexpected", f"profile {self.path} could not be loaded ({exc!r}); using the default config")
             return
+        if profile.publication is None:
+            if self.settings.require_signed_profile:
+                self.source_when_unusable = "rejected-profile"
+                self._reject("unsigned", f"profile {self.path} is unsigned (no publication block, so no checksum "
+                             "to verify) and require_signed_profile is set; using the default config")
+                return
+            _warn_once(("unsigned", str(self.path)),
+                       f"profile {self.path} is unsigned (no publication block: its checksum cannot be verified); "
+                       "using it. Publish it with `xlstm-autotune profile publish`, or set "
+                       "XLSTM_AUTOTUNE_REQUIRE_SIGNED_PROFILE=true to refuse unsigned profiles")
         self.profile = profile
 
     def _reject(self, cause: str, message: str) -> None:
@@ -211,6 +230,31 @@ def choose(profile: Profile | None, workload: Workload) -> tuple[ProfileEntry | 
     return best[1], "nearest"
 
 
+def entry_problem(cfg: KernelConfig, workload: Workload, device: torch.device,
+                  settings: Settings | None = None) -> str | None:
+    """Why ``cfg`` (a profile entry's config) must not run this call, or None when it may."""
+    from .drivers import plan
+    from .validation import call_bytes, memory_limit_bytes
+
+    if cfg.compile_mode in CUDA_ONLY_MODES and device.type != "cuda":
+        return f"compile_mode {cfg.compile_mode!r} needs CUDA graphs; the call is on {device.type}"
+    if workload.mode == "decode":
+        return None
+    if cfg.family == "chunkwise":
+        longest = max(CHUNK_SLACK, 1 << max(workload.S - 1, 0).bit_length())
+        if cfg.chunk_size > longest:
+            return f"chunk_size {cfg.chunk_size} is far longer than the sequence (S={workload.S}; at most {longest})"
+    t_eff = plan(cfg, workload.NH, workload.S).t_inner
+    if t_eff > MAX_T_INNER:
+        return f"t_inner {t_eff} unrolls more than {MAX_T_INNER} units (the compile would take minutes)"
+    need = call_bytes(cfg, workload)
+    if need > call_bytes(DEFAULT_CONFIG, workload):
+        limit = memory_limit_bytes(device, settings)
+        if need > limit:
+            return f"needs about {need / 2**30:.2f} GiB, over the memory limit of {limit / 2**30:.2f} GiB"
+    return None
+
+
 def _decide(state: _State, workload: Workload, device: torch.device) -> ConfigChoice:
     if state.profile is None:
         return ConfigChoice(DEFAULT_CONFIG, state.source_when_unusable, workload, None, state.path,
@@ -225,6 +269,12 @@ def _decide(state: _State, workload: Workload, device: torch.device) -> ConfigCh
             f"no entry with DHQK={workload.DHQK}, DHV={workload.DHV}, {workload.dtype}, {workload.mode} "
             f"whose config is valid for NH={workload.NH}",
         )
+    problem = entry_problem(entry.kernel_config, workload, device, state.settings)
+    if problem is not None:
+        message = (f"profile entry {entry.workload} ({entry.kernel_config.short(workload.mode)}) cannot run "
+                   f"call {workload}: {problem}; using the default config")
+        _warn_once(("entry", f"{state.path}|{entry.workload}"), message)
+        return ConfigChoice(DEFAULT_CONFIG, "rejected-entry", workload, entry, state.path, message)
     if how == "exact":
         reason = "exact workload match"
     else:

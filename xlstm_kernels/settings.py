@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_serializer
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -187,6 +188,70 @@ class Settings(BaseSettings):
         default=1e-1, gt=0, description="Max relative logits error of a bf16/fp16 model candidate vs. the "
         "eager float32 model (its weights are the reference's, rounded)."
     )
+    # -- Metal target (probe/tune --target mps; xlstm_kernels.metal_codegen) -----------------------
+    metal_threadgroup_memory_limit: int = Field(
+        default=32768, ge=1,
+        description="Metal's threadgroup memory per kernel in bytes (32 KiB on Apple GPUs): the probe's "
+        "static check fails a generated Metal kernel that declares more.",
+    )
+
+    # -- hardening (issue 15): profile reading, trust, memory refusal ----------------------------
+    profile_max_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024,
+        description="Largest profile file read (bytes); a larger one is refused as damaged, never read whole.",
+    )
+    require_signed_profile: bool = Field(
+        default=False,
+        description="Refuse (default config + warning) a profile without a publication block (no checksum "
+        "to verify); False: use it with one warning.",
+    )
+    memory_limit_fraction: float = Field(
+        default=0.8, gt=0, le=1,
+        description="tune/bench/probe and profile entries are refused when their memory estimate exceeds "
+        "this fraction of the device's available memory (RAM on CPU).",
+    )
+    memory_limit_bytes: int | None = Field(
+        default=None, ge=1, description="Explicit memory limit in bytes (overrides memory_limit_fraction).",
+    )
+
+    # -- fleet mode (issue 18): shared Optuna studies per machine class, Prefect work pools -------
+    # Server URLs carry credentials: they come from the environment or `.env`, never from code, and
+    # `mask_url` hides their passwords wherever settings are logged or stored (the runs table).
+    fleet: bool = Field(
+        default=False,
+        description="Fleet mode: studies are shared by the machines of one class in OPTUNA_STORAGE "
+        "(required, e.g. postgresql+psycopg://...), named after the class, with Optuna heartbeats.",
+    )
+    fleet_name: str = Field(
+        default="default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="Namespace of one fleet's studies and work pools (several fleets may share servers).",
+    )
+    fleet_node: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+        description="This machine's name in the fleet, recorded on every trial it times; default: host name.",
+    )
+    fleet_heartbeat_s: int = Field(
+        default=30, ge=1, description="Optuna heartbeat interval of a running trial in the shared storage."
+    )
+    fleet_grace_s: int = Field(
+        default=120, ge=2, description="A running trial without a heartbeat for this long is failed and retried."
+    )
+    fleet_max_retry: int = Field(
+        default=3, ge=0, description="How often a trial abandoned by a dead machine is retried."
+    )
+    fleet_poll_s: float = Field(
+        default=5.0, gt=0, description="While other machines' trials run, how often a worker checks them."
+    )
+    fleet_cron: str = Field(default="0 3 * * *", description="Schedule of each class's deployment.")
+    fleet_class_size: int = Field(
+        default=1, ge=1, le=1000,
+        description="Machines per class: a new class deployment gets this many schedules of FLEET_CRON, "
+        "so each tick queues one run per machine.",
+    )
+
+    @field_serializer("optuna_storage")
+    def _mask_storage(self, url: str | None) -> str | None:
+        return mask_url(url) if url else url
 
     def resolved_home(self) -> Path:
         """The home directory, expanded (not created)."""
@@ -202,6 +267,11 @@ class Settings(BaseSettings):
             return self.inductor_cache_dir.expanduser()
         env = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
         return Path(env) if env else self.resolved_home() / "inductor-cache"
+
+
+def mask_url(url: str) -> str:
+    """``scheme://user:secret@host/db`` -> ``scheme://user:***@host/db`` (for messages, logs and the DB)."""
+    return re.sub(r"(://[^:/@]*):.*@", r"\1:***@", url)  # to the last @: over-masking is safe
 
 
 @functools.lru_cache(maxsize=1)
