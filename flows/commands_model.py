@@ -3,7 +3,8 @@
 ``tune --model SPEC`` runs ``flows.model_flow.run_model_autotune`` (one tuning run: DB + profile);
 ``generate`` prints ``tuner.generate_side_by_side`` (native eager vs the runner, default and tuned).
 SPEC is a preset (``xlstm-7b-shape``, ``tiny``) or a JSON file of ``xLSTMLargeConfig`` fields.
-Exit codes (``flows.exits``): 0 ok, 1 the run failed, 2 bad input, 3 no Prefect server, 4 locked.
+Exit codes (``flows.exits``): 0 ok, 1 the run failed, 2 bad input, 3 no Prefect server, 4 locked,
+6 the home or DB cannot be written.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import typer
 
-from flows.exits import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_SERVER, EXIT_USAGE, error_exit
+from flows.exits import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_SERVER, EXIT_UNWRITABLE, EXIT_USAGE, error_exit
 
 MODEL_HELP = "Model to tune: a preset (xlstm-7b-shape, tiny) or a JSON file of xLSTMLargeConfig fields."
 
@@ -20,11 +21,12 @@ def tune_model_command(model: str, *, batch: int, prompt: int, dtype: str, trial
                        time_budget: float | None, quick: bool, no_server: bool, wait: float | None,
                        json_out: bool) -> None:
     """The ``tune --model`` path of ``tune``: one model tuning run, then its winner and profile."""
+    from storage import DatabaseUnavailable, StorageError
     from tuner import UnknownModel
     from xlstm_kernels.settings import Settings
 
     from .flows import AutotuneCrashed
-    from .lock import TuneLocked
+    from .lock import LockUnwritable, TuneLocked
     from .model_flow import run_model_autotune
     from .progress import progress_wanted
     from .server import ServerUnavailable
@@ -38,6 +40,10 @@ def tune_model_command(model: str, *, batch: int, prompt: int, dtype: str, trial
             show_progress=not json_out and progress_wanted(), startup_timeout_s=settings.server_startup_timeout_s)
     except UnknownModel as exc:
         raise error_exit(f"bad input: {exc}", EXIT_USAGE) from None
+    except (DatabaseUnavailable, LockUnwritable) as exc:
+        raise error_exit(str(exc), EXIT_UNWRITABLE) from None
+    except StorageError as exc:
+        raise error_exit(str(exc), EXIT_USAGE) from None
     except AutotuneCrashed as exc:
         raise error_exit(str(exc), EXIT_FAILED) from None
     except ServerUnavailable as exc:

@@ -143,17 +143,25 @@ def run_model_autotune(model: str, *, home: Any, batch_size: int = 1, prompt_len
                        startup_timeout_s: float = 180.0) -> tuple[Any, State, ModelAutotuneResult | None]:
     """One ``tune --model`` run now: check the model spec, pick the API, take the machine lock, run the flow.
 
-    Raises ``tuner.UnknownModel`` (bad spec, B, S or dtype), ``ServerUnavailable`` or ``TuneLocked``
-    before any work starts, ``AutotuneCrashed`` when Prefect could not run the flow.
+    Raises ``tuner.UnknownModel`` (bad spec, B, S or dtype), ``storage.StorageError`` (a DB that cannot
+    be used), ``ServerUnavailable`` or ``TuneLocked`` before any work starts, ``AutotuneCrashed`` when
+    Prefect could not run the flow.
     """
+    from pathlib import Path
+
+    from storage import TuningDB
     from tuner import model_workload_for
+    from xlstm_kernels.settings import Settings
 
     from .lock import machine_lock
     from .server import select_api, use_api
 
     model_workload_for(model, batch_size, prompt_len, dtype)  # bad input fails here, before Prefect
+    settings = Settings()
+    TuningDB(settings.resolved_db_path(), busy_timeout_s=settings.db_busy_timeout_s).close()  # usable DB first
     info = select_api(no_server=no_server)
-    with machine_lock(home, "tune", wait_s=wait_s), use_api(info, startup_timeout_s):
+    with machine_lock(home, "tune", wait_s=wait_s), use_api(info, startup_timeout_s, home=home,
+                                                            log_dir=Path(home) / "logs"):
         try:
             state = model_autotune(model=str(model), batch_size=batch_size, prompt_len=prompt_len, dtype=dtype,
                                    trials=trials, time_budget_s=time_budget_s, quick=quick, device=device,
