@@ -28,7 +28,7 @@ FAST = {  # small timing budgets: these tests check behaviour, never speed
     "TUNE_MODEL_DECODE_STEPS": "3", "TUNE_MODEL_GATE_STEPS": "3", "TUNE_MODEL_REPEATS": "3",
     "TUNE_WARMUP": "1", "TUNE_RETIME_ROUNDS": "2", "TUNE_MODEL_STEP_MODES": '["default"]',
     "TUNE_MODEL_THREADS": "[1]", "TUNE_MODEL_STATE_DTYPES": '["float32", "bfloat16"]',
-    "TUNE_MODEL_PREFILL_WINNERS": "0", "DEVICE": "cpu",
+    "TUNE_MODEL_PREFILL_WINNERS": "0", "TUNE_MODEL_FUSE_PROJECTIONS": "[false]", "DEVICE": "cpu",
 }
 cli = CliRunner()
 

@@ -10,7 +10,8 @@ Dimensions (``ModelRunConfig`` fields) and where they apply:
   prefill; heads_per_band dividing NH), newest first, from the tuning DB's results and the profile;
 * ``threads`` — CPU only: ``None`` (torch's current count) and half of it (a setting's list replaces
   the half; ``None`` is always a choice);
-* ``state_dtype`` — float32 (canonical) and bfloat16 (kept only if it passes the gate).
+* ``state_dtype`` — float32 (canonical) and bfloat16 (kept only if it passes the gate);
+* ``fuse_projections`` — off/on (the decode step's six block projections as one matmul).
 
 ``ModelRunConfig()`` is always a candidate and listed first. Settings ``tune_model_*`` narrow each.
 """
@@ -72,7 +73,8 @@ class ModelSpace:
     def build(cls, workload: ModelWorkload, device: torch.device | str, *,
               step_modes: Sequence[str] | None = None, cuda_graphs: Sequence[bool] | None = None,
               prefills: Sequence[KernelConfig | None] = (), threads: Sequence[int] | None = None,
-              state_dtypes: Sequence[str] | None = None) -> ModelSpace:
+              state_dtypes: Sequence[str] | None = None,
+              fuse_projections: Sequence[bool] | None = None) -> ModelSpace:
         """The space on ``device``; keyword lists narrow a dimension (invalid values raise ValueError)."""
         default = ModelRunConfig()
         dev = torch.device(device)
@@ -99,12 +101,15 @@ class ModelSpace:
         bad = [s for s in states if s not in STATE_DTYPES]
         if bad:
             raise ValueError(f"state dtypes {bad} are not valid; expected some of {list(STATE_DTYPES)}")
+        fuse = tuple(dict.fromkeys(fuse_projections)) if fuse_projections else (False, True)
+        if any(not isinstance(x, bool) for x in fuse):
+            raise ValueError(f"fuse_projections choices must be booleans, got {list(fuse)}")
         pre: list[KernelConfig | None] = [None]
         for p in prefills:
             if p not in pre:
                 pre.append(p)
         dims = {"step_compile_mode": modes, "cuda_graphs": graphs, "prefill": tuple(pre),
-                "threads": thr, "state_dtype": states}
+                "threads": thr, "state_dtype": states, "fuse_projections": fuse}
         return cls(workload, dims, default)
 
     @classmethod
@@ -113,7 +118,8 @@ class ModelSpace:
         """The space narrowed by the ``tune_model_*`` settings."""
         return cls.build(workload, device, step_modes=settings.tune_model_step_modes,
                          cuda_graphs=settings.tune_model_cuda_graphs, prefills=prefills,
-                         threads=settings.tune_model_threads, state_dtypes=settings.tune_model_state_dtypes)
+                         threads=settings.tune_model_threads, state_dtypes=settings.tune_model_state_dtypes,
+                         fuse_projections=settings.tune_model_fuse_projections)
 
     def candidates(self) -> list[ModelRunConfig]:
         """Every distinct config of the product of ``dims``, ``default`` first."""

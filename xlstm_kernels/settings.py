@@ -180,6 +180,9 @@ class Settings(BaseSettings):
     tune_model_state_dtypes: list[str] | None = Field(
         default=None, description="Narrow the model space: inference state dtypes (default: float32, bfloat16)."
     )
+    tune_model_fuse_projections: list[bool] | None = Field(
+        default=None, description="Narrow the model space: the runner's fuse_projections off/on (default: both)."
+    )
     tol_model_fp32: float = Field(
         default=1e-4, gt=0, description="Max relative logits error (max|err|/max|ref| over prefill and the "
         "gate's decode steps) of a float32 model candidate vs. the eager float32 model, native kernels."
