@@ -87,11 +87,26 @@ def tune(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     tune_fn: str = typer.Option(_TUNE_FN, "--tune-fn", hidden=True),
     publish_fn: str = typer.Option(_PUBLISH_FN, "--publish-fn", hidden=True),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Tune a whole model instead of kernel workloads: a preset "
+        "(xlstm-7b-shape, tiny) or a JSON file of xLSTMLargeConfig fields (see docs/model-tuning.md)."
+    ),
+    batch: int = typer.Option(1, "--batch", min=1, help="With --model: batch size."),
+    prompt: int = typer.Option(2048, "--prompt", min=1, help="With --model: prompt length (prefill tokens)."),
+    dtype: str = typer.Option("float32", "--dtype", help="With --model: weights' dtype (float32, bfloat16, float16)."),
     target: Optional[str] = typer.Option(
         None, "--target", help="Plan for another device instead of tuning: 'mps' (a Mac). A dry run: every "
         "candidate is probed for Metal, nothing is timed; the plan is stored in the tuning DB."),
 ) -> None:
     """Run one tuning run now on the embedded defaults (SQLite DB, Prefect's temporary server)."""
+    if model is not None:
+        from .commands_model import tune_model_command
+
+        if workload or revalidate or target:
+            raise _fail("--model tunes one model: give it without --workload/--revalidate/--target", EXIT_USAGE)
+        tune_model_command(model, batch=batch, prompt=prompt, dtype=dtype, trials=trials,
+                           time_budget=time_budget, quick=quick, no_server=no_server, wait=wait,
+                           json_out=json_out)
     from storage import DatabaseUnavailable, StorageError
     from xlstm_kernels.settings import Settings
     from xlstm_kernels.validation import WorkloadTooLarge
@@ -247,6 +262,9 @@ from flows.commands_fleet import fleet_app, worker  # noqa: E402
 
 app.command("worker")(worker)
 app.add_typer(fleet_app, name="fleet")
+from flows.commands_model import generate  # noqa: E402
+
+app.command("generate")(generate)
 # ------------------------------------------------------------------------------------------------------
 
 

@@ -78,6 +78,9 @@ def show_cmd(path: Path | None = PathOption,
             f"{e.workload:<34} {short:<34} {e.t_inner_requested:>4}/{e.t_inner_effective:<4} "
             f"{e.median_s * 1e3:>10.3f} {e.tokens_per_s:>12,.0f} {e.speedup_vs_default:>7.2f}x {e.equivalence_error:>8.1e}"
         )
+    for e in profile.model_entries:  # model workloads (docs/model-tuning.md)
+        typer.echo(f"{e.workload}  {e.run_config.short()}: TTFT {e.ttft_s * 1e3:.2f} ms, decode "
+                   f"{e.decode_tokens_per_s:,.1f} tok/s, {e.speedup_vs_default:.2f}x default, err {e.logits_error:.1e}")
 
 
 @profile_app.command("list")

@@ -9,6 +9,8 @@ from ._db import RUN_STATUSES, TRIAL_STATUSES, BestConfig, TuningDB, config_key,
 from ._db import pid_alive, this_machine_id
 from ._errors import DatabaseUnavailable, NoTunedConfig, NotADatabase, SchemaTooNew, StorageError, UnknownRun
 from ._metadata import column_description, datasette_metadata
+from ._model_db import BestModelConfig, best_model, kernel_winners, model_trials, record_model_result
+from ._model_db import record_model_trial
 from ._schema import SCHEMA_VERSION
 
 __all__ = [
@@ -16,6 +18,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "TRIAL_STATUSES",
     "BestConfig",
+    "BestModelConfig",
     "DatabaseUnavailable",
     "NoTunedConfig",
     "NotADatabase",
@@ -23,11 +26,16 @@ __all__ = [
     "StorageError",
     "TuningDB",
     "UnknownRun",
+    "best_model",
     "column_description",
     "config_key",
     "datasette_metadata",
+    "kernel_winners",
+    "model_trials",
     "open_db",
     "pid_alive",
     "query_best",
+    "record_model_result",
+    "record_model_trial",
     "this_machine_id",
 ]

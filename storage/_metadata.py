@@ -79,6 +79,38 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "version": "Profile version (increments per publish).", "path": "Profile file.",
         "checksum": "Checksum of the published file.",
     }),
+    # model workloads (schema v3, docs/model-tuning.md)
+    "model_trials": ("Every evaluated model candidate (a ModelRunConfig of one model workload): gated against "
+                     "the eager float32 model, timed as TTFT + decode steps.", {
+        "workload": "Model workload 'model:<model key>,B,S,dtype'.", "model_key": "xk.model_key of the model.",
+        "B": "Batch size.", "S": "Prompt length (prefill tokens).", "dtype": "The weights' dtype.",
+        "model_json": "The model's xLSTMLargeConfig fields, JSON.",
+        "study_name": "Optuna study (machine/workload/space/software).", "trial_number": "Optuna trial number.",
+        "config_json": "ModelRunConfig as JSON (step_compile_mode, cuda_graphs, prefill, threads, state_dtype).",
+        "is_default": "1 for ModelRunConfig() (the baseline).",
+        "status": "ok (timed), rejected (failed the logits/greedy-token gate), failed (did not compile or run).",
+        "reason": "Why a candidate was rejected or failed.", "validate_s": "Seconds of the gate's runs.",
+        "logits_error": "max|err| / max|ref| of prefill and decode logits vs the eager float32 model.",
+        "tolerance": "The gate's tolerance for the dtype.",
+        "greedy_match": "1 when greedy tokens equal the reference's (required for float32 models).",
+        "ttft_ms": "Median time to first token: prefill + argmax, milliseconds.",
+        "ttft_spread_ms": "Spread of the TTFT samples, milliseconds.",
+        "decode_ms": "Median time of one decode step, milliseconds.",
+        "decode_spread_ms": "Spread of the decode-step samples, milliseconds.",
+        "decode_tokens_per_s": "B / decode_ms: decode throughput.", "decode_steps": "Decode steps per timed request.",
+        "objective_ms": "Median request time, TTFT + decode_steps steps: what the study minimises.",
+        "repeats": "Timed requests.",
+    }),
+    "model_results": ("The winner per (run, model workload) after the side-by-side re-timing.", {
+        "workload": "Model workload 'model:<model key>,B,S,dtype'.", "trial_id": "The winner's model_trials row.",
+        "config_json": "The winning ModelRunConfig as JSON.", "ttft_ms": "Median time to first token, ms.",
+        "decode_tokens_per_s": "Decode throughput.", "objective_ms": "Median request time (TTFT + decode steps), ms.",
+        "default_objective_ms": "ModelRunConfig()'s median request time in the same rounds.",
+        "speedup": "default_objective_ms / objective_ms.", "logits_error": "The winner's gate error.",
+        "n_trials": "Candidates evaluated.", "n_rejected": "Candidates rejected by the gate.",
+        "n_failed": "Candidates that failed to compile or run.",
+        "retime_json": "Every re-timed candidate with its numbers, JSON.",
+    }),
 }
 
 

@@ -19,11 +19,14 @@ probes     compile-probe outcomes (T_inner requested vs. effective, error), so k
            any machine from generated Metal source, or a Mac's real compile); ``detail_json`` the
            whole ``ProbeResult`` where the prober stored it
 profiles   published profile versions (path, checksum, provenance run)
+model_trials   every evaluated model candidate (v3): ModelRunConfig, status with its reason, logits
+               error and greedy-token match against the eager float32 model, TTFT and decode times
+model_results  the winner per (run, model workload) after the side-by-side re-timing (v3)
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _V1 = [
     """CREATE TABLE machines (
@@ -149,6 +152,64 @@ _V2 = [  # probe outcomes per target (issue 21: Metal plans made off-Mac)
     "CREATE INDEX probes_target ON probes (torch, target, compile_key)",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2]
-TABLES = ("machines", "runs", "workloads", "trials", "results", "probes", "profiles")
+# v3: model workloads (``model:<key>,B,S,dtype``, tuner/_model_study.py). Their candidates are
+# ModelRunConfigs timed as TTFT + decode steps, so they get tables of their own: the kernel trials'
+# readers (best, reports) parse config_json as a KernelConfig.
+_V3 = [
+    """CREATE TABLE model_trials (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        machine_id TEXT NOT NULL REFERENCES machines(id),
+        workload TEXT NOT NULL,
+        model_key TEXT NOT NULL,
+        B INTEGER NOT NULL, S INTEGER NOT NULL, dtype TEXT NOT NULL,
+        model_json TEXT NOT NULL,
+        study_name TEXT,
+        trial_number INTEGER,
+        config_json TEXT NOT NULL,
+        is_default INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL CHECK (status IN ('ok', 'rejected', 'failed')),
+        reason TEXT,
+        compile_s REAL,
+        validate_s REAL,
+        logits_error REAL,
+        tolerance REAL,
+        greedy_match INTEGER,
+        ttft_ms REAL,
+        ttft_spread_ms REAL,
+        decode_ms REAL,
+        decode_spread_ms REAL,
+        decode_tokens_per_s REAL,
+        decode_steps INTEGER,
+        objective_ms REAL,
+        repeats INTEGER,
+        created_at TEXT NOT NULL,
+        CHECK (status = 'ok' OR objective_ms IS NULL)
+    )""",
+    "CREATE INDEX model_trials_lookup ON model_trials (machine_id, workload, status)",
+    """CREATE TABLE model_results (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        machine_id TEXT NOT NULL REFERENCES machines(id),
+        workload TEXT NOT NULL,
+        trial_id INTEGER REFERENCES model_trials(id),
+        config_json TEXT NOT NULL,
+        ttft_ms REAL NOT NULL,
+        decode_tokens_per_s REAL NOT NULL,
+        objective_ms REAL NOT NULL,
+        default_objective_ms REAL,
+        speedup REAL,
+        logits_error REAL NOT NULL,
+        n_trials INTEGER NOT NULL,
+        n_rejected INTEGER NOT NULL,
+        n_failed INTEGER NOT NULL,
+        retime_json TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (run_id, workload)
+    )""",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
+TABLES = ("machines", "runs", "workloads", "trials", "results", "probes", "profiles",
+          "model_trials", "model_results")
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -61,7 +61,7 @@ def test_new_database_has_schema_wal_and_version(fresh_db):
     assert fresh_db.schema_version == storage.SCHEMA_VERSION
     assert fresh_db.db.journal_mode == "wal"
     assert set(fresh_db.db.table_names()) == {"machines", "runs", "workloads", "trials", "results",
-                                              "probes", "profiles"}
+                                              "probes", "profiles", "model_trials", "model_results"}
     assert "compile_s" in fresh_db.db["trials"].columns_dict
     assert "median_ms" in fresh_db.db["trials"].columns_dict
 

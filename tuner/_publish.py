@@ -18,6 +18,7 @@ from typing import Any
 from storage import TuningDB, open_db
 from xlstm_kernels.fingerprint import Fingerprint
 from xlstm_kernels.profile import (
+    ModelProfileEntry,
     Profile,
     ProfileEntry,
     ProfileError,
@@ -80,15 +81,19 @@ def build_profile(
     started_at: datetime | None = None,
     previous: Profile | None = None,
     notes: str = "",
+    model_entries: Sequence[ModelProfileEntry] = (),
 ) -> Profile:
-    """A new profile for the machine ``fingerprint`` holding ``entries``.
+    """A new profile for the machine ``fingerprint`` holding ``entries`` (and ``model_entries``).
 
     Entries of ``previous`` (the profile published before) for other workloads are carried over when
-    it belongs to this machine and software stack, so tuning one workload does not drop the others.
+    it belongs to this machine and software stack, so tuning one workload does not drop the others
+    (kernel and model entries alike).
     """
     fp = fingerprint if isinstance(fingerprint, Fingerprint) else Fingerprint.from_dict(fingerprint)
     mine = {e.workload for e in entries}
+    mine_models = {e.workload for e in model_entries}
     carried: list[ProfileEntry] = []
+    carried_models: list[ModelProfileEntry] = []
     if previous is not None:
         try:
             check_profile_matches(previous, fp)
@@ -96,8 +101,10 @@ def build_profile(
             pass  # another machine or software: its timings do not carry over
         else:
             carried = [e for e in previous.entries if e.workload not in mine]
+            carried_models = [e for e in previous.model_entries if e.workload not in mine_models]
     run = TuningRun(run_id=None if run_id is None else str(run_id), source="tuner", started_at=started_at, notes=notes)
-    return Profile.for_machine(fp, [*entries, *carried], tuning_run=run)
+    return Profile.for_machine(fp, [*entries, *carried], tuning_run=run,
+                               model_entries=[*model_entries, *carried_models])
 
 
 class ProfileRecordError(TunerError):
@@ -165,8 +172,10 @@ def publish_entries(
     path: str | Path | None = None,
     started_at: datetime | None = None,
     settings: Settings | None = None,
+    model_entries: Sequence[ModelProfileEntry] = (),
 ) -> PublishResult:
-    """Build this machine's profile from ``entries``, publish it atomically, record it in the DB.
+    """Build this machine's profile from ``entries`` (and ``model_entries``), publish it atomically,
+    record it in the DB.
 
     ``path`` defaults to ``profile_path_for(machine_id)``; ``db`` to the settings' tuning DB (created if
     absent). Entries of the currently published profile for other workloads are kept (``build_profile``).
@@ -179,7 +188,8 @@ def publish_entries(
     with _db(db if db is not None else (settings.resolved_db_path() if settings else None)) as tdb:
         if started_at is None and run_id is not None:  # provenance: when the tuning run began
             started_at = datetime.fromisoformat(tdb.run(run_id)["started_at"])
-        profile = build_profile(fp, entries, run_id=run_id, started_at=started_at, previous=previous)
+        profile = build_profile(fp, entries, run_id=run_id, started_at=started_at, previous=previous,
+                                model_entries=model_entries)
         result = publish_profile(profile, target, before_write=lambda p, v, c: check_recordable(fp, tdb, p, v, c))
         record_published(result, fp, tdb, run_id)
     return result

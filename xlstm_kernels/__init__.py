@@ -31,6 +31,10 @@ from .profile import (
 )
 from .paths import PathEscapeError
 from .reference import mlstm_reference, rel_err
+from .model_presets import ModelSpecError, build_model
+from .model_profile import ModelChoice, explain_model_config, model_config_for
+from .model_workload import ModelWorkload
+from .profile import ModelProfileEntry
 from .runner import (
     BatchSizeError,
     ModelGraphBreakError,
@@ -59,9 +63,13 @@ __all__ = [
     "Fingerprint",
     "FuseReport",
     "KernelConfig",
+    "ModelChoice",
     "ModelGraphBreakError",
+    "ModelProfileEntry",
     "ModelRunConfig",
     "ModelRunner",
+    "ModelSpecError",
+    "ModelWorkload",
     "NonCanonicalWarning",
     "PathEscapeError",
     "ProbeError",
@@ -86,11 +94,13 @@ __all__ = [
     "UnsupportedModelError",
     "Workload",
     "WorkloadTooLarge",
+    "build_model",
     "classify_error",
     "compile_cache",
     "compile_model",
     "default_profile_path",
     "explain_config",
+    "explain_model_config",
     "fingerprint",
     "fuse_report",
     "get_settings",
@@ -100,6 +110,7 @@ __all__ = [
     "machine_class",
     "mlstm",
     "mlstm_reference",
+    "model_config_for",
     "model_key",
     "rel_err",
     "mlstm_step",

@@ -125,6 +125,55 @@ class ProfileEntry(BaseModel):
         return self._kernel_config
 
 
+class ModelProfileEntry(BaseModel):
+    """The winner for one model workload (``model:<key>,B,S,dtype``): a ModelRunConfig and its numbers.
+
+    ``objective_s`` is what the model tuner minimises: the time of one request, prefill of the prompt
+    plus ``decode_steps`` greedy decode steps (``ttft_s + decode_steps / decode_tokens_per_s * B``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    workload: str = Field(description="'model:<model key>,B,S,dtype' (ModelWorkload's text form).")
+    config: dict[str, Any] = Field(description="ModelRunConfig to run, as plain JSON.")
+    ttft_s: float = Field(gt=0, description="Median time to first token (prefill of the prompt), seconds.")
+    decode_tokens_per_s: float = Field(gt=0, description="Median decode throughput, tokens/s (B tokens per step).")
+    objective_s: float = Field(gt=0, description="Median time of one request: prefill + decode_steps steps.")
+    decode_steps: int = Field(ge=1, description="Decode steps of the request the objective times.")
+    speedup_vs_default: float = Field(gt=0, description="ModelRunConfig()'s objective / this objective.")
+    logits_error: float = Field(ge=0, description="max|err|/max|ref| of prefill and decode logits vs the "
+                                "eager float32 model with native kernels.")
+    greedy_match: bool = Field(description="Greedy tokens equal the reference's (required for float32).")
+
+    @field_validator("workload")
+    @classmethod
+    def _canonical_model_workload(cls, value: str) -> str:
+        from .model_workload import ModelWorkload
+
+        return str(ModelWorkload.parse(value))
+
+    @field_validator("config")
+    @classmethod
+    def _valid_run_config(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from .model_workload import run_config_from_dict, run_config_to_dict
+
+        return run_config_to_dict(run_config_from_dict(value))
+
+    @property
+    def parsed_workload(self) -> Any:
+        """The workload as a :class:`~xlstm_kernels.model_workload.ModelWorkload`."""
+        from .model_workload import ModelWorkload
+
+        return ModelWorkload.parse(self.workload)
+
+    @property
+    def run_config(self) -> Any:
+        """The config as a :class:`~xlstm_kernels.runner.ModelRunConfig`."""
+        from .model_workload import run_config_from_dict
+
+        return run_config_from_dict(self.config)
+
+
 class Publication(BaseModel):
     """Added by :func:`publish_profile`: version number and checksum of the profile body."""
 
@@ -148,6 +197,9 @@ class Profile(BaseModel):
     tuning_run: TuningRun = Field(default_factory=TuningRun)
     entries: list[ProfileEntry] = Field(default_factory=list)
     publication: Publication | None = None
+    # model workloads (model tuner); absent from profiles written before them, and from the checksum
+    # when empty, so those profiles keep their checksums
+    model_entries: list[ModelProfileEntry] = Field(default_factory=list)
 
     @field_validator("schema_version")
     @classmethod
@@ -167,7 +219,7 @@ class Profile(BaseModel):
     @model_validator(mode="after")
     def _unique_workloads(self) -> Profile:
         seen: set[str] = set()
-        for e in self.entries:
+        for e in [*self.entries, *self.model_entries]:
             if e.workload in seen:
                 raise ValueError(f"workload {e.workload} appears twice")
             seen.add(e.workload)
@@ -189,6 +241,7 @@ class Profile(BaseModel):
         fp: Fingerprint,
         entries: list[ProfileEntry] | list[dict[str, Any]],
         tuning_run: TuningRun | None = None,
+        model_entries: list[ModelProfileEntry] | list[dict[str, Any]] | None = None,
     ) -> Profile:
         """A new, unpublished profile for the machine ``fp`` created now."""
         return cls(
@@ -198,17 +251,21 @@ class Profile(BaseModel):
             created_at=datetime.now(timezone.utc),
             tuning_run=tuning_run or TuningRun(),
             entries=[e if isinstance(e, ProfileEntry) else ProfileEntry(**e) for e in entries],
+            model_entries=[e if isinstance(e, ModelProfileEntry) else ModelProfileEntry(**e)
+                           for e in model_entries or []],
         )
 
     def body_checksum(self) -> str:
         """sha256 of the canonical JSON of everything except ``publication``."""
         body = self.model_dump(mode="json", exclude={"publication"})
+        if not body.get("model_entries"):
+            body.pop("model_entries", None)
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
     def to_json(self) -> str:
-        """The file form (indented JSON)."""
-        return self.model_dump_json(indent=2) + "\n"
+        """The file form (indented JSON); ``model_entries`` only when there are some."""
+        return self.model_dump_json(indent=2, exclude=None if self.model_entries else {"model_entries"}) + "\n"
 
 
 class PublishResult(NamedTuple):

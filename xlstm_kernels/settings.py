@@ -151,6 +151,46 @@ class Settings(BaseSettings):
     tol_low_precision: float = Field(
         default=1e-2, gt=0, description="Max relative error vs. the float64 reference, bf16/fp16 inputs."
     )
+    # -- model tuner (model workloads: tuner/_model_study.py, `xlstm-autotune tune --model`) -------------
+    tune_model_decode_steps: int = Field(
+        default=32, ge=1, description="Decode steps of the request a model candidate is timed on (objective: "
+        "prefill of the prompt + this many greedy steps, one burst between two synchronisations)."
+    )
+    tune_model_gate_steps: int = Field(
+        default=8, ge=1, description="Decode steps whose logits (and greedy tokens) the model gate compares "
+        "with the eager float32 model."
+    )
+    tune_model_repeats: int = Field(default=5, ge=3, description="Timed requests per model candidate (median).")
+    tune_model_n_trials: int = Field(default=12, ge=1, description="Candidates per model study (TPE spaces).")
+    tune_model_prefill_winners: int = Field(
+        default=3, ge=0, description="Kernel winners (DB results and profile entries of this machine for "
+        "the model's head shape) offered as prefill candidates, besides the runner's own choice."
+    )
+    tune_model_step_modes: list[str] | None = Field(
+        default=None, description="Narrow the model space: step compile modes (default: default and "
+        "max-autotune-no-cudagraphs; reduce-overhead, CUDA only, is default + CUDA graphs)."
+    )
+    tune_model_cuda_graphs: list[bool] | None = Field(
+        default=None, description="Narrow the model space, CUDA only: CUDA graphs on/off (default: both)."
+    )
+    tune_model_threads: list[int] | None = Field(
+        default=None, description="Narrow the model space, CPU only: thread counts to try besides torch's "
+        "own (default: half of torch's count)."
+    )
+    tune_model_state_dtypes: list[str] | None = Field(
+        default=None, description="Narrow the model space: inference state dtypes (default: float32, bfloat16)."
+    )
+    tune_model_fuse_projections: list[bool] | None = Field(
+        default=None, description="Narrow the model space: the runner's fuse_projections off/on (default: both)."
+    )
+    tol_model_fp32: float = Field(
+        default=1e-4, gt=0, description="Max relative logits error (max|err|/max|ref| over prefill and the "
+        "gate's decode steps) of a float32 model candidate vs. the eager float32 model, native kernels."
+    )
+    tol_model_low_precision: float = Field(
+        default=1e-1, gt=0, description="Max relative logits error of a bf16/fp16 model candidate vs. the "
+        "eager float32 model (its weights are the reference's, rounded)."
+    )
     # -- Metal target (probe/tune --target mps; xlstm_kernels.metal_codegen) -----------------------
     metal_threadgroup_memory_limit: int = Field(
         default=32768, ge=1,

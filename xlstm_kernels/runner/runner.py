@@ -254,11 +254,18 @@ def compile_model(model: nn.Module, *, config: ModelRunConfig | None = None, max
                   max_seq_len: int = 4096) -> ModelRunner:
     """A :class:`ModelRunner` over a built ``xLSTMLarge`` or ``xLSTMForCausalLM``.
 
-    Wraps, never mutates ``model`` (its modules are called, its weights shared). ``config=None``: the
-    defaults of :class:`ModelRunConfig`. ``max_batch_size`` bounds the batch (static
-    state buffers are allocated per batch size, at its first prefill);
+    Wraps, never mutates ``model`` (its modules are called, its weights shared). ``config=None``: this
+    machine's profile entry for the model at (``max_batch_size``, prompt bucket nearest ``max_seq_len``;
+    ``xk.explain_model_config`` says which), else the defaults of :class:`ModelRunConfig` with one
+    ProfileWarning. ``max_batch_size`` bounds the batch (static state buffers are allocated per batch
+    size, at its first prefill);
     ``max_seq_len`` bounds the positions (prompt + generated) of one sequence.
     """
     if config is not None and not isinstance(config, ModelRunConfig):
         raise ValueError(f"config must be a ModelRunConfig or None, got {type(config).__name__}")
-    return ModelRunner(model, config or ModelRunConfig(), max_batch_size, max_seq_len)
+    if config is None:  # this machine's profile entry for the model (nearest prompt bucket to max_seq_len)
+        from ..model_profile import model_config_for
+
+        model_parts(model)  # an unsupported model fails here with its own error, not in the lookup
+        config = model_config_for(model, batch_size=max_batch_size, prompt_len=max_seq_len)
+    return ModelRunner(model, config, max_batch_size, max_seq_len)

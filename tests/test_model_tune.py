@@ -1,0 +1,285 @@
+"""Model workloads: parsing, the model study end to end (gate, DB, Optuna), the profile round trip, CLI.
+
+One tiny model (the ``tiny`` preset: tests/test_runner.py's shape, so the Inductor graphs are shared),
+float32, B=1, a short prompt. The study's space is four candidates: state dtype {float32, bfloat16} x
+threads {None, 1}; the runner factory compiles one runner per state dtype and hands the threads=1
+float32 candidate a runner whose greedy tokens are deliberately wrong, so the gate's two rules each
+reject a candidate and only the default passes. Two runners compile for the whole file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+
+import pytest
+from typer.testing import CliRunner
+
+import storage
+import tuner
+import xlstm_kernels as xk
+from conftest import settings_env
+from flows.cli import EXIT_USAGE, app
+from tuner._model_evaluate import default_runner_factory
+
+PROMPT = 12
+FAST = {  # small timing budgets: these tests check behaviour, never speed
+    "TUNE_MODEL_DECODE_STEPS": "3", "TUNE_MODEL_GATE_STEPS": "3", "TUNE_MODEL_REPEATS": "3",
+    "TUNE_WARMUP": "1", "TUNE_RETIME_ROUNDS": "2", "TUNE_MODEL_STEP_MODES": '["default"]',
+    "TUNE_MODEL_THREADS": "[1]", "TUNE_MODEL_STATE_DTYPES": '["float32", "bfloat16"]',
+    "TUNE_MODEL_PREFILL_WINNERS": "0", "TUNE_MODEL_FUSE_PROJECTIONS": "[false]", "DEVICE": "cpu",
+}
+cli = CliRunner()
+
+
+# -- the model workload kind ------------------------------------------------------------------------
+
+def test_model_workload_round_trip():
+    w = xk.ModelWorkload.parse(" model:3f2a9c1b7d04e5f6 , 2, 512, bf16 ")
+    assert (w.model_key, w.B, w.S, w.dtype) == ("3f2a9c1b7d04e5f6", 2, 512, "bfloat16")
+    assert str(w) == "model:3f2a9c1b7d04e5f6,2,512,bfloat16"
+    assert xk.ModelWorkload.parse(str(w)) == w
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("1,4,512,64,64,float32", "expected 'model:<model key>,B,S,dtype'"),
+    ("model:abc,1,512", "4 fields"),
+    ("model:abc,1,x,float32", "B and S must be integers"),
+    ("model:abc,0,512,float32", "B must be a positive integer"),
+    ("model:abc,1,512,int8", "unknown dtype 'int8'"),
+    ("model:../etc,1,512,float32", "model key must be"),
+])
+def test_model_workload_bad_input(text, needle):
+    with pytest.raises(ValueError, match="model workload") as info:
+        xk.ModelWorkload.parse(text)
+    assert needle in str(info.value)
+
+
+def test_model_spec_errors(tmp_path):
+    with pytest.raises(tuner.UnknownModel, match="neither a preset"):
+        tuner.model_workload_for("no-such-model", 1, 8, "float32")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**xk.model_presets.PRESETS["tiny"], "hidden_size": 3}))
+    with pytest.raises(tuner.UnknownModel, match=r"unknown xLSTMLargeConfig fields \['hidden_size'\]"):
+        tuner.model_workload_for(str(bad), 1, 8, "float32")
+    bad.write_text(json.dumps({"embedding_dim": 128}))
+    with pytest.raises(tuner.UnknownModel, match="missing required fields"):
+        tuner.model_workload_for(str(bad), 1, 8, "float32")
+    good = tmp_path / "tiny.json"
+    good.write_text(json.dumps(xk.model_presets.PRESETS["tiny"]))
+    # a JSON file of the same fields is the same model: the same key
+    assert tuner.model_workload_for(str(good), 1, 8, "float32")[1] == tuner.model_workload_for("tiny", 1, 8, "float32")[1]
+
+
+# -- the model study --------------------------------------------------------------------------------
+
+class WrongTokens:
+    """A real runner whose greedy generation is deliberately wrong (logits untouched): the last token
+    of every sequence moves to the next vocabulary id."""
+
+    def __init__(self, runner, vocab: int) -> None:
+        self.runner, self.vocab = runner, vocab
+
+    def prefill(self, *a, **kw):
+        return self.runner.prefill(*a, **kw)
+
+    def decode(self, *a, **kw):
+        return self.runner.decode(*a, **kw)
+
+    def generate(self, tokens, n):
+        out = self.runner.generate(tokens, n).clone()
+        out[:, -1] = (out[:, -1] + 1) % self.vocab
+        return out
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """The tiny model's study into a temporary HOME (DB, Optuna storage, profile), run once."""
+    home = tmp_path_factory.mktemp("model-home")
+    mp = pytest.MonkeyPatch()
+    compiled: dict[str, object] = {}
+
+    def factory(model, config, B, max_len):
+        if config.state_dtype not in compiled:  # threads do not change the graphs: share them
+            compiled[config.state_dtype] = default_runner_factory(model, config.replace(threads=None), B, max_len)
+        runner = compiled[config.state_dtype]
+        if config.threads == 1 and config.state_dtype == "float32":
+            return WrongTokens(runner, xk.model_presets.PRESETS["tiny"]["vocab_size"])
+        return runner
+
+    with settings_env(mp, {"HOME": str(home), **FAST}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", xk.ProfileWarning)  # no kernel profile in this HOME
+            result = tuner.tune_model("tiny", batch_size=1, prompt_len=PROMPT, device="cpu",
+                                      runner_factory=factory)
+        yield home, result
+    mp.undo()
+
+
+def test_study_picks_the_only_candidate_that_passes(study):
+    _, result = study
+    assert result.n_candidates == 4 and result.sampler == "grid" and result.n_trials == 4
+    assert result.winner is not None and result.winner.config == xk.ModelRunConfig()
+    assert result.speedup == pytest.approx(1.0)  # the default is the winner: re-timed once
+    assert result.winner.logits_error < 1e-4 and result.winner.greedy_match
+    assert result.winner.ttft_ms > 0 and result.winner.decode_tokens_per_s > 0
+
+
+def test_gate_rejects_wrong_state_dtype_and_wrong_tokens(study):
+    _, result = study
+    by = {(r.config.state_dtype, r.config.threads): r for r in result.rejected}
+    assert set(by) == {("bfloat16", None), ("bfloat16", 1), ("float32", 1)}
+    assert all(r.status == "rejected" for r in by.values())
+    assert "exceeds the float32 tolerance" in by[("bfloat16", None)].reason
+    assert "greedy tokens differ" in by[("float32", 1)].reason
+    assert by[("float32", 1)].logits_error < 1e-4  # its logits are right: the token rule caught it
+
+
+def test_study_lands_in_the_db(study):
+    home, result = study
+    with storage.open_db(home / "tuning.db") as db:
+        rows = storage.model_trials(db, run_id=result.run_id)
+        assert len(rows) == 4 and {r["workload"] for r in rows} == {str(result.workload)}
+        rejected = [r for r in rows if r["status"] == "rejected"]
+        assert len(rejected) == 3 and all(r["reason"] and r["objective_ms"] is None for r in rejected)
+        ok = [r for r in rows if r["status"] == "ok"]
+        assert len(ok) == 1 and ok[0]["is_default"] == 1 and ok[0]["ttft_ms"] > 0
+        best = storage.best_model(db, result.workload, db.run(result.run_id)["machine_id"])
+        assert best.config == xk.ModelRunConfig().to_dict() and best.run_id == result.run_id
+        assert db.run(result.run_id)["status"] == "completed"
+        assert db.trials(run_id=result.run_id) == []  # the kernel trials' table holds none of them
+
+
+# -- the profile round trip -------------------------------------------------------------------------
+
+def _entry(workload: xk.ModelWorkload, config: xk.ModelRunConfig) -> xk.ModelProfileEntry:
+    return xk.ModelProfileEntry(workload=str(workload), config=config.to_dict(), ttft_s=0.01,
+                                decode_tokens_per_s=50.0, objective_s=0.1, decode_steps=32,
+                                speedup_vs_default=1.3, logits_error=1e-6, greedy_match=True)
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch):
+    with settings_env(monkeypatch, {"HOME": str(tmp_path), "DEVICE": "cpu"}, unset=("PROFILE_PATH", "USE_PROFILE")):
+        yield tmp_path
+
+
+def test_profile_round_trip_picks_the_entry(home, study):
+    _, result = study
+    model = xk.build_model("tiny")
+    tuned = xk.ModelRunConfig(step_compile_mode="max-autotune-no-cudagraphs", threads=1)
+    wl = xk.ModelWorkload(xk.model_key(model), 1, 256, "float32")
+    entries = [_entry(wl, tuned), tuner.model_profile_entry(result)]  # the study's winner: another prompt bucket
+    published = tuner.publish_entries(xk.fingerprint("cpu"), [], model_entries=entries, db=home / "tuning.db")
+    assert json.loads(published.path.read_text())["model_entries"][0]["workload"] == str(wl)
+    xk.reload_profile()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", xk.ProfileWarning)
+        assert xk.compile_model(model, max_seq_len=256).config == tuned  # exact
+        assert xk.compile_model(model, max_seq_len=400).config == tuned  # nearest bucket (256 vs 12)
+        assert xk.compile_model(model, max_seq_len=16).config == xk.ModelRunConfig()  # the study's entry
+    choice = xk.explain_model_config(model, batch_size=1, prompt_len=400)
+    assert choice.source == "nearest" and choice.entry.workload == str(wl) and "nearest prompt bucket" in str(choice)
+    # a kernel tune publishing afterwards keeps the model entries
+    kernel = xk.ProfileEntry(workload="1,2,16,32,64,float32,prefill", config=xk.DEFAULT_CONFIG.to_dict(),
+                             t_inner_requested=4, t_inner_effective=4, median_s=1e-3, tokens_per_s=1e4,
+                             speedup_vs_default=1.0, equivalence_error=1e-6)
+    tuner.publish_entries(xk.fingerprint("cpu"), [kernel], db=home / "tuning.db")
+    assert {e.workload for e in xk.load_profile(published.path).model_entries} == {e.workload for e in entries}
+
+
+def test_missing_model_entry_falls_back_with_one_warning(home):
+    model = xk.build_model("tiny")
+    other = xk.ModelWorkload("0123456789abcdef", 1, 256, "float32")  # another model's entry only
+    tuner.publish_entries(xk.fingerprint("cpu"), [], model_entries=[_entry(other, xk.ModelRunConfig(threads=1))],
+                          db=home / "tuning.db")
+    xk.reload_profile()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = xk.compile_model(model, max_seq_len=256)
+        second = xk.compile_model(model, max_seq_len=256)
+    msgs = [str(w.message) for w in caught if issubclass(w.category, xk.ProfileWarning)]
+    assert first.config == second.config == xk.ModelRunConfig()
+    assert len(msgs) == 1 and "no model entry for model" in msgs[0] and "tune --model" in msgs[0]
+
+
+def test_profiles_without_model_entries_keep_their_checksum(home):
+    kernel = xk.ProfileEntry(workload="1,2,16,32,64,float32,prefill", config=xk.DEFAULT_CONFIG.to_dict(),
+                             t_inner_requested=4, t_inner_effective=4, median_s=1e-3, tokens_per_s=1e4,
+                             speedup_vs_default=1.0, equivalence_error=1e-6)
+    path = xk.publish_profile(xk.Profile.for_machine(xk.fingerprint("cpu"), [kernel])).path
+    data = json.loads(path.read_text())
+    assert "model_entries" not in data  # the file an older xlstm_kernels wrote, and still reads
+    # ... with the checksum the older code computes (of the body without publication)
+    body = {k: v for k, v in data.items() if k != "publication"}
+    old = "sha256:" + hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert data["publication"]["checksum"] == old
+    assert xk.load_profile(path).model_entries == []
+
+
+# -- the command line -------------------------------------------------------------------------------
+
+def test_cli_help_names_the_model_options():
+    out = cli.invoke(app, ["tune", "--help"])
+    assert out.exit_code == 0 and "--model" in out.output and "--prompt" in out.output
+    out = cli.invoke(app, ["generate", "--help"])
+    assert out.exit_code == 0 and "--prompt-len" in out.output and "--new-tokens" in out.output
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["tune", "--model", "no-such-model"], "neither a preset"),
+    (["tune", "--model", "tiny", "--dtype", "int8"], "unknown dtype"),
+    (["tune", "--model", "tiny", "-w", "1,4,512,64,64,float32"], "without --workload"),
+    (["generate", "--model", "no-such-model"], "neither a preset"),
+])
+def test_cli_bad_model_input_is_usage_error(home, args, needle):
+    out = cli.invoke(app, args)
+    assert out.exit_code == EXIT_USAGE, out.output
+    assert needle in out.output and "Traceback" not in out.output
+
+
+def test_a_v1_database_gains_the_model_tables(db_path):
+    import sqlite3
+
+    from storage._schema import MIGRATIONS
+
+    conn = sqlite3.connect(db_path)
+    for stmt in MIGRATIONS[0]:
+        conn.execute(stmt)
+    conn.execute("INSERT INTO workloads (spec, B, NH, S, DHQK, DHV, dtype, mode) "
+                 "VALUES ('1,4,8,16,16,float32,prefill', 1, 4, 8, 16, 16, 'float32', 'prefill')")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with storage.TuningDB(db_path) as db:
+        assert db.schema_version == storage.SCHEMA_VERSION == 3
+        assert {"model_trials", "model_results"} <= set(db.db.table_names())
+        assert db.db["workloads"].count == 1  # the v1 rows are kept
+
+
+def test_prefill_candidates_are_this_machines_winners_for_the_head_shape(home, fresh_db):
+    fields = xk.model_presets.PRESETS["tiny"]  # NH 2, DHQK 32, DHV 64
+    fp = xk.fingerprint("cpu")
+    mid = fresh_db.record_machine(fp)
+    run_id = fresh_db.start_run(mid, device="cpu", torch_version=fp.torch, triton=None)
+    won = {"db": xk.KernelConfig("chunkwise", chunk_size=16, t_inner=2),
+           "other head": xk.KernelConfig("chunkwise", chunk_size=32, t_inner=1),
+           "unbandable": xk.KernelConfig("chunkwise", chunk_size=8, t_inner=1, heads_per_band=4)}
+    for cfg, wl in ((won["db"], "1,2,64,32,64,float32"), (won["other head"], "1,2,64,16,64,float32"),
+                    (won["unbandable"], "1,8,64,32,64,float32")):
+        fresh_db.record_result(run_id=run_id, workload=xk.Workload.parse(wl), machine_id=mid, config=cfg,
+                               trial_id=None, t_inner_effective=cfg.t_inner, median_ms=1.0, spread_ms=0.1,
+                               tokens_per_s=64e3, default_median_ms=None, speedup=None, equivalence_error=1e-6,
+                               compile_s=None, n_trials=1, n_rejected=0, n_failed=0, retime=[])
+    in_profile = xk.KernelConfig("recurrent", chunk_size=16, t_inner=4)
+    entry = xk.ProfileEntry(workload="1,2,128,32,64,float32,prefill", config=in_profile.to_dict(),
+                            t_inner_requested=4, t_inner_effective=4, median_s=1e-3, tokens_per_s=1e5,
+                            speedup_vs_default=1.2, equivalence_error=1e-6)
+    xk.publish_profile(xk.Profile.for_machine(fp, [entry]))
+    settings = xk.get_settings().model_copy(update={"tune_model_prefill_winners": 3})
+    found = tuner.prefill_candidates(fresh_db, mid, fields, "float32", settings)
+    assert found == [won["db"], in_profile]  # DB results first, then the profile; other shapes left out
+    assert tuner.prefill_candidates(fresh_db, mid, fields, "bfloat16", settings) == []
+    assert tuner.prefill_candidates(fresh_db, mid, fields, "float32",
+                                    settings.model_copy(update={"tune_model_prefill_winners": 1})) == [won["db"]]
