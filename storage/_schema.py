@@ -20,7 +20,7 @@ profiles   published profile versions (path, checksum, provenance run)
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _V1 = [
     """CREATE TABLE machines (
@@ -140,6 +140,22 @@ _V1 = [
     )""",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1]
+# v2 (issue 16, trustworthy timing): a trial's samples that stayed unstable after re-measuring are
+# marked (and never decide a winner), with the load seen while timing; a result carries the speedup's
+# interval from fresh paired rounds and whether the run was trustworthy (``busy_reason`` if not).
+_V2 = [
+    "ALTER TABLE trials ADD COLUMN unstable INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE trials ADD COLUMN instability TEXT",
+    "ALTER TABLE trials ADD COLUMN remeasures INTEGER",
+    "ALTER TABLE trials ADD COLUMN load_avg REAL",
+    "ALTER TABLE trials ADD COLUMN steal_fraction REAL",
+    "ALTER TABLE results ADD COLUMN speedup_low REAL",
+    "ALTER TABLE results ADD COLUMN speedup_high REAL",
+    "ALTER TABLE results ADD COLUMN speedup_confidence REAL",
+    "ALTER TABLE results ADD COLUMN trusted INTEGER NOT NULL DEFAULT 1",
+    "ALTER TABLE results ADD COLUMN busy_reason TEXT",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2]
 TABLES = ("machines", "runs", "workloads", "trials", "results", "probes", "profiles")
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -106,7 +106,7 @@ def test_newer_schema_is_refused_and_untouched(db_path):
     conn.execute("PRAGMA user_version = 99")
     conn.close()
     before = _digest(db_path)
-    with pytest.raises(SchemaTooNew, match="99.*up to 1"):
+    with pytest.raises(SchemaTooNew, match=f"99.*up to {storage.SCHEMA_VERSION}"):
         TuningDB(db_path)
     assert _digest(db_path) == before
 
