@@ -98,6 +98,12 @@ def tune(
 
     settings = Settings()
     texts = list(workload or settings.workloads)
+    from tuner import busy_now
+
+    busy = busy_now(settings)
+    if busy:  # timing on a busy machine: unstable candidates are re-measured or marked, wide speedups flagged
+        typer.echo(f"warning: machine busy ({busy}): timings may be inflated; unstable candidates are "
+                   f"re-measured or marked, and a too-uncertain result does not replace a published winner", err=True)
     try:
         info, state, result = run_autotune(
             texts,

@@ -38,7 +38,19 @@ from ._publish import (
     publish_profile_file,
     record_published,
 )
-from ._space import SearchSpace, effective_key, effective_t_inner, parse_workload
+from ._space import SearchSpace, effective_key, effective_t_inner, parse_workload, probe_key
+from ._timing import (
+    Interval,
+    LoadMeter,
+    MachineLoad,
+    QuietWait,
+    busy_now,
+    instability,
+    machine_load,
+    median_interval,
+    paired_ratios,
+    wait_for_quiet,
+)
 from ._study import (
     Candidate,
     Rejected,
@@ -60,12 +72,16 @@ __all__ = [
     "CompileProbe",
     "Evaluation",
     "Evaluator",
+    "Interval",
     "KernelRunner",
+    "LoadMeter",
+    "MachineLoad",
     "NoWinner",
     "ProbeResult",
     "ProfileRecordError",
     "Progress",
     "ProgressEvent",
+    "QuietWait",
     "Rejected",
     "RichProgress",
     "RunResult",
@@ -77,7 +93,13 @@ __all__ = [
     "WorkloadResult",
     "bench",
     "build_profile",
+    "busy_now",
     "compile_once",
+    "instability",
+    "machine_load",
+    "median_interval",
+    "paired_ratios",
+    "probe_key",
     "ratchet_probe",
     "effective_key",
     "effective_t_inner",
@@ -96,4 +118,5 @@ __all__ = [
     "time_callable",
     "tune_workload",
     "tuning_run",
+    "wait_for_quiet",
 ]

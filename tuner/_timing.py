@@ -94,6 +94,32 @@ def machine_load() -> MachineLoad:
     return MachineLoad(load_average(), cpu_count())
 
 
+def busy_now(settings: Settings) -> str | None:
+    """Why the machine is busy right now (load average per core over the settings' limit), else None."""
+    return machine_load().busy_reason(settings)
+
+
+@dataclass(frozen=True)
+class QuietWait:
+    """The outcome of ``wait_for_quiet``: quiet in the end or not, seconds waited, the last busy reason."""
+
+    quiet: bool
+    waited_s: float
+    reason: str | None
+
+
+def wait_for_quiet(settings: Settings, *, max_wait_s: float | None = None) -> QuietWait:
+    """Wait (bounded: ``serve_quiet_wait_s``, polling every ``serve_quiet_poll_s``) until the machine is
+    not busy; scheduled runs call it before timing so a backup or a build does not decide a winner."""
+    limit = settings.serve_quiet_wait_s if max_wait_s is None else max_wait_s
+    t0 = time.monotonic()
+    reason = busy_now(settings)
+    while reason is not None and time.monotonic() - t0 < limit:
+        time.sleep(min(settings.serve_quiet_poll_s, max(0.0, limit - (time.monotonic() - t0))))
+        reason = busy_now(settings)
+    return QuietWait(reason is None, time.monotonic() - t0, reason)
+
+
 class LoadMeter:
     """Load over a window: ``with LoadMeter() as m: ...`` then ``m.load`` (max load average, steal fraction)."""
 
@@ -166,8 +192,19 @@ def summarize(samples_ms: list[float], settings: Settings | None = None) -> Timi
     return Timing(statistics.median(s), _iqr(s), s[0], len(s), tuple(samples_ms), why)
 
 
-def time_one(fn: Callable[[], Any], device: torch.device | str, calls: int = 1) -> float:
-    """Wall time per call of ``calls`` back-to-back calls between two synchronisations, in ms."""
+def time_one(fn: Callable[[], Any], device: torch.device | str, calls: int = 1, *, events: bool = False) -> float:
+    """Wall time per call of ``calls`` back-to-back calls between two synchronisations, in ms.
+
+    ``events`` on a CUDA device: CUDA events around the calls instead (device time, no host wake-up).
+    """
+    if events and torch.device(device).type == "cuda":
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        for _ in range(calls):
+            fn()
+        b.record()
+        b.synchronize()
+        return a.elapsed_time(b) / calls
     synchronize(device)
     t0 = time.perf_counter()
     for _ in range(calls):
