@@ -41,7 +41,7 @@ from xlstm_kernels.settings import Settings, get_settings
 from ._errors import CandidateFailed
 from ._evaluate import CompileProbe, Evaluation, Evaluator, KernelRunner, run_kernel
 from ._evaluate import calls_per_sample, interleaved_samples, summarize
-from ._timing import Interval, LoadMeter, median_interval, paired_ratios
+from ._timing import Interval, LoadMeter, instability, median_interval, paired_ratios
 from ._progress import Progress, ProgressEvent
 from ._space import SearchSpace, effective_key, effective_t_inner, parse_workload, probe_key
 
@@ -566,36 +566,35 @@ def _paired_speedup(winner: Candidate, default: Candidate, evaluator: Evaluator,
                     settings: Settings) -> tuple[Candidate, Candidate, Interval, list[str]]:
     """The winner's speedup over the default from FRESH paired rounds (not the samples that chose it).
 
-    Rounds time both back to back (order alternating); the speedup is the median of the per-round
-    default/winner ratios with its order-statistic interval. A too-wide interval is re-measured in
-    more rounds after a back-off (up to ``tune_remeasure_max`` times); what stays wide, or a machine
-    over the busy limits meanwhile, is returned as reasons the result is not trustworthy.
-    Returns the two candidates with their fresh medians, the interval and those reasons.
+    A batch of ``tune_speedup_rounds`` rounds times both back to back (order alternating); the speedup
+    is the median of the per-round default/winner ratios with its order-statistic interval. A batch in
+    which either side's samples are unstable, or whose interval is wider than ``tune_speedup_max_width``,
+    is measured again after a back-off (up to ``tune_remeasure_max`` times; the newest batch counts,
+    so a burst of load is waited out rather than averaged in). What stays so is returned as reasons the
+    result is not trustworthy. Returns the two candidates with their fresh medians, the interval, reasons.
     """
     wl, inputs, run = evaluator.workload, evaluator.timing_inputs(), evaluator.runner
     calls = calls_per_sample(wl, settings)
-    ratios: list[float] = []
-    win_s: list[float] = []
-    def_s: list[float] = []
     with LoadMeter() as meter:
         for extra in range(settings.tune_remeasure_max + 1):
             if extra:
                 time.sleep(settings.tune_remeasure_backoff_s * 2 ** (extra - 1))
-            r, d, w = paired_ratios(lambda: run(wl, inputs, default.config), lambda: run(wl, inputs, winner.config),
-                                    dev, rounds=settings.tune_speedup_rounds, calls=calls,
-                                    warmup=1 if extra == 0 else 0)
-            ratios += r
-            def_s += d
-            win_s += w
+            ratios, def_s, win_s = paired_ratios(lambda: run(wl, inputs, default.config),
+                                                 lambda: run(wl, inputs, winner.config), dev,
+                                                 rounds=settings.tune_speedup_rounds, calls=calls,
+                                                 warmup=1 if extra == 0 else 0)
             interval = median_interval(ratios, settings.tune_speedup_confidence)
-            if interval.relative_width <= settings.tune_speedup_max_width:
+            why = [f"{label} unstable in the paired rounds: {w}" for label, w in
+                   (("winner", instability(win_s, settings)), ("default", instability(def_s, settings))) if w]
+            if interval.relative_width > settings.tune_speedup_max_width:
+                span = (f"[{interval.low:.3g}, {interval.high:.3g}]"
+                        if interval.low is not None and interval.high is not None
+                        else f"of {interval.n} rounds (too few for a {interval.confidence:.0%} interval)")
+                why.append(f"speedup interval {span} is wider than {settings.tune_speedup_max_width:.0%} "
+                           f"of {interval.median:.3g}")
+            if not why:
                 break
-    why = []
-    if interval.relative_width > settings.tune_speedup_max_width:
-        span = (f"[{interval.low:.3g}, {interval.high:.3g}]" if interval.low is not None and interval.high is not None
-                else f"of {interval.n} rounds (too few for a {interval.confidence:.0%} interval)")
-        why.append(f"speedup interval {span} is wider than {settings.tune_speedup_max_width:.0%} of "
-                   f"{interval.median:.3g}")
+    if why:
         busy = meter.load.busy_reason(settings)
         if busy:
             why.append(busy)
