@@ -242,3 +242,56 @@ def test_shrink_never_times_a_shrunk_chunk_under_the_original_name(db_path, monk
     with storage.TuningDB(db_path) as db:
         rows = {r["is_default"]: r for r in db.trials(run_id=res.run_id)}
     assert rows[1]["status"] == "failed" and rows[1]["median_ms"] is None
+
+
+# -- the machine's load: steal, busy warning, bounded wait -------------------------------------------
+
+def test_steal_comes_from_proc_stat_deltas(tmp_path, monkeypatch):
+    settings = _settings(monkeypatch, BUSY_STEAL_FRACTION="0.1")
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 100 800 0 0 0 0 7 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+    assert tuner._timing.cpu_times(stat) == (1000, 0)  # guest time is already in user: not summed twice
+    with tuner.LoadMeter(stat) as meter:
+        stat.write_text("cpu  200 0 200 1400 0 0 0 200 9 0\n")
+    assert meter.load.steal_fraction == pytest.approx(200 / 1000)
+    assert "20% of CPU time stolen" in meter.load.busy_reason(settings)
+    assert tuner._timing.cpu_times(tmp_path / "absent") is None  # no /proc/stat: steal unknown, not 0
+    assert tuner.MachineLoad(None, 2, None).busy_reason(settings) is None
+
+
+def test_busy_machine_warns_at_tune_start_and_scheduled_runs_wait_bounded(monkeypatch):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    settings = _settings(monkeypatch, BUSY_LOAD_PER_CORE="1e-9", SERVE_QUIET_POLL_S="0.05")
+    assert tuner.busy_now(settings).startswith("load average")
+    t0 = time.monotonic()
+    waited = tuner.wait_for_quiet(settings, max_wait_s=0.3)
+    assert not waited.quiet and 0.3 <= waited.waited_s < 0.3 + 5 and "load average" in waited.reason
+    assert time.monotonic() - t0 < 10
+    got = CliRunner().invoke(app, ["tune", "-w", "1,2,16,8,8,float32", "--tune-fn", "tuner:no_such_function"])
+    assert "warning: machine busy (load average" in got.stderr and got.exit_code != 0
+    quiet = _settings(monkeypatch, BUSY_LOAD_PER_CORE="1e9")
+    assert tuner.busy_now(quiet) is None and tuner.wait_for_quiet(quiet, max_wait_s=60).waited_s < 1
+    got = CliRunner().invoke(app, ["tune", "-w", "1,2,16,8,8,float32", "--tune-fn", "tuner:no_such_function"])
+    assert "machine busy" not in got.stderr
+
+
+def test_revalidation_compares_speedups_of_fresh_paired_rounds():
+    from flows.schedule import PublishedEntry, Remeasurement, decide
+
+    sw = {"torch": "2.13"}
+    pub = {w: PublishedEntry(w, {}, 10.0, sw, speedup=2.0) for w in ("slowed", "same", "busy", "old")}
+    pub["old"] = PublishedEntry("old", {}, 10.0, sw)  # an older profile: no paired speedup
+    fresh = {
+        "slowed": Remeasurement("slowed", 9.0, True, checked=True, speedup=1.6, speedup_low=1.5, speedup_high=1.7),
+        "same": Remeasurement("same", 14.0, True, checked=True, speedup=1.9, speedup_low=1.8, speedup_high=2.0),
+        "busy": Remeasurement("busy", 30.0, True, checked=True, speedup=0.5, busy_reason="machine busy: ..."),
+        "old": Remeasurement("old", 11.6, True, checked=True),
+    }
+    got = {d.workload: d for d in decide(list(pub), pub, fresh, sw, slowdown=0.15)}
+    assert got["slowed"].action == "retune" and "2.00x published -> 1.60x [1.50, 1.70]" in got["slowed"].reason
+    assert got["same"].action == "keep"  # its median re-timed 40% slower, but so did the default
+    assert got["busy"].action == "keep" and "not re-judged" in got["busy"].reason
+    assert got["old"].action == "retune" and "slowed 16%" in got["old"].reason  # the median rule
