@@ -135,7 +135,6 @@ def test_study_under_bursty_load_keeps_its_promises(db_path, monkeypatch):
                for c in res.retimed)
     # the published speedup: the median of fresh paired ratios, its interval holding the quiet value
     iv = res.speedup_interval
-    print("EVIDENCE", res.winner.config.short(), iv, "quiet", median_interval(quiet[res.winner.config], 0.99), res.busy_reason, [(c.config.short(), c.instability) for c in res.retimed])
     assert iv is not None and res.speedup == iv.median
     quiet_value = median_interval(quiet[res.winner.config], 0.99).median
     if res.trusted and res.winner.config != space.default:
