@@ -156,6 +156,41 @@ def test_study_under_bursty_load_keeps_its_promises(db_path, monkeypatch):
         assert entry.speedup_vs_default == res.speedup and entry.busy_reason == res.busy_reason
 
 
+def test_a_marked_candidate_never_decides_the_winner(db_path, monkeypatch):
+    """Real kernels with real sleeps added by the runner: on every other call chunkwise stalls twice its
+    own time plus 20 ms (fastest by min, and by median on a quiet box, but unstable whatever the load),
+    the baseline always sleeps 100 ms (slow, steady). One torch thread, so that other load on the box
+    does not stall the kernels themselves past the sleeps."""
+    settings = _settings(monkeypatch, TUNE_RETIME_ROUNDS="7", TUNE_REMEASURE_MAX="1",
+                         TUNE_REMEASURE_BACKOFF_S="0.01")
+    calls = {"n": 0}
+
+    def runner(wl, inputs, config):
+        t0 = time.perf_counter()
+        out = tuner.run_kernel(wl, inputs, config)
+        if config.family == "chunkwise":
+            calls["n"] += 1
+            time.sleep(2 * (time.perf_counter() - t0) + 0.02 if calls["n"] % 2 else 0.0)
+        else:
+            time.sleep(0.1)
+        return out
+
+    space = _space()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        res = tuner.tune_workload(WL, db=db_path, device="cpu", space=space, runner=runner, settings=settings)
+    finally:
+        torch.set_num_threads(threads)
+    marked = {c.config.family: c.instability for c in res.retimed}
+    assert marked["chunkwise"] is not None and "spread" in marked["chunkwise"]
+    assert res.winner is not None and res.winner.config == space.default == REC_T1
+    assert res.speedup == 1.0
+    with storage.TuningDB(db_path) as db:
+        (row,) = db.db.execute("SELECT config_json FROM results WHERE run_id = ?", [res.run_id]).fetchall()
+    assert '"recurrent"' in row[0]
+
+
 def test_a_busy_result_does_not_replace_a_published_winner(db_path, monkeypatch):
     """The busy rule of ``build_profile``: marked entries publish for new workloads only."""
     settings = _settings(monkeypatch)
