@@ -60,6 +60,9 @@ def _print_result(result, info) -> None:  # noqa: ANN001 - rich output only
         for row in rows:
             table.add_row(*(str(v) for v in row.values()))
         console.print(table)
+        for o in result.outcomes:  # said next to the table: such a winner replaces no published one
+            if o.busy_reason and o.action == "tuned":
+                console.print(f"[yellow]{o.workload}[/]: {o.busy_reason}")
     for workload, message in result.failed.items():
         console.print(f"[red]failed[/] {workload}: {message}")
     console.print(_profile_note(result))

@@ -329,3 +329,14 @@ def test_revalidation_compares_speedups_of_fresh_paired_rounds():
     assert got["same"].action == "keep"  # its median re-timed 40% slower, but so did the default
     assert got["busy"].action == "keep" and "not re-judged" in got["busy"].reason
     assert got["old"].action == "retune" and "slowed 16%" in got["old"].reason  # the median rule
+
+
+def test_the_flow_outcome_carries_the_interval_and_the_busy_mark():
+    """The flow publishes through ``WorkloadOutcome``: the optional entry fields survive the round trip."""
+    from flows.outcome import WorkloadOutcome
+
+    entry = xk.ProfileEntry(workload=str(WL), config=REC_T1.to_dict(), t_inner_requested=1, t_inner_effective=1,
+                            median_s=1e-3, tokens_per_s=16e3, speedup_vs_default=1.8, equivalence_error=1e-7,
+                            speedup_low=1.6, speedup_high=2.1, speedup_confidence=0.9,
+                            busy_reason="machine busy: results not trustworthy (x)")
+    assert WorkloadOutcome.from_entry(entry).to_profile_entry() == entry
