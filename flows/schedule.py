@@ -10,7 +10,9 @@ A scheduled run on an unchanged machine does not re-tune from scratch. For each 
    where the profile has a speedup over the default and the re-measurement timed the winner against
    the default in fresh paired rounds, "slowed" is the published speedup over the fresh one (median
    of per-round ratios: a busy machine slows both sides of a round alike); a fresh interval wider
-   than the trust limit (``busy_reason``) is no evidence either way -> ``keep``, said so. Without a
+   than the trust limit (``busy_reason``) is no evidence either way -> ``keep``, said so - unless even
+   its upper end is slower than the published speedup by more than ``slowdown`` (slowed beyond doubt,
+   ``retune``). Without a
    paired speedup, the winner's fresh median against the published median decides.
 6. otherwise                                                     -> ``keep``   (re-validated)
 
@@ -112,8 +114,10 @@ def decide(
             decisions.append(Decision(w, "retune", f"winner failed the equivalence check{': ' + m.error if m.error else ''}"))
             continue
         if m.speedup is not None and entry.speedup is not None:
-            if m.busy_reason is not None:
-                decisions.append(Decision(w, "keep", f"not re-judged: {m.busy_reason}; the published winner stands"))
+            beyond_doubt = m.speedup_high is not None and entry.speedup / m.speedup_high - 1.0 > slowdown
+            if m.busy_reason is not None and not beyond_doubt:
+                decisions.append(Decision(w, "keep", f"re-validated (equivalence); speed not re-judged: {m.busy_reason}; "
+                                          f"the published winner stands"))
                 continue
             change = entry.speedup / m.speedup - 1.0
             span = f" [{m.speedup_low:.2f}, {m.speedup_high:.2f}]" if m.speedup_low and m.speedup_high else ""

@@ -316,18 +316,22 @@ def test_revalidation_compares_speedups_of_fresh_paired_rounds():
     from flows.schedule import PublishedEntry, Remeasurement, decide
 
     sw = {"torch": "2.13"}
-    pub = {w: PublishedEntry(w, {}, 10.0, sw, speedup=2.0) for w in ("slowed", "same", "busy", "old")}
+    pub = {w: PublishedEntry(w, {}, 10.0, sw, speedup=2.0) for w in ("slowed", "same", "busy", "doubtless", "old")}
     pub["old"] = PublishedEntry("old", {}, 10.0, sw)  # an older profile: no paired speedup
     fresh = {
         "slowed": Remeasurement("slowed", 9.0, True, checked=True, speedup=1.6, speedup_low=1.5, speedup_high=1.7),
         "same": Remeasurement("same", 14.0, True, checked=True, speedup=1.9, speedup_low=1.8, speedup_high=2.0),
-        "busy": Remeasurement("busy", 30.0, True, checked=True, speedup=0.5, busy_reason="machine busy: ..."),
+        "busy": Remeasurement("busy", 30.0, True, checked=True, speedup=0.5, speedup_low=0.2, speedup_high=1.9,
+                              busy_reason="machine busy: ..."),
+        "doubtless": Remeasurement("doubtless", 30.0, True, checked=True, speedup=0.5, speedup_low=0.2,
+                                   speedup_high=1.7, busy_reason="machine busy: ..."),
         "old": Remeasurement("old", 11.6, True, checked=True),
     }
     got = {d.workload: d for d in decide(list(pub), pub, fresh, sw, slowdown=0.15)}
     assert got["slowed"].action == "retune" and "2.00x published -> 1.60x [1.50, 1.70]" in got["slowed"].reason
     assert got["same"].action == "keep"  # its median re-timed 40% slower, but so did the default
     assert got["busy"].action == "keep" and "not re-judged" in got["busy"].reason
+    assert got["doubtless"].action == "retune"  # even the interval's upper end is 18% slower: busy or not
     assert got["old"].action == "retune" and "slowed 16%" in got["old"].reason  # the median rule
 
 
