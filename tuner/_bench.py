@@ -61,6 +61,7 @@ class BenchResult:
     interval: Interval | None = None  # median per-round default/chosen ratio and its interval
     load: MachineLoad | None = None  # load average / CPU steal over the rounds
     busy_reason: str | None = None  # set: the numbers are not trustworthy, and why
+    ratios: tuple[float, ...] = ()  # default/chosen per paired round
 
     @property
     def speedup(self) -> float:
@@ -80,7 +81,7 @@ class BenchResult:
                 "speedup_confidence": iv.confidence if iv else None,
                 "load_avg": self.load.load_avg if self.load else None,
                 "steal_fraction": self.load.steal_fraction if self.load else None,
-                "busy_reason": self.busy_reason}
+                "busy_reason": self.busy_reason, "ratios": list(self.ratios)}
 
 
 def profile_choice(workload: Workload, device: torch.device) -> tuple[KernelConfig, str, str]:
@@ -149,4 +150,4 @@ def bench(
     if why and meter.load.busy_reason(settings):
         why.append(meter.load.busy_reason(settings) or "")
     busy = ("machine busy: results not trustworthy (" + "; ".join(why) + ")") if why else None
-    return BenchResult(wl, str(dev), source, reason, out[0], out[1], n, interval, meter.load, busy)
+    return BenchResult(wl, str(dev), source, reason, out[0], out[1], n, interval, meter.load, busy, tuple(ratios))
