@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmark scripts: inputs, device-synchronised timing, error vs reference."""
+"""Shared helpers of the benchmark scripts: inputs, timing (through the library's timer), error vs reference."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from typing import Any
 
 import torch
 
+from tuner._timing import LoadMeter, summarize, time_one
 from xlstm_kernels.device import synchronize
 from xlstm_kernels.reference import rel_err  # noqa: F401 - the benchmark scripts import it from here
+from xlstm_kernels.settings import get_settings
 
 
 def make_inputs(B: int, NH: int, S: int, DHQK: int, DHV: int, dtype: torch.dtype, device: str, seed: int = 0):
@@ -25,42 +27,38 @@ def make_inputs(B: int, NH: int, S: int, DHQK: int, DHV: int, dtype: torch.dtype
 
 
 def time_fn(fn: Callable[[], Any], device: str, warmup: int = 5, reps: int = 30,
-            min_time_s: float = 0.0) -> dict[str, float]:
+            min_time_s: float = 0.0) -> dict[str, Any]:
     """Median / p10 / p90 milliseconds of ``fn()``, device-synchronised around every call.
 
-    The first ``warmup`` calls (compilation, CUDA-graph recording) are timed apart as ``first_ms``.
+    Samples come from the library's timer (``tuner._timing.time_one``; CUDA events on CUDA), so the
+    benchmarks and the tuner measure alike; ``instability`` says why the samples are not to be trusted
+    (spread or tail over the tuner's limits, ``docs/timing.md``) and ``load_avg``/``steal_fraction``
+    the load over the samples. The first ``warmup`` calls (compilation, CUDA-graph recording) are
+    timed apart as ``first_ms``.
     """
-    synchronize(device)
-    t0 = time.perf_counter()
-    fn()
-    synchronize(device)
-    first_ms = (time.perf_counter() - t0) * 1e3
+    settings = get_settings()
+    first_ms = time_one(fn, device)
     for _ in range(warmup - 1):
         fn()
     synchronize(device)
     samples = []
     start = time.perf_counter()
-    while len(samples) < reps or time.perf_counter() - start < min_time_s:
-        if device.startswith("cuda"):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            samples.append(a.elapsed_time(b))
-        else:
-            t = time.perf_counter()
-            fn()
-            synchronize(device)
-            samples.append((time.perf_counter() - t) * 1e3)
-    samples.sort()
-    n = len(samples)
+    with LoadMeter() as meter:
+        while len(samples) < reps or time.perf_counter() - start < min_time_s:
+            samples.append(time_one(fn, device, events=True))
+    tm = summarize(samples, settings)
+    s = sorted(samples)
+    n = len(s)
     return {
-        "median_ms": statistics.median(samples),
-        "p10_ms": samples[n // 10],
-        "p90_ms": samples[(9 * n) // 10],
+        "median_ms": tm.median_ms,
+        "p10_ms": s[n // 10],
+        "p90_ms": s[(9 * n) // 10],
         "first_ms": first_ms,
         "reps": n,
+        "min_ms": tm.min_ms,
+        "instability": tm.instability,
+        "load_avg": meter.load.load_avg,
+        "steal_fraction": meter.load.steal_fraction,
     }
 
 
@@ -73,20 +71,4 @@ def time_back_to_back(fn: Callable[[], Any], device: str, calls: int = 50, round
     for _ in range(3):
         fn()
     synchronize(device)
-    per = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        if device.startswith("cuda"):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            for _ in range(calls):
-                fn()
-            b.record()
-            b.synchronize()
-            per.append(a.elapsed_time(b) / calls)
-        else:
-            for _ in range(calls):
-                fn()
-            synchronize(device)
-            per.append((time.perf_counter() - t0) * 1e3 / calls)
-    return statistics.median(per)
+    return statistics.median(time_one(fn, device, calls, events=True) for _ in range(rounds))

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import xlstm_kernels as xk  # noqa: E402
 from common import make_inputs, rel_err  # noqa: E402
+from tuner._timing import time_one  # noqa: E402
 
 SHAPE = dict(B=1, NH=4, S=512, DHQK=64, DHV=128)
 OURS = [
@@ -108,10 +109,7 @@ def main() -> None:
         samples: dict[str, list[float]] = {name: [] for name in impls}
         for _ in range(n):
             for name, fn in impls.items():
-                t0 = time.perf_counter()
-                for _ in range(args.reps):
-                    fn()
-                samples[name].append((time.perf_counter() - t0) * 1e3 / args.reps)
+                samples[name].append(time_one(fn, "cpu", args.reps))  # the library's timer
         return samples
 
     def best(samples: dict[str, list[float]], prefix: str) -> str:

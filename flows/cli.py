@@ -61,6 +61,9 @@ def _print_result(result, info) -> None:  # noqa: ANN001 - rich output only
         for row in rows:
             table.add_row(*(str(v) for v in row.values()))
         console.print(table)
+        for o in result.outcomes:  # said next to the table: such a winner replaces no published one
+            if o.busy_reason and o.action == "tuned":
+                console.print(f"[yellow]{o.workload}[/]: {o.busy_reason}")
     for workload, message in result.failed.items():
         console.print(f"[red]failed[/] {workload}: {message}")
     console.print(_profile_note(result))
@@ -124,6 +127,12 @@ def tune(
 
     settings = Settings()
     texts = list(workload or settings.workloads)
+    from tuner import busy_now
+
+    busy = busy_now(settings)
+    if busy:  # timing on a busy machine: unstable candidates are re-measured or marked, wide speedups flagged
+        typer.echo(f"warning: machine busy ({busy}): timings may be inflated; unstable candidates are "
+                   f"re-measured or marked, and a too-uncertain result does not replace a published winner", err=True)
     try:
         info, state, result = run_autotune(
             texts,

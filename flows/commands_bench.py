@@ -49,4 +49,12 @@ def bench(
     for label, side in (("config", result.chosen), ("default", result.default)):
         typer.echo(f"{label:<9} {side.config.short(result.workload.mode):<40} {side.median_ms:>10.4f} ms median "
                    f"(IQR {side.spread_ms:.4f})  {side.tokens_per_s:>12,.0f} tok/s  err {side.equivalence_error:.1e}")
-    typer.echo(f"speedup   {result.speedup:.2f}x over the default config")
+    iv = result.interval
+    span = (f" ({iv.confidence:.0%} interval {iv.low:.2f}-{iv.high:.2f}x, median of per-round ratios)"
+            if iv is not None and iv.low is not None and iv.high is not None else "")
+    typer.echo(f"speedup   {result.speedup:.2f}x over the default config{span}")
+    for label, side in (("config", result.chosen), ("default", result.default)):
+        if side.instability:
+            typer.echo(f"unstable  {label}: {side.instability}")
+    if result.busy_reason:
+        typer.echo(f"warning   {result.busy_reason}", err=True)

@@ -97,6 +97,7 @@ def autotune(
         from .lock import machine_lock
 
         with machine_lock(get_settings().resolved_home(), "tune", wait_s=lock_wait_s):
+            _wait_for_quiet()
             return autotune.fn(workloads, trials, time_budget_s, quick, device, revalidate, show_progress,
                                tune_fn, publish_fn, None)
     from storage import open_db
@@ -239,6 +240,21 @@ def get_run_logger_safe() -> Any:
     from prefect.logging import get_logger
 
     return get_logger("xlstm_autotune.flows")
+
+
+def _wait_for_quiet() -> None:
+    """A scheduled run waits (bounded) for a quiet machine before timing, and logs what it found."""
+    from tuner import wait_for_quiet
+    from xlstm_kernels.settings import get_settings
+
+    logger = get_run_logger_safe()
+    waited = wait_for_quiet(get_settings())
+    if waited.quiet:
+        logger.info("machine quiet after %.0f s; timing", waited.waited_s)
+    else:
+        logger.warning("machine still busy after %.0f s (%s); tuning anyway: a run whose speedup "
+                       "interval is too wide is marked and does not replace a published winner",
+                       waited.waited_s, waited.reason)
 
 
 def run_autotune(

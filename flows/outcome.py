@@ -56,6 +56,11 @@ class WorkloadOutcome:
     study_name: str | None = None
     action: Literal["tuned", "kept"] = "tuned"
     reason: str = ""
+    # the speedup's interval (fresh paired rounds) and, on a busy machine, why it is not trustworthy
+    speedup_low: float | None = None
+    speedup_high: float | None = None
+    speedup_confidence: float | None = None
+    busy_reason: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("median_ms", "speedup", "equiv_err"):
@@ -88,7 +93,8 @@ class WorkloadOutcome:
             workload=entry.workload, config=dict(entry.config), median_ms=entry.median_s * 1e3,
             speedup=entry.speedup_vs_default, equiv_err=entry.equivalence_error, rejected=list(rejected or []),
             t_inner_requested=entry.t_inner_requested, tokens_per_s=entry.tokens_per_s, study_name=study_name,
-            action=action, reason=reason,
+            action=action, reason=reason, speedup_low=entry.speedup_low, speedup_high=entry.speedup_high,
+            speedup_confidence=entry.speedup_confidence, busy_reason=entry.busy_reason,
         )
 
     @classmethod
@@ -112,6 +118,8 @@ class WorkloadOutcome:
             workload=self.workload, config=self.config, t_inner_requested=self.t_inner_requested,
             t_inner_effective=int(self.config["t_inner"]), median_s=self.median_ms / 1e3,
             tokens_per_s=self.tokens_per_s, speedup_vs_default=self.speedup, equivalence_error=self.equiv_err,
+            speedup_low=self.speedup_low, speedup_high=self.speedup_high,
+            speedup_confidence=self.speedup_confidence, busy_reason=self.busy_reason,
         )
 
     @classmethod

@@ -2,20 +2,21 @@
 then apply the rule of ``flows.schedule.decide``. Prefect-free: the flow's task calls ``revalidate``.
 
 A winner is re-checked with the tuner's own ``Evaluator`` (quick mode): compiled, validated against the
-float64 reference on fresh inputs, and - only when valid - timed; its median is compared with the
-published one.
+float64 reference on fresh inputs, and - only when valid - timed. Then it is timed against the default
+config in fresh paired rounds (``tuner.bench``): the rule compares that speedup (median of per-round
+ratios, with its interval) with the published one; the winner's median alone where there is no pair.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from xlstm_kernels.config import Workload
+from xlstm_kernels.config import DEFAULT_CONFIG, Workload
 from xlstm_kernels.fingerprint import Fingerprint
 from xlstm_kernels.profile import Profile, ProfileEntry, ProfileError, load_profile
 from xlstm_kernels.settings import Settings
@@ -45,7 +46,9 @@ class Revalidation:
 def published_entries(profile: Profile) -> dict[str, PublishedEntry]:
     """The profile's entries in the form the re-validation rule reads (median in ms, software versions)."""
     software = {"torch": profile.torch, "triton": profile.triton, "python": profile.fingerprint.get("python")}
-    return {e.workload: PublishedEntry(e.workload, dict(e.config), e.median_s * 1e3, software) for e in profile.entries}
+    return {e.workload: PublishedEntry(e.workload, dict(e.config), e.median_s * 1e3, software,
+                                       e.speedup_vs_default if e.speedup_low is not None else None)
+            for e in profile.entries}
 
 
 def remeasure(entry: ProfileEntry, device: torch.device | str, settings: Settings) -> Remeasurement:
@@ -61,7 +64,18 @@ def remeasure(entry: ProfileEntry, device: torch.device | str, settings: Setting
     if ev.status == "rejected":
         return Remeasurement(entry.workload, None, False, ev.reason, checked=True)
     assert ev.timing is not None
-    return Remeasurement(entry.workload, ev.timing.median_ms, True, None, checked=True)
+    fresh = Remeasurement(entry.workload, ev.timing.median_ms, True, None, checked=True)
+    if entry.speedup_low is None or entry.kernel_config == DEFAULT_CONFIG:
+        return fresh  # an older profile without a paired speedup, or the default won: the median decides
+    from tuner import CandidateFailed, bench
+
+    try:
+        paired = bench(entry.parsed_workload, entry.kernel_config, device=device, settings=settings)
+    except CandidateFailed:
+        return fresh  # the default does not run here: no pair to compare
+    iv = paired.interval
+    return replace(fresh, speedup=paired.speedup, speedup_low=iv.low if iv else None,
+                   speedup_high=iv.high if iv else None, busy_reason=paired.busy_reason)
 
 
 def revalidate(

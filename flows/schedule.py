@@ -6,8 +6,14 @@ A scheduled run on an unchanged machine does not re-tune from scratch. For each 
 2. the profile's software versions differ from the current ones  -> ``retune`` (timings don't carry over)
 3. the winner was not re-measured (it failed to compile or run)  -> ``retune``
 4. the winner failed the equivalence gate                        -> ``retune``
-5. its fresh median is slower than the published one by more
-   than ``slowdown`` (setting ``retune_slowdown``, default 15%)  -> ``retune``
+5. it has slowed by more than ``slowdown`` (setting ``retune_slowdown``, default 15%) -> ``retune``:
+   where the profile has a speedup over the default and the re-measurement timed the winner against
+   the default in fresh paired rounds, "slowed" is the published speedup over the fresh one (median
+   of per-round ratios: a busy machine slows both sides of a round alike); a fresh interval wider
+   than the trust limit (``busy_reason``) is no evidence either way -> ``keep``, said so - unless even
+   its upper end is slower than the published speedup by more than ``slowdown`` (slowed beyond doubt,
+   ``retune``). Without a
+   paired speedup, the winner's fresh median against the published median decides.
 6. otherwise                                                     -> ``keep``   (re-validated)
 
 Only workloads in step 3-6 need a re-measurement (``needs_remeasure``): a software change re-tunes
@@ -31,6 +37,7 @@ class PublishedEntry:
     config: dict[str, Any]
     median_ms: float
     software: dict[str, Any]
+    speedup: float | None = None  # published speedup over the default (fresh paired rounds)
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,10 @@ class Remeasurement:
     equiv_ok: bool
     error: str | None = None
     checked: bool = False
+    speedup: float | None = None  # median per-round default/winner ratio of fresh paired rounds
+    speedup_low: float | None = None
+    speedup_high: float | None = None
+    busy_reason: str | None = None  # set: the paired rounds were too uncertain to judge
 
 
 @dataclass(frozen=True)
@@ -101,6 +112,22 @@ def decide(
             continue
         if not m.equiv_ok:
             decisions.append(Decision(w, "retune", f"winner failed the equivalence check{': ' + m.error if m.error else ''}"))
+            continue
+        if m.speedup is not None and entry.speedup is not None:
+            beyond_doubt = m.speedup_high is not None and entry.speedup / m.speedup_high - 1.0 > slowdown
+            if m.busy_reason is not None and not beyond_doubt:
+                decisions.append(Decision(w, "keep", f"re-validated (equivalence); speed not re-judged: {m.busy_reason}; "
+                                          f"the published winner stands"))
+                continue
+            change = entry.speedup / m.speedup - 1.0
+            span = f" [{m.speedup_low:.2f}, {m.speedup_high:.2f}]" if m.speedup_low and m.speedup_high else ""
+            if change > slowdown:
+                decisions.append(Decision(w, "retune", f"winner slowed {change:.0%} against the default "
+                                          f"({entry.speedup:.2f}x published -> {m.speedup:.2f}x{span} in fresh "
+                                          f"paired rounds), beyond {slowdown:.0%}"))
+            else:
+                decisions.append(Decision(w, "keep", f"re-validated: {m.speedup:.2f}x{span} over the default in "
+                                          f"fresh paired rounds vs {entry.speedup:.2f}x published ({-change:+.0%})"))
             continue
         change = m.median_ms / entry.median_ms - 1.0
         if change > slowdown:

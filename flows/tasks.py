@@ -99,6 +99,8 @@ def tune_workload_task(
         "%s: winner %s, %.3f ms, %.2fx over default, %d rejected",
         workload, outcome.config_short(), outcome.median_ms, outcome.speedup, len(outcome.rejected),
     )
+    if outcome.busy_reason:  # published only where no trustworthy winner is (tuner._publish.build_profile)
+        get_run_logger().warning("%s: %s", workload, outcome.busy_reason)
     return outcome
 
 

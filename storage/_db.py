@@ -341,8 +341,14 @@ class TuningDB:
                      equivalence_error: float | None = None, tolerance: float | None = None,
                      validation_shape: str | None = None, median_ms: float | None = None,
                      spread_ms: float | None = None, min_ms: float | None = None,
-                     repeats: int | None = None, tokens_per_s: float | None = None) -> int:
-        """Store one evaluated candidate; a non-``ok`` trial must carry a reason and no timing."""
+                     repeats: int | None = None, tokens_per_s: float | None = None,
+                     instability: str | None = None, remeasures: int | None = None,
+                     load_avg: float | None = None, steal_fraction: float | None = None) -> int:
+        """Store one evaluated candidate; a non-``ok`` trial must carry a reason and no timing.
+
+        ``instability``: why its samples stayed unstable after ``remeasures`` extra rounds (the trial
+        is marked ``unstable``); ``load_avg`` / ``steal_fraction``: the load seen while timing.
+        """
         if status not in TRIAL_STATUSES:
             raise ValueError(f"trial status must be one of {list(TRIAL_STATUSES)}, got {status!r}")
         if status != "ok" and not reason:
@@ -360,6 +366,8 @@ class TuningDB:
                 equivalence_error=equivalence_error, tolerance=tolerance,
                 validation_shape=validation_shape, median_ms=median_ms, spread_ms=spread_ms,
                 min_ms=min_ms, repeats=repeats, tokens_per_s=tokens_per_s, created_at=now(),
+                unstable=int(instability is not None), instability=instability, remeasures=remeasures,
+                load_avg=load_avg, steal_fraction=steal_fraction,
             )).last_pk)
 
     def trials(self, *, run_id: int | None = None, workload: Workload | None = None,
@@ -387,8 +395,14 @@ class TuningDB:
                       spread_ms: float, tokens_per_s: float, default_median_ms: float | None,
                       speedup: float | None, equivalence_error: float, compile_s: float | None,
                       n_trials: int, n_rejected: int, n_failed: int,
-                      retime: list[dict[str, Any]]) -> int:
-        """Store the winner of a (run, workload) after re-timing; replaces an earlier one of that run."""
+                      retime: list[dict[str, Any]], speedup_low: float | None = None,
+                      speedup_high: float | None = None, speedup_confidence: float | None = None,
+                      busy_reason: str | None = None) -> int:
+        """Store the winner of a (run, workload) after re-timing; replaces an earlier one of that run.
+
+        ``speedup_low``/``speedup_high``: the speedup's interval at ``speedup_confidence`` (fresh paired
+        rounds); ``busy_reason``: why the run is not trustworthy (``trusted`` is 0 then).
+        """
         wid = self.workload_id(workload)
         with self.write() as db:
             return int(db["results"].insert(dict(
@@ -399,6 +413,8 @@ class TuningDB:
                 equivalence_error=equivalence_error, compile_s=compile_s, n_trials=n_trials,
                 n_rejected=n_rejected, n_failed=n_failed,
                 retime_json=json.dumps(retime, sort_keys=True), created_at=now(),
+                speedup_low=speedup_low, speedup_high=speedup_high, speedup_confidence=speedup_confidence,
+                trusted=int(busy_reason is None), busy_reason=busy_reason,
             ), replace=True).last_pk)
 
     def best(self, workload: Workload, machine_id: str) -> BestConfig:

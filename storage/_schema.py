@@ -26,7 +26,7 @@ model_results  the winner per (run, model workload) after the side-by-side re-ti
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _V1 = [
     """CREATE TABLE machines (
@@ -209,7 +209,23 @@ _V3 = [
     )""",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
+# v4 (issue 16, trustworthy timing): a trial's samples that stayed unstable after re-measuring are
+# marked (and never decide a winner), with the load seen while timing; a result carries the speedup's
+# interval from fresh paired rounds and whether the run was trustworthy (``busy_reason`` if not).
+_V4 = [
+    "ALTER TABLE trials ADD COLUMN unstable INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE trials ADD COLUMN instability TEXT",
+    "ALTER TABLE trials ADD COLUMN remeasures INTEGER",
+    "ALTER TABLE trials ADD COLUMN load_avg REAL",
+    "ALTER TABLE trials ADD COLUMN steal_fraction REAL",
+    "ALTER TABLE results ADD COLUMN speedup_low REAL",
+    "ALTER TABLE results ADD COLUMN speedup_high REAL",
+    "ALTER TABLE results ADD COLUMN speedup_confidence REAL",
+    "ALTER TABLE results ADD COLUMN trusted INTEGER NOT NULL DEFAULT 1",
+    "ALTER TABLE results ADD COLUMN busy_reason TEXT",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
 TABLES = ("machines", "runs", "workloads", "trials", "results", "probes", "profiles",
           "model_trials", "model_results")
 assert len(MIGRATIONS) == SCHEMA_VERSION

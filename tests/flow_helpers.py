@@ -7,4 +7,5 @@ from __future__ import annotations
 GOOD = "1,2,16,8,8,float32,prefill"
 UNBANDABLE = "1,3,16,8,8,float32,prefill"  # NH=3: heads_per_band 2 cannot band it, the tuner refuses it
 NARROW_ENV = dict(TUNE_FAMILIES='["recurrent"]', TUNE_HEADS_PER_BAND="[2]", TUNE_T_INNERS="[1]",
-                  TUNE_REPEATS="4", TUNE_WARMUP="1", TUNE_RETIME_ROUNDS="3")  # XLSTM_AUTOTUNE_<name>
+                  TUNE_REPEATS="4", TUNE_WARMUP="1", TUNE_RETIME_ROUNDS="3",  # XLSTM_AUTOTUNE_<name>
+                  SERVE_QUIET_WAIT_S="0")  # a scheduled run in a test never waits for the shared box to be quiet

@@ -336,7 +336,8 @@ def test_autotune_flow_real_tuner_end_to_end_then_revalidates(prefect_harness, t
     assert xk.load_profile(result.profile_path).publication.version == 1  # not re-published
 
     # ... and a winner that re-times far slower than published is re-tuned and re-published
-    slow = profile.entries[0].model_copy(update={"median_s": 1e-9, "tokens_per_s": 1e12})
+    slow = profile.entries[0].model_copy(update={"median_s": 1e-9, "tokens_per_s": 1e12,  # and its speedup:
+                                                 "speedup_vs_default": 1e6})  # the paired-rounds rule reads it
     xk.publish_profile(profile.model_copy(update={"entries": [slow], "publication": None}), result.profile_path)
     state = autotune(workloads=[GOOD], quick=True, revalidate=True, return_state=True)
     assert state.is_completed(), state.message

@@ -186,7 +186,7 @@ def test_study_end_to_end_rejects_the_wrong_variant(db_path, fast):
     assert again.n_trials == 0 and again.winner is not None and again.run_id != res.run_id
 
 
-def test_ctrl_c_keeps_finished_trials_and_the_next_run_resumes(db_path, fast):
+def test_ctrl_c_keeps_finished_trials_and_the_next_run_resumes(db_path, fast, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         tuner.tune_workload(WL, db=db_path, device="cpu", space=_space(),
                             runner=CountingRunner(interrupt_at=2))
@@ -210,10 +210,14 @@ def test_ctrl_c_keeps_finished_trials_and_the_next_run_resumes(db_path, fast):
     zombie.set_user_attr("host", socket.gethostname())
 
     runner = CountingRunner()
+    monkeypatch.setenv("XLSTM_AUTOTUNE_TUNE_REMEASURE_MAX", "0")  # no re-measuring: the counts are exact
+    xk.reset_settings()
     res = tuner.tune_workload(WL, db=db_path, device="cpu", space=_space(), runner=runner)
     assert res.n_trials == 2  # only the two unfinished candidates
-    # the default finished before Ctrl-C: only warmed up and re-timed now (1 + 3 calls), not re-evaluated
-    assert runner.calls[_space().default.short()] == 1 + 3
+    # the default finished before Ctrl-C: only warmed up and re-timed now (1 + 3 calls), not re-evaluated,
+    # then (when another config won) warmed up and timed in the fresh paired rounds of the speedup
+    paired = 0 if res.winner.config == _space().default else 1 + xk.get_settings().tune_speedup_rounds
+    assert runner.calls[_space().default.short()] == 1 + 3 + paired
     with storage.TuningDB(db_path) as db:
         assert [r["status"] for r in db.runs()] == ["completed", "interrupted"]
         keys = [r["config_key"] for r in db.trials()]

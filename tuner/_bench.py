@@ -3,7 +3,9 @@
 ``bench(workload)`` times the config this machine's profile would pick (``xk.explain_config``'s choice)
 or a given one against ``DEFAULT_CONFIG``, with the tuner's own stages: each is compiled, validated
 against the float64 reference (never timed when invalid), then both are timed in interleaved rounds
-of synchronised samples (rotating order, warm-up outside the rounds) so drift hits both alike.
+of synchronised samples (order alternating, warm-up outside the rounds) so drift hits both alike.
+The speedup is the median of the per-round ratios with its order-statistic interval; each side's
+samples are checked for instability and the load over the rounds is reported (``tuner._timing``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from xlstm_kernels.settings import Settings, get_settings
 from xlstm_kernels.validation import check_workload_memory
 
 from ._errors import CandidateFailed
-from ._evaluate import Evaluation, Evaluator, calls_per_sample, interleaved_samples, summarize
+from ._evaluate import Evaluation, Evaluator, calls_per_sample
+from ._timing import Interval, LoadMeter, MachineLoad, median_interval, paired_ratios, summarize
 from ._space import parse_workload
 
 
@@ -34,12 +37,15 @@ class BenchSide:
     tokens_per_s: float
     equivalence_error: float
     compile_s: float | None
+    min_ms: float | None = None
+    instability: str | None = None  # why its samples are unstable (None: stable)
 
     def to_dict(self, mode: str = "prefill") -> dict[str, Any]:
         """Plain-JSON form (``mode``: the workload's, for the short name)."""
         return {"config": self.config.to_dict(), "config_short": self.config.short(mode), "median_ms": self.median_ms,
                 "spread_ms": self.spread_ms, "tokens_per_s": self.tokens_per_s,
-                "equivalence_error": self.equivalence_error, "compile_s": self.compile_s}
+                "equivalence_error": self.equivalence_error, "compile_s": self.compile_s,
+                "min_ms": self.min_ms, "instability": self.instability}
 
 
 @dataclass(frozen=True)
@@ -53,18 +59,30 @@ class BenchResult:
     chosen: BenchSide
     default: BenchSide
     rounds: int
+    interval: Interval | None = None  # median per-round default/chosen ratio and its interval
+    load: MachineLoad | None = None  # load average / CPU steal over the rounds
+    busy_reason: str | None = None  # set: the numbers are not trustworthy, and why
+    ratios: tuple[float, ...] = ()  # default/chosen per paired round
 
     @property
     def speedup(self) -> float:
-        """Default config's median over the chosen config's."""
+        """Median per-round ratio of the default's time over the chosen config's (medians' ratio without rounds)."""
+        if self.interval is not None:
+            return self.interval.median
         return self.default.median_ms / self.chosen.median_ms
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
+        iv = self.interval
         return {"workload": str(self.workload), "device": self.device, "source": self.source, "reason": self.reason,
                 "chosen": self.chosen.to_dict(self.workload.mode), "default": self.default.to_dict(self.workload.mode),
                 "speedup": self.speedup,
-                "rounds": self.rounds}
+                "rounds": self.rounds,
+                "speedup_low": iv.low if iv else None, "speedup_high": iv.high if iv else None,
+                "speedup_confidence": iv.confidence if iv else None,
+                "load_avg": self.load.load_avg if self.load else None,
+                "steal_fraction": self.load.steal_fraction if self.load else None,
+                "busy_reason": self.busy_reason, "ratios": list(self.ratios)}
 
 
 def profile_choice(workload: Workload, device: torch.device) -> tuple[KernelConfig, str, str]:
@@ -117,15 +135,23 @@ def bench(
     chosen = _validated(ev, config, "chosen")
     default = _validated(ev, DEFAULT_CONFIG, "default")
     inputs, run = ev.timing_inputs(), ev.runner
-    sides = [chosen, default]
-    fns = [(lambda e=e: run(wl, inputs, e.effective)) for e in sides]
-    n = rounds or max(settings.tune_retime_rounds, settings.tune_repeats)
-    samples = interleaved_samples(fns, dev, rounds=n, calls=calls_per_sample(wl, settings),
-                                  warmup=settings.tune_warmup)
+    n = rounds or max(settings.tune_retime_rounds, settings.tune_repeats, settings.tune_speedup_rounds)
+    with xk.tuning(), LoadMeter() as meter:
+        ratios, d_s, c_s = paired_ratios(lambda: run(wl, inputs, default.effective),
+                                         lambda: run(wl, inputs, chosen.effective), dev, rounds=n,
+                                         calls=calls_per_sample(wl, settings), warmup=settings.tune_warmup)
+    interval = median_interval(ratios, settings.tune_speedup_confidence)
     out = []
-    for e, s in zip(sides, samples):
-        tm = summarize(s)
+    for e, s in ((chosen, c_s), (default, d_s)):
+        tm = summarize(s, settings)
         assert e.equivalence_error is not None
         out.append(BenchSide(e.effective, tm.median_ms, tm.spread_ms, wl.tokens() / (tm.median_ms / 1e3),
-                             e.equivalence_error, e.compile_s))
-    return BenchResult(wl, str(dev), source, reason, out[0], out[1], n)
+                             e.equivalence_error, e.compile_s, tm.min_ms, tm.instability))
+    why = [f"{label} samples unstable: {side.instability}" for label, side in zip(("chosen", "default"), out)
+           if side.instability]
+    if interval.low is not None and interval.relative_width > settings.tune_speedup_max_width:
+        why.append(f"speedup interval wider than {settings.tune_speedup_max_width:.0%} of {interval.median:.3g}")
+    if why and meter.load.busy_reason(settings):
+        why.append(meter.load.busy_reason(settings) or "")
+    busy = ("machine busy: results not trustworthy (" + "; ".join(why) + ")") if why else None
+    return BenchResult(wl, str(dev), source, reason, out[0], out[1], n, interval, meter.load, busy, tuple(ratios))

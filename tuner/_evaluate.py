@@ -18,10 +18,9 @@ random non-zero states.
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,6 +33,7 @@ from xlstm_kernels.settings import Settings
 
 from ._errors import CandidateFailed
 from ._space import effective_t_inner
+from ._timing import Timing, interleaved_samples, summarize, time_callable, time_one  # noqa: F401 - re-exported
 
 Inputs = tuple[torch.Tensor, ...]
 Output = tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -123,69 +123,9 @@ def rel_error(out: Output, ref: Output) -> float:
     return worst
 
 
-@dataclass(frozen=True)
-class Timing:
-    """Steady-state timing of one candidate (compile excluded)."""
-
-    median_ms: float
-    spread_ms: float  # interquartile range
-    min_ms: float
-    repeats: int
-    samples_ms: tuple[float, ...] = field(repr=False, default=())
-
-
-def summarize(samples_ms: list[float]) -> Timing:
-    """Median, interquartile spread and min of timing samples."""
-    s = sorted(samples_ms)
-    if len(s) >= 4:
-        q = statistics.quantiles(s, n=4)
-        spread = q[2] - q[0]
-    else:
-        spread = s[-1] - s[0]
-    return Timing(statistics.median(s), spread, s[0], len(s), tuple(samples_ms))
-
-
-def time_one(fn: Callable[[], Any], device: torch.device, calls: int = 1) -> float:
-    """Wall time per call of ``calls`` back-to-back calls between two synchronisations, in ms."""
-    synchronize(device)
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    synchronize(device)
-    return (time.perf_counter() - t0) * 1e3 / calls
-
-
 def calls_per_sample(workload: Workload, settings: Settings) -> int:
     """Decode steps are timed in bursts, as a decode loop enqueues them; a prefill call alone."""
     return settings.tune_decode_burst if workload.mode == "decode" else 1
-
-
-def interleaved_samples(fns: list[Callable[[], Any]], device: torch.device, *, rounds: int, calls: int,
-                        warmup: int) -> list[list[float]]:
-    """Warm every ``fn`` up (untimed), then ``rounds`` rounds of one sample each in rotating order,
-    so drifting load hits them alike; the samples (ms per call) per ``fn``."""
-    for fn in fns:
-        for _ in range(warmup):
-            fn()
-    samples: list[list[float]] = [[] for _ in fns]
-    for r in range(rounds):
-        for j in range(len(fns)):
-            idx = (j + r) % len(fns)
-            samples[idx].append(time_one(fns[idx], device, calls))
-    return samples
-
-
-def time_callable(fn: Callable[[], Any], device: torch.device, *, warmup: int, repeats: int,
-                  budget_s: float, calls: int = 1) -> Timing:
-    """Warm up (untimed), then take up to ``repeats`` samples within ``budget_s`` (at least 3)."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    samples: list[float] = []
-    start = time.perf_counter()
-    while len(samples) < repeats and (len(samples) < 3 or time.perf_counter() - start < budget_s):
-        samples.append(time_one(fn, device, calls))
-    return summarize(samples)
 
 
 @dataclass
@@ -243,7 +183,15 @@ class Evaluator:
         return self._validation[S]
 
     def evaluate(self, config: KernelConfig) -> Evaluation:
-        """Probe/compile, validate and (only if valid) time ``config``; never raises for a bad candidate."""
+        """Probe/compile, validate and (only if valid) time ``config``; never raises for a bad candidate.
+
+        Runs inside ``xk.tuning()``: the opt-in chunk shrink never fires, so a device out-of-memory
+        error fails the candidate instead of timing a shrunk chunk under ``config``'s name.
+        """
+        with xk.tuning():
+            return self._evaluate(config)
+
+    def _evaluate(self, config: KernelConfig) -> Evaluation:
         wl = self.workload
         inputs, ref = self.validation_case(config)
         shape = f"B={wl.B},NH={wl.NH},S={inputs[0].shape[2] if wl.mode == 'prefill' else 1}," \
@@ -275,7 +223,7 @@ class Evaluator:
             ev.timing = time_callable(lambda: self.runner(wl, timing_in, eff), self.device,
                                       warmup=self.settings.tune_warmup, repeats=self.repeats,
                                       budget_s=self.settings.tune_trial_budget_s,
-                                      calls=calls_per_sample(wl, self.settings))
+                                      calls=calls_per_sample(wl, self.settings), settings=self.settings)
         except Exception as exc:  # noqa: BLE001
             ev.status, ev.reason = "failed", f"timing run failed: {type(exc).__name__}: {str(exc)[:500]}"
             return ev

@@ -44,8 +44,10 @@ class NoWinner(TunerError):
 def profile_entry(result: WorkloadResult) -> ProfileEntry:
     """The profile entry of a tuned workload's winner (config carries the effective T_inner).
 
-    ``speedup_vs_default`` is the paired re-timing's default median over the winner's; when the default
-    config did not validate (no paired time), the winner is its own baseline and 1.0 is recorded.
+    ``speedup_vs_default`` is the median of the per-round default/winner ratios of fresh paired rounds,
+    with its interval (``speedup_low``/``speedup_high``); when the default config did not validate (no
+    paired time), the winner is its own baseline and 1.0 is recorded. A result of a busy machine carries
+    its ``busy_reason`` (``build_profile`` then keeps an earlier published winner of the workload).
     """
     w = result.winner
     if w is None:
@@ -53,6 +55,7 @@ def profile_entry(result: WorkloadResult) -> ProfileEntry:
         reasons = "; ".join(f"{r.config.short(mode)}: {r.reason}" for r in result.rejected[:3]) or "no candidate ran"
         raise NoWinner(f"{result.workload}: no candidate validated ({len(result.rejected)} rejected/failed: {reasons})")
     effective = w.t_inner_effective or w.config.t_inner
+    iv = result.speedup_interval if result.speedup_interval and result.speedup_interval.low else None
     return ProfileEntry(
         workload=str(result.workload),
         config=w.config.replace(t_inner=effective).to_dict(),
@@ -62,6 +65,10 @@ def profile_entry(result: WorkloadResult) -> ProfileEntry:
         tokens_per_s=w.tokens_per_s,
         speedup_vs_default=result.speedup if result.speedup else 1.0,
         equivalence_error=w.equivalence_error,
+        speedup_low=iv.low if iv else None,
+        speedup_high=iv.high if iv else None,
+        speedup_confidence=iv.confidence if iv else None,
+        busy_reason=result.busy_reason,
     )
 
 
@@ -87,10 +94,11 @@ def build_profile(
 
     Entries of ``previous`` (the profile published before) for other workloads are carried over when
     it belongs to this machine and software stack, so tuning one workload does not drop the others
-    (kernel and model entries alike).
+    (kernel and model entries alike). The busy rule: an entry measured on a busy machine
+    (``busy_reason`` set) does not replace a trustworthy published winner of its workload (that one is
+    kept); a new workload publishes, marked.
     """
     fp = fingerprint if isinstance(fingerprint, Fingerprint) else Fingerprint.from_dict(fingerprint)
-    mine = {e.workload for e in entries}
     mine_models = {e.workload for e in model_entries}
     carried: list[ProfileEntry] = []
     carried_models: list[ModelProfileEntry] = []
@@ -100,6 +108,9 @@ def build_profile(
         except ProfileError:
             pass  # another machine or software: its timings do not carry over
         else:
+            trusted = {e.workload: e for e in previous.entries if e.busy_reason is None}
+            entries = [trusted.get(e.workload, e) if e.busy_reason is not None else e for e in entries]
+            mine = {e.workload for e in entries}
             carried = [e for e in previous.entries if e.workload not in mine]
             carried_models = [e for e in previous.model_entries if e.workload not in mine_models]
     run = TuningRun(run_id=None if run_id is None else str(run_id), source="tuner", started_at=started_at, notes=notes)

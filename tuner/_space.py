@@ -60,6 +60,11 @@ def effective_key(config: KernelConfig, workload: Workload) -> str:
     }, sort_keys=True)
 
 
+def probe_key(config: KernelConfig, workload: Workload) -> str:
+    """The compile-probe key of ``config`` on ``workload`` (a compile outcome is per kernel and shape)."""
+    return f"{workload}|{effective_key(config, workload)}"
+
+
 def effective_t_inner(config: KernelConfig, workload: Workload) -> int:
     """T_inner after the driver clamps it to what the sequence can fill (1 for decode)."""
     return 1 if workload.mode == "decode" else plan(config, workload.NH, workload.S).t_inner

@@ -44,8 +44,9 @@ from ._errors import CandidateFailed
 from ._evaluate import CompileProbe, Evaluation, Evaluator, KernelRunner, run_kernel
 from ._evaluate import calls_per_sample, interleaved_samples, summarize
 from ._fleet import claim_of, heartbeat_enabled, make_storage, node_name, storage_url, study_owner, wait_for_fleet
+from ._timing import Interval, LoadMeter, instability, median_interval, paired_ratios
 from ._progress import Progress, ProgressEvent
-from ._space import SearchSpace, effective_key, effective_t_inner, parse_workload
+from ._space import SearchSpace, effective_key, effective_t_inner, parse_workload, probe_key
 
 SamplerChoice = Literal["auto", "grid", "tpe"]
 
@@ -62,6 +63,7 @@ class Candidate:
     equivalence_error: float
     compile_s: float | None
     trial_id: int | None
+    instability: str | None = None  # why its samples stayed unstable (it may not decide a winner)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
@@ -90,13 +92,21 @@ class WorkloadResult:
     study_name: str
     winner: Candidate | None
     default: Candidate | None
-    speedup: float | None  # default median / winner median, both from the paired re-timing
+    speedup: float | None  # median of per-round default/winner ratios, fresh paired rounds
     retimed: list[Candidate]
     rejected: list[Rejected]
     n_trials: int  # trials evaluated by this call (duplicates of earlier candidates excluded)
     n_candidates: int  # distinct candidates in the space
     sampler: str
     elapsed_s: float
+    speedup_interval: Interval | None = None  # the speedup's order-statistic interval
+    busy_reason: str | None = None  # set: "machine busy: results not trustworthy", and why
+    skipped: list[str] = field(default_factory=list)  # candidates skipped for a known compile failure
+
+    @property
+    def trusted(self) -> bool:
+        """False when the machine was too busy for the winner and speedup to be trusted."""
+        return self.busy_reason is None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (for Prefect artifacts and the CLI)."""
@@ -110,6 +120,10 @@ class WorkloadResult:
                          for r in self.rejected],
             "n_trials": self.n_trials, "n_candidates": self.n_candidates, "sampler": self.sampler,
             "elapsed_s": self.elapsed_s,
+            "speedup_interval": None if self.speedup_interval is None else {
+                "low": self.speedup_interval.low, "high": self.speedup_interval.high,
+                "confidence": self.speedup_interval.confidence, "rounds": self.speedup_interval.n},
+            "trusted": self.trusted, "busy_reason": self.busy_reason, "skipped": self.skipped,
         }
 
 
@@ -375,7 +389,7 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
     fleet_target = len(candidates) if use_grid else min(len(candidates), max(target, len(done)))
     in_space = {effective_key(c, wl) for c in candidates}
     evaluator = Evaluator(wl, dev, settings, runner=runner, probe=probe, quick=quick)
-    state = {"evaluated": 0}
+    state: dict[str, Any] = {"evaluated": 0, "skipped": []}
 
     def best_now() -> tuple[float | None, str | None]:
         ok = [t for t in done.values() if t.user_attrs.get("status") == "ok"]
@@ -420,11 +434,20 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
             for name, value in prior.constraints.items():
                 trial.set_constraint(name, value)
             return float(prior.value)
-        ev = evaluator.evaluate(cfg)
+        pkey = probe_key(cfg, wl)
+        known = db.probe_outcome(machine_id, torch.__version__, pkey)
+        if known is not None and not known["ok"]:  # failed to compile here before: do not compile again
+            ev = Evaluation(cfg, cfg, "failed", f"skipped: known compile failure on this machine with torch "
+                            f"{torch.__version__} (probe {known['id']}, {known['created_at']}): {known['error']}",
+                            effective_t_inner(cfg, wl))
+            trial.set_user_attr("skipped", True)
+            state["skipped"].append(cfg.short(wl.mode))
+        else:
+            ev = evaluator.evaluate(cfg)
         trial_id = _record(db, run_id, wl, machine_id, study_name, trial.number, ev,
                            is_default=key == default_key)
-        if ev.compile_s is not None or ev.status == "failed":  # what the compile stage found
-            db.record_probe(machine_id=machine_id, torch_version=torch.__version__, compile_key=key,
+        if known is None or known["ok"]:  # what the compile stage found (a skipped one ran no compile)
+            db.record_probe(machine_id=machine_id, torch_version=torch.__version__, compile_key=pkey,
                             config=cfg, t_inner_requested=cfg.t_inner,
                             t_inner_effective=ev.t_inner_effective if ev.compile_s is not None else None,
                             ok=ev.compile_s is not None, error=None if ev.compile_s is not None else ev.reason,
@@ -433,7 +456,8 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
         attrs = {"status": ev.status, "trial_id": trial_id, "reason": ev.reason,
                  "equivalence_error": ev.equivalence_error, "compile_s": ev.compile_s}
         if ev.timing is not None:
-            attrs.update(spread_ms=ev.timing.spread_ms, tokens_per_s=ev.tokens_per_s)
+            attrs.update(spread_ms=ev.timing.spread_ms, tokens_per_s=ev.tokens_per_s, min_ms=ev.timing.min_ms,
+                         instability=ev.timing.instability, remeasures=ev.timing.remeasures)
         attrs.update(display_attrs(ev, wl, key == default_key, study=trial.study))
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
@@ -456,7 +480,8 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
     def after(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
         if frozen.user_attrs.get("duplicate_of") is None and "status" in frozen.user_attrs:
             done.setdefault(frozen.user_attrs["config_key"], frozen)
-            report(frozen.user_attrs["status"], KernelConfig.from_dict(frozen.user_attrs["config"]),
+            report("skipped" if frozen.user_attrs.get("skipped") else frozen.user_attrs["status"],
+                   KernelConfig.from_dict(frozen.user_attrs["config"]),
                    frozen.value if frozen.user_attrs["status"] == "ok" else None)
         if fleet:  # candidates other machines finished count too
             for k, t in _finished(study).items():
@@ -481,8 +506,10 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
                            gc_after_trial=False)
 
         wait_for_fleet(study, settings, deadline, own_share)
-    return _finish(wl, db, dev, run_id, machine_id, study_name, study, space, evaluator, settings,
-                   progress, state["evaluated"], len(candidates), "grid" if use_grid else "tpe", t0)
+    result = _finish(wl, db, dev, run_id, machine_id, study_name, study, space, evaluator, settings,
+                     progress, state["evaluated"], len(candidates), "grid" if use_grid else "tpe", t0)
+    result.skipped = state["skipped"]
+    return result
 
 
 def _record(db: TuningDB, run_id: int, wl: Workload, machine_id: str, study_name: str, number: int,
@@ -495,14 +522,18 @@ def _record(db: TuningDB, run_id: int, wl: Workload, machine_id: str, study_name
         validate_s=ev.validate_s, equivalence_error=ev.equivalence_error, tolerance=ev.tolerance,
         validation_shape=ev.validation_shape, median_ms=tm.median_ms if tm else None,
         spread_ms=tm.spread_ms if tm else None, min_ms=tm.min_ms if tm else None,
-        repeats=tm.repeats if tm else None, tokens_per_s=ev.tokens_per_s)
+        repeats=tm.repeats if tm else None, tokens_per_s=ev.tokens_per_s,
+        instability=tm.instability if tm else None, remeasures=tm.remeasures if tm else None,
+        load_avg=tm.load.load_avg if tm and tm.load else None,
+        steal_fraction=tm.load.steal_fraction if tm and tm.load else None)
 
 
 def _finish(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, machine_id: str,
             study_name: str, study: optuna.Study, space: SearchSpace, evaluator: Evaluator,
             settings: Settings, progress: Progress | None, evaluated: int, n_candidates: int,
             sampler: str, t0: float) -> WorkloadResult:
-    """Re-time the top candidates interleaved; store and return the winner."""
+    """Re-time the top candidates interleaved, pick the winner among the stable ones, then time the
+    speedup over the default in fresh paired rounds; store and return the result."""
     done = _finished(study)
     ok = sorted((t for t in done.values() if t.user_attrs.get("status") == "ok"), key=lambda t: t.value)
     rejected = [Rejected(KernelConfig.from_dict(t.user_attrs["config"]), t.user_attrs["status"],
@@ -511,6 +542,9 @@ def _finish(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, machine_
                 for t in done.values() if t.user_attrs.get("status") in ("rejected", "failed")]
     default_key = effective_key(space.default, wl)
     top = ok[: settings.tune_retime_top_k]
+    # an unstable trial's median is inflated by the load, not by its kernel: the best by min get a re-time too
+    by_min = sorted(ok, key=lambda t: t.user_attrs.get("min_ms", t.value))[: settings.tune_retime_top_k]
+    top += [t for t in by_min if t not in top]
     if default_key in done and done[default_key] in ok and done[default_key] not in top:
         top.append(done[default_key])
     result = WorkloadResult(wl, run_id, study_name, None, None, None, [], rejected, evaluated,
@@ -518,11 +552,25 @@ def _finish(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, machine_
     if not top:
         result.elapsed_s = time.perf_counter() - t0
         return result
-    retimed = _retime([_candidate(t, wl) for t in top], evaluator, dev, settings)
-    by_key = {effective_key(c.config, wl): c for c in retimed}
-    winner = min(retimed, key=lambda c: c.median_ms)
-    default = by_key.get(default_key)
-    speedup = default.median_ms / winner.median_ms if default else None
+    with xk.tuning():
+        retimed = _retime([_candidate(t, wl) for t in top], evaluator, dev, settings)
+        by_key = {effective_key(c.config, wl): c for c in retimed}
+        stable = [c for c in retimed if c.instability is None]
+        default = by_key.get(default_key)
+        busy: list[str] = []
+        if stable:
+            winner = min(stable, key=lambda c: c.median_ms)
+        else:  # no candidate may decide: keep the baseline when it validated
+            winner = default or min(retimed, key=lambda c: c.median_ms)
+            busy.append("every re-timed candidate stayed unstable")
+        interval = None
+        if default is not None and winner is not default:
+            winner, default, interval, why = _paired_speedup(winner, default, evaluator, dev, settings)
+            busy += why
+        elif default is not None:
+            interval = Interval(1.0, 1.0, 1.0, settings.tune_speedup_confidence, 0)
+    speedup = interval.median if interval is not None else None
+    busy_reason = ("machine busy: results not trustworthy (" + "; ".join(busy) + ")") if busy else None
     db.record_result(
         run_id=run_id, workload=wl, machine_id=machine_id, config=winner.config,
         trial_id=winner.trial_id, t_inner_effective=winner.t_inner_effective,
@@ -530,8 +578,11 @@ def _finish(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, machine_
         default_median_ms=default.median_ms if default else None, speedup=speedup,
         equivalence_error=winner.equivalence_error, compile_s=winner.compile_s,
         n_trials=len(done), n_rejected=sum(r.status == "rejected" for r in rejected),
-        n_failed=sum(r.status == "failed" for r in rejected), retime=[c.to_dict() for c in retimed])
+        n_failed=sum(r.status == "failed" for r in rejected), retime=[c.to_dict() for c in retimed],
+        speedup_low=interval.low if interval else None, speedup_high=interval.high if interval else None,
+        speedup_confidence=interval.confidence if interval else None, busy_reason=busy_reason)
     result.winner, result.default, result.speedup, result.retimed = winner, default, speedup, retimed
+    result.speedup_interval, result.busy_reason = interval, busy_reason
     result.elapsed_s = time.perf_counter() - t0
     if progress is not None:
         progress(ProgressEvent(str(wl), "retime", len(done), len(done), "done", winner.config.short(wl.mode),
@@ -542,19 +593,74 @@ def _finish(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, machine_
 
 def _retime(cands: list[Candidate], evaluator: Evaluator, dev: torch.device,
             settings: Settings) -> list[Candidate]:
-    """Interleaved rounds (rotating order) of one sample per candidate; median per candidate."""
+    """Interleaved rounds (rotating order) of one sample per candidate; median per candidate.
+
+    While some candidate's samples are unstable, all are re-timed in new rounds after a back-off
+    (up to ``tune_remeasure_max`` times, judged on the newest rounds); what stays unstable is marked.
+    """
     wl, inputs, run = evaluator.workload, evaluator.timing_inputs(), evaluator.runner
     fns = [(lambda c=c: run(wl, inputs, c.config)) for c in cands]
+    calls = calls_per_sample(wl, settings)
     # the warm-up also compiles candidates of an earlier process, outside the rounds
-    samples = interleaved_samples(fns, dev, rounds=settings.tune_retime_rounds,
-                                  calls=calls_per_sample(wl, settings), warmup=settings.tune_warmup)
-    out = []
-    for c, s in zip(cands, samples):
-        tm = summarize(s)
-        out.append(Candidate(c.config, c.t_inner_effective, tm.median_ms, tm.spread_ms,
-                             wl.tokens() / (tm.median_ms / 1e3), c.equivalence_error, c.compile_s,
-                             c.trial_id))
-    return out
+    samples = interleaved_samples(fns, dev, rounds=settings.tune_retime_rounds, calls=calls,
+                                  warmup=settings.tune_warmup)
+    timings = [summarize(s, settings) for s in samples]
+    for extra in range(settings.tune_remeasure_max):
+        if not any(tm.unstable for tm in timings):
+            break
+        time.sleep(settings.tune_remeasure_backoff_s * 2 ** extra)
+        samples = interleaved_samples(fns, dev, rounds=settings.tune_retime_rounds, calls=calls, warmup=0)
+        timings = [summarize(s, settings) for s in samples]
+    return [Candidate(c.config, c.t_inner_effective, tm.median_ms, tm.spread_ms,
+                      wl.tokens() / (tm.median_ms / 1e3), c.equivalence_error, c.compile_s, c.trial_id,
+                      tm.instability)
+            for c, tm in zip(cands, timings)]
+
+
+def _paired_speedup(winner: Candidate, default: Candidate, evaluator: Evaluator, dev: torch.device,
+                    settings: Settings) -> tuple[Candidate, Candidate, Interval, list[str]]:
+    """The winner's speedup over the default from FRESH paired rounds (not the samples that chose it).
+
+    A batch of ``tune_speedup_rounds`` rounds times both back to back (order alternating); the speedup
+    is the median of the per-round default/winner ratios with its order-statistic interval. A batch in
+    which either side's samples are unstable, or whose interval is wider than ``tune_speedup_max_width``,
+    is measured again after a back-off (up to ``tune_remeasure_max`` times; the newest batch counts,
+    so a burst of load is waited out rather than averaged in). What stays so is returned as reasons the
+    result is not trustworthy. Returns the two candidates with their fresh medians, the interval, reasons.
+    """
+    wl, inputs, run = evaluator.workload, evaluator.timing_inputs(), evaluator.runner
+    calls = calls_per_sample(wl, settings)
+    with LoadMeter() as meter:
+        for extra in range(settings.tune_remeasure_max + 1):
+            if extra:
+                time.sleep(settings.tune_remeasure_backoff_s * 2 ** (extra - 1))
+            ratios, def_s, win_s = paired_ratios(lambda: run(wl, inputs, default.config),
+                                                 lambda: run(wl, inputs, winner.config), dev,
+                                                 rounds=settings.tune_speedup_rounds, calls=calls,
+                                                 warmup=1 if extra == 0 else 0)
+            interval = median_interval(ratios, settings.tune_speedup_confidence)
+            why = [f"{label} unstable in the paired rounds: {w}" for label, w in
+                   (("winner", instability(win_s, settings)), ("default", instability(def_s, settings))) if w]
+            if interval.relative_width > settings.tune_speedup_max_width:
+                span = (f"[{interval.low:.3g}, {interval.high:.3g}]"
+                        if interval.low is not None and interval.high is not None
+                        else f"of {interval.n} rounds (too few for a {interval.confidence:.0%} interval)")
+                why.append(f"speedup interval {span} is wider than {settings.tune_speedup_max_width:.0%} "
+                           f"of {interval.median:.3g}")
+            if not why:
+                break
+    if why:
+        busy = meter.load.busy_reason(settings)
+        if busy:
+            why.append(busy)
+
+    def fresh(c: Candidate, s: list[float]) -> Candidate:
+        tm = summarize(s, settings)
+        return Candidate(c.config, c.t_inner_effective, tm.median_ms, tm.spread_ms,
+                         wl.tokens() / (tm.median_ms / 1e3), c.equivalence_error, c.compile_s, c.trial_id,
+                         c.instability)
+
+    return fresh(winner, win_s), fresh(default, def_s), interval, why
 
 
 def study_summary(study_name: str, db: TuningDB, settings: Settings | None = None) -> dict[str, Any]:

@@ -85,6 +85,15 @@ class ProfileEntry(BaseModel):
     tokens_per_s: float = Field(gt=0)
     speedup_vs_default: float = Field(gt=0, description="Default config's median / this median.")
     equivalence_error: float = Field(ge=0, description="max|err|/max|ref| against the float64 reference.")
+    # -- optional (issue 16): the speedup's interval from fresh paired rounds; absent in older profiles
+    speedup_low: float | None = Field(default=None, gt=0, description="Lower end of the speedup's interval.")
+    speedup_high: float | None = Field(default=None, gt=0, description="Upper end of the speedup's interval.")
+    speedup_confidence: float | None = Field(
+        default=None, gt=0, lt=1, description="Confidence of that interval (order statistics of per-round ratios)."
+    )
+    busy_reason: str | None = Field(
+        default=None, description="Set when the machine was busy: the entry is published but not trustworthy."
+    )
 
     @field_validator("workload")
     @classmethod
@@ -174,6 +183,9 @@ class ModelProfileEntry(BaseModel):
         return run_config_from_dict(self.config)
 
 
+OPTIONAL_ENTRY_FIELDS = ("speedup_low", "speedup_high", "speedup_confidence", "busy_reason")
+
+
 class Publication(BaseModel):
     """Added by :func:`publish_profile`: version number and checksum of the profile body."""
 
@@ -257,15 +269,25 @@ class Profile(BaseModel):
 
     def body_checksum(self) -> str:
         """sha256 of the canonical JSON of everything except ``publication``."""
-        body = self.model_dump(mode="json", exclude={"publication"})
-        if not body.get("model_entries"):
-            body.pop("model_entries", None)
+        body = self._plain(exclude={"publication"})
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
     def to_json(self) -> str:
         """The file form (indented JSON); ``model_entries`` only when there are some."""
-        return self.model_dump_json(indent=2, exclude=None if self.model_entries else {"model_entries"}) + "\n"
+        return json.dumps(self._plain(), indent=2, ensure_ascii=False) + "\n"
+
+    def _plain(self, exclude: set[str] | None = None) -> dict[str, Any]:
+        """JSON-ready dict; fields added later (optional entry fields, an empty ``model_entries``) are
+        left out when unset, so files and checksums of profiles without them are what they were."""
+        body = self.model_dump(mode="json", exclude=exclude)
+        if not body.get("model_entries"):
+            body.pop("model_entries", None)
+        for entry in body["entries"]:
+            for name in OPTIONAL_ENTRY_FIELDS:
+                if entry.get(name) is None:
+                    entry.pop(name, None)
+        return body
 
 
 class PublishResult(NamedTuple):

@@ -256,6 +256,48 @@ class Settings(BaseSettings):
     def _mask_storage(self, url: str | None) -> str | None:
         return mask_url(url) if url else url
 
+    # -- trustworthy timing on a busy machine (issue 16; tuner/_timing.py, docs/timing.md) ---------
+    tune_unstable_spread: float = Field(
+        default=0.25, gt=0, description="A candidate's samples are unstable when their interquartile "
+        "spread exceeds this fraction of their median."
+    )
+    tune_unstable_tail: float = Field(
+        default=1.5, gt=1, description="A candidate's samples are unstable when their median exceeds "
+        "their minimum by more than this factor (a descheduled thread stalls some calls)."
+    )
+    tune_remeasure_max: int = Field(
+        default=3, ge=0, description="Extra measurement rounds an unstable candidate gets (each after "
+        "a back-off) before it is marked unstable; 0 marks at once."
+    )
+    tune_remeasure_backoff_s: float = Field(
+        default=0.2, ge=0, description="Pause before the first re-measurement; doubled before each next one."
+    )
+    tune_speedup_rounds: int = Field(
+        default=9, ge=3, description="Fresh paired rounds (winner and default back to back, order "
+        "alternating) the published speedup and its interval come from."
+    )
+    tune_speedup_confidence: float = Field(
+        default=0.9, gt=0, lt=1, description="Confidence level of the speedup's interval (order "
+        "statistics of the per-round ratios: distribution-free, at least this coverage)."
+    )
+    tune_speedup_max_width: float = Field(
+        default=0.5, gt=0, description="A speedup interval wider than this fraction of the speedup "
+        "means 'machine busy: results not trustworthy': the run does not replace a published winner."
+    )
+    busy_load_per_core: float = Field(
+        default=0.9, gt=0, description="The machine is busy when its 1-minute load average per core "
+        "exceeds this (tune warns; scheduled runs wait)."
+    )
+    busy_steal_fraction: float = Field(
+        default=0.1, ge=0, le=1, description="The machine is busy when this fraction of CPU time was "
+        "stolen by the hypervisor while measuring (where /proc/stat reports steal)."
+    )
+    serve_quiet_wait_s: float = Field(
+        default=1800.0, ge=0, description="How long a scheduled run waits for a quiet machine before "
+        "timing (then it tunes anyway, and says so)."
+    )
+    serve_quiet_poll_s: float = Field(default=30.0, gt=0, description="How often that wait re-reads the load.")
+
     def resolved_home(self) -> Path:
         """The home directory, expanded (not created)."""
         return self.home.expanduser()
