@@ -2,12 +2,28 @@
 
 Notation: B batch, NH heads, S sequence, DHQK query/key head dim, DHV value head dim.
 Everything is computed in float64 on the inputs' device, or on the CPU for MPS (no float64 there).
+
+Closed forget gates (the one clamp, shared by the reference, both kernel families and the decode
+step): a step whose log forget gate ``logsigmoid(f)`` is below ``LOG_FORGET_FLOOR`` (-1000) forgets
+the state completely, exactly as ``f = -inf`` does (:func:`log_forget_gate`). exp(-1000) is 0 in
+float32 and float64 alike, so the rule changes a result only where the exact formula would have kept
+exp(logsigmoid(f) + m - m_new) > 0: an input gate 255 or more below the running max state at that
+very step. It keeps -1e30 out of the chunkwise family's cumulative sums (see
+``families.forget_sums``). NaN/Inf in q, k or v is not cleaned: it lands where this reference puts it.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+LOG_FORGET_FLOOR = -1000.0  # logsigmoid(f) below this: the forget gate is closed, as for f = -inf
+
+
+def log_forget_gate(f: torch.Tensor) -> torch.Tensor:
+    """logsigmoid(f), -inf where it is below ``LOG_FORGET_FLOOR``: the closed-gate rule everywhere."""
+    lf = F.logsigmoid(f)
+    return torch.where(lf < LOG_FORGET_FLOOR, float("-inf"), lf)
 
 
 def mlstm_reference(
@@ -32,7 +48,7 @@ def mlstm_reference(
     scale = DHQK**-0.5
     hs = []
     for t in range(S):
-        logf = F.logsigmoid(f[:, :, t, None])  # (B, NH, 1)
+        logf = log_forget_gate(f[:, :, t, None])  # (B, NH, 1)
         it = i[:, :, t, None]  # (B, NH, 1)
         m_new = torch.maximum(logf + m, it)
         fa = torch.exp(logf + m - m_new)
