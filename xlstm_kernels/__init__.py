@@ -28,6 +28,7 @@ from .profile import (
     rollback_profile,
 )
 from .reference import mlstm_reference, rel_err
+from .reference import validation_inputs
 from .runtime import ConfigChoice, ProfileWarning, explain_config, loaded_profile, reload_profile
 from .settings import Settings, get_settings, reset_settings
 from .shrink import NonCanonicalWarning, run_with_shrink, tuning
@@ -77,5 +78,6 @@ __all__ = [
     "run_with_shrink",
     "step_layout",
     "tuning",
+    "validation_inputs",
 ]
 __version__ = "0.1.0"

@@ -69,3 +69,32 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     ref = ref.detach().double()
     x = x.detach().to(device=ref.device, dtype=torch.float64)
     return ((x - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
+
+
+VALIDATION_SPIKE = 12.0  # the input-gate spike of validation_inputs (issue 15's tf32 case)
+
+
+def validation_inputs(
+    B: int, NH: int, S: int, DHQK: int, DHV: int, dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu", seed: int = 0,
+) -> tuple[torch.Tensor, ...]:
+    """Inputs that a kernel's validation gate must see: q, k, v (B, NH, S, D*) in ``dtype``, float32
+    gates i, f (B, NH, S) and carried-in float32 states C (B, NH, DHQK, DHV), n (B, NH, DHQK), m (B, NH, 1).
+
+    Random q, k, v and gates like a trained layer's (forget biased open), plus what broke reduced
+    precision before: states carried in from an earlier call (the normalizer q·n then cancels), one
+    input-gate spike i = +12 per head, and one forget gate shut hard (f = -30) per head.
+    """
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, NH, S, DHQK, generator=g)
+    k = torch.randn(B, NH, S, DHQK, generator=g)
+    v = torch.randn(B, NH, S, DHV, generator=g)
+    i = torch.randn(B, NH, S, generator=g) * 3.0
+    f = torch.randn(B, NH, S, generator=g) * 3.0 + 2.0
+    rows = torch.arange(B * NH)
+    i.view(B * NH, S)[rows, torch.randint(0, S, (B * NH,), generator=g)] = VALIDATION_SPIKE
+    f.view(B * NH, S)[rows, torch.randint(0, S, (B * NH,), generator=g)] = -30.0
+    c = torch.randn(B, NH, DHQK, DHV, generator=g)
+    n = torch.randn(B, NH, DHQK, generator=g)
+    m = torch.randn(B, NH, 1, generator=g) * 3.0
+    return (*(x.to(device, dtype) for x in (q, k, v)), *(x.to(device) for x in (i, f, c, n, m)))
