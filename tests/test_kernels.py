@@ -151,3 +151,43 @@ def test_ray_driver_equals_queued(inputs, results):
     assert rel_err(h, h_q) < CANON_RTOL
     for a, b in zip(st, st_q):
         assert rel_err(a, b) < CANON_RTOL
+
+
+EPS = 1e-2  # far from the default 1e-6: the reference's h moves by ~1e-2 relative (asserted below)
+
+
+@pytest.mark.parametrize("name", ["rec_t1", "chunk_t1"])
+def test_eps_matches_reference(name, inputs, reference):
+    """A non-default eps reaches the kernel: its h equals the reference's at that eps, not at 1e-6."""
+    h_ref, st_ref = xk.mlstm_reference(*inputs, eps=EPS)
+    assert rel_err(h_ref, reference[0]) > 30 * REF_RTOL[torch.float32]  # eps moves h well past the tolerance
+    h, st = xk.mlstm(*inputs, config=CONFIGS[name], eps=EPS)
+    assert rel_err(h, h_ref) < REF_RTOL[torch.float32]
+    for a, b in zip(st, st_ref):
+        assert rel_err(a, b) < REF_RTOL[torch.float32]
+
+
+def test_step_eps_matches_reference(inputs):
+    q, k, v, i, f = inputs
+    B, NH, S, DHQK = q.shape
+    c, n, m = torch.zeros(B, NH, DHQK, v.shape[-1]), torch.zeros(B, NH, DHQK), torch.zeros(B, NH, 1)
+    hs = []
+    for t in range(S):
+        h, (c, n, m) = xk.mlstm_step(q[:, :, t], k[:, :, t], v[:, :, t], i[:, :, t, None], f[:, :, t, None],
+                                     c, n, m, eps=EPS)
+        hs.append(h)
+    h_ref, _ = xk.mlstm_reference(q, k, v, i, f, eps=EPS)
+    assert rel_err(torch.stack(hs, 2), h_ref) < REF_RTOL[torch.float32]
+
+
+def test_mixed_precision_within_gate():
+    """precision="mixed" (S·v and q·C in bf16, float32 accumulation) on the gate's own spiky inputs
+    with carried-in states: within the tuner's low-precision gate (a bf16 q·kᵀ and normalizer made
+    this 8.5e-2 on the tf32 case's shape)."""
+    x = xk.validation_inputs(**SHAPE, dtype=torch.bfloat16)
+    h_ref, st_ref = xk.mlstm_reference(*x)
+    h, st = xk.mlstm(*x, config=CONFIGS["chunk_t1"].replace(precision="mixed"))
+    assert h.dtype == torch.bfloat16
+    assert rel_err(h, h_ref) < xk.get_settings().tol_low_precision
+    for a, b in zip(st, st_ref):
+        assert rel_err(a, b) < REF_RTOL[torch.float32]
