@@ -19,7 +19,7 @@ from conftest import CONFIGS, REF_RTOL, SHAPE, make_inputs
 
 INF = math.inf
 # (gate, step, value); steps 10 and 12 sit inside a chunk of 8 (and of 16), not at its start
-CASES = [("f", 10, -1e4), ("f", 10, -1e6), ("f", 10, -1e30), ("f", 10, -INF), ("f", 12, -INF),
+CASES = [("f", 10, -1e4), ("f", 10, -1e5), ("f", 10, -1e6), ("f", 10, -1e30), ("f", 10, -INF), ("f", 12, -INF),
          ("i", 12, 1e4), ("i", 12, INF), ("i", 12, -INF)]
 IDS = [f"{g}{t}={v:g}" for g, t, v in CASES]
 
@@ -74,3 +74,16 @@ def test_closed_gate_rule_is_the_reference_s():
     lf = log_forget_gate(f)
     assert lf[:3].eq(-INF).all()
     assert torch.equal(lf[3:], torch.nn.functional.logsigmoid(f[3:]))
+
+
+def test_tuner_validates_on_spiky_inputs_with_states():
+    """The tuner's gate sees carried-in states, an input-gate spike and a shut forget gate (the cases
+    where tf32/mixed went wrong): its prefill validation inputs are xk.validation_inputs."""
+    from tuner._evaluate import validation_inputs
+    from xlstm_kernels.reference import VALIDATION_SPIKE
+
+    wl = xk.Workload(2, 4, 64, 16, 32, "bfloat16")
+    q, k, v, i, f, c, n, m = validation_inputs(wl, 40, torch.device("cpu"), seed=1)
+    assert q.shape == (2, 4, 40, 16) and q.dtype == torch.bfloat16 and c.shape == (2, 4, 16, 32)
+    assert (i == VALIDATION_SPIKE).sum(-1).ge(1).all() and (f <= -30).sum(-1).ge(1).all()
+    assert c.abs().amin((-2, -1)).gt(0).all() and n.abs().amax(-1).gt(0).all() and m.abs().gt(0).any()
