@@ -12,7 +12,8 @@ The stages are separate so a stage can be swapped without touching the others:
 Validation shape: prefill candidates are validated on the workload's B, NH, DHQK, DHV and dtype, with
 S cut to ``validate_max_s`` steps but never below one compiled span (t_inner x unit), so the kernel
 that is validated is the kernel that is timed (same compile key). Decode steps are validated from
-random non-zero states.
+random non-zero states. Prefill validation inputs are ``xk.validation_inputs``: carried-in states, an
+input-gate spike and a forget gate shut hard, the cases where reduced precision went wrong.
 """
 
 from __future__ import annotations
@@ -103,6 +104,15 @@ def make_inputs(workload: Workload, S: int, device: torch.device, seed: int) -> 
     return step + (xk.step_layout(c.to(device)), n.to(device), m.to(device))
 
 
+def validation_inputs(workload: Workload, S: int, device: torch.device, seed: int) -> Inputs:
+    """What the gate validates on: prefill, ``xk.validation_inputs`` (carried-in states, an input-gate
+    spike, a forget gate shut hard); decode, one step from random non-zero states (``make_inputs``)."""
+    if workload.mode == "decode":
+        return make_inputs(workload, 1, device, seed)
+    return xk.validation_inputs(workload.B, workload.NH, S, workload.DHQK, workload.DHV,
+                                workload.torch_dtype, device, seed)
+
+
 def _reference(workload: Workload, inputs: Inputs) -> Output:
     if workload.mode == "decode":
         q, k, v, i, f, c, n, m = inputs
@@ -177,8 +187,7 @@ class Evaluator:
         """Validation inputs and their float64 reference for ``config``'s validation length."""
         S = self.validation_len(config)
         if S not in self._validation:
-            inputs = (self.timing_inputs() if S == self.workload.S or self.workload.mode == "decode"
-                      else make_inputs(self.workload, S, self.device, self.settings.tune_seed + 1))
+            inputs = validation_inputs(self.workload, S, self.device, self.settings.tune_seed + 1)
             self._validation[S] = (inputs, _reference(self.workload, inputs))
         return self._validation[S]
 

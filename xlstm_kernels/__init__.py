@@ -49,6 +49,7 @@ from .runner import (
     compile_model,
     model_key,
 )
+from .reference import validation_inputs
 from .runtime import ConfigChoice, ProfileWarning, explain_config, loaded_profile, reload_profile
 from .settings import Settings, get_settings, reset_settings
 from .shrink import NonCanonicalWarning, run_with_shrink, tuning
@@ -122,5 +123,6 @@ __all__ = [
     "run_with_shrink",
     "step_layout",
     "tuning",
+    "validation_inputs",
 ]
 __version__ = "0.1.0"

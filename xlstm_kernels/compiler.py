@@ -74,7 +74,7 @@ def _block_fn(key: CompileKey) -> Callable[..., Any]:
     if key.family == "recurrent":
         return make_recurrent_block(key.t_inner, key.eps)
     if key.family == "chunkwise":
-        return make_chunkwise_block(key.t_inner, key.chunk_size, key.eps, mixed)
+        return make_chunkwise_block(key.t_inner, key.chunk_size, key.eps, mixed, key.precision != "fp32")
     if key.family == "step":
         return make_step(key.eps)
     raise ValueError(f"unknown kernel family {key.family!r}")

@@ -52,9 +52,15 @@ class KernelConfig:
     compile_mode: Inductor's ``default`` / ``max-autotune-no-cudagraphs``; CUDA only: ``reduce-overhead``
         (CUDA-graph trees around each compiled block) or ``graph-capture`` (one CUDA graph of the
         whole call, see ``capture.py``).
-    precision: ``fp32`` computes everything in float32 (TF32 off); ``tf32`` allows TF32 matmuls on
-        CUDA; ``mixed`` runs the big intra-chunk matmuls in the input dtype (states, gates and the
-        inter-chunk state update stay float32 in every mode).
+    precision: ``fp32`` computes everything in float32 (TF32 off): h within 1e-4 of the float64
+        reference for float32 inputs (bf16/fp16 inputs: their output rounding, 2^-8 / 2^-11, on top).
+        ``tf32`` allows TF32 matmuls on CUDA (the state write k·v, S·v, q·C): no guarantee, the
+        low-precision gate (1e-2) decides, for bf16 AND float32 inputs (seen 4.3e-4 in h, 5.2e-4 in
+        C on spiky gates with carried-in states, H200); the tuner's float32 gate (1e-4) rejects it.
+        ``mixed`` runs S·v and q·C in the input dtype: float32 inputs, 1e-4; bf16 inputs, no guarantee
+        (seen 2.9e-3 to 0.1; the gate decides). In every mode gates, states, q·kᵀ and the
+        normalizer q·n stay float32 (not matmuls outside ``fp32``), so no cancelling sum is rounded to
+        TF32 or bf16. See docs/numerics.md.
     fusion_io_limit: Inductor's ``max_fusion_unique_io_buffers`` for this config's kernels (set by
         the compile-probe when it keeps fused kernels under Metal's buffer limit); ``None``: Inductor's.
     """
