@@ -59,6 +59,11 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "reason": "Why a candidate was rejected or failed.", "validate_s": "Seconds spent validating.",
         "tolerance": "Gate tolerance for this dtype.", "validation_shape": "Shape the gate ran on.",
         "min_ms": "Fastest timed sample, milliseconds.", "repeats": "Timed samples taken.",
+        "unstable": "1 when the samples stayed unstable after re-measuring (never decides a winner).",
+        "instability": "Why the samples are not trusted (spread vs median, median vs min).",
+        "remeasures": "Extra sample batches taken because the first ones were unstable.",
+        "load_avg": "1-minute load average while timing.",
+        "steal_fraction": "Share of CPU time stolen by the hypervisor while timing (where the OS reports it).",
     }),
     "results": ("The winner per (run, workload) after the side-by-side re-timing of the best candidates.", {
         "trial_id": "The winner's trial (trials.id).",
@@ -66,6 +71,11 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "speedup": "default_median_ms / median_ms (paired re-timing).", "n_trials": "Candidates evaluated.",
         "n_rejected": "Candidates rejected by the gate.", "n_failed": "Candidates that failed to compile or run.",
         "retime_json": "Every re-timed candidate with its numbers, JSON.",
+        "speedup_low": "Lower end of the speedup's interval (order statistics of the per-round ratios).",
+        "speedup_high": "Upper end of the speedup's interval.",
+        "speedup_confidence": "Confidence of that interval (e.g. 0.95).",
+        "trusted": "0 when the run was too busy for its results to be trusted.",
+        "busy_reason": "Why the run is not trusted (machine busy), else empty.",
     }),
     "probes": ("Compile-probe outcomes, so known failures are not compiled again.", {
         "compile_key": "Key of the compiled unit probed.", "t_inner_requested": "T_inner asked for.",
