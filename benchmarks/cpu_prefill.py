@@ -83,6 +83,9 @@ def main() -> None:
     for cfg in OURS:
         impls["ours " + cfg.short()] = lambda cfg=cfg: xk.mlstm(*x, config=cfg)[0]
         chunk_of["ours " + cfg.short()] = cfg.chunk_size
+    # the native lambdas below share one code object, and Dynamo keeps at most recompile_limit (8)
+    # graphs per code object before running it eagerly: room for all 10 native variants
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 16)
     variants = {"plain": None, "like-ours": mode_options("default", cpp_wrapper=True),
                 "like-ours max-autotune": mode_options("max-autotune-no-cudagraphs", cpp_wrapper=True)}
     for label, opts in variants.items():

@@ -415,23 +415,28 @@ class _ChildRunner:
         threading.Thread(target=pump, daemon=True).start()
         return proc
 
-    def _ready(self) -> Attempt | None:
-        """Start the child and wait for its ``@@ready``; an Attempt when it never got there."""
-        self.proc = self._start()
-        bound = get_settings().probe_startup_timeout_s
-        deadline = time.monotonic() + bound
+    def _await(self, prefix: str, bound_s: float, what: str) -> str | Attempt:
+        """The child's next stdout line starting with ``prefix`` within ``bound_s`` seconds; else an
+        Attempt: a timeout (``what`` says which bound; the child is killed) or a crash."""
+        deadline = time.monotonic() + bound_s
         while True:
             try:
                 line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 self._kill()
-                return Attempt(ok=False, kind="timeout",
-                               message=f"probe child process did not start within probe_startup_timeout_s={bound:g}s "
-                                       "(child process killed)")
+                return Attempt(ok=False, kind="timeout", message=f"{what} (child process killed)")
             if line is None:
                 return self._crashed()
-            if line.startswith("@@ready"):
-                return None
+            if line.startswith(prefix):
+                return line
+            # anything else on stdout is noise from the compiler: ignore it
+
+    def _ready(self) -> Attempt | None:
+        """Start the child and wait for its ``@@ready``; an Attempt when it never got there."""
+        self.proc = self._start()
+        bound = get_settings().probe_startup_timeout_s
+        got = self._await("@@ready", bound, f"probe child process did not start within probe_startup_timeout_s={bound:g}s")
+        return got if isinstance(got, Attempt) else None
 
     def attempt(self, key: CompileKey, max_buffers: int | None) -> Attempt:
         if self.proc is None and (failed := self._ready()) is not None:
@@ -443,20 +448,8 @@ class _ChildRunner:
             proc.stdin.flush()
         except OSError:
             return self._crashed()
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            try:
-                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                self._kill()
-                return Attempt(ok=False, kind="timeout",
-                               message=f"compile did not finish within compile_timeout_s={self.timeout_s:g}s "
-                                       "(child process killed)")
-            if line is None:
-                return self._crashed()
-            if line.startswith("@@probe "):
-                return Attempt.from_dict(json.loads(line[len("@@probe "):]))
-            # anything else on stdout is noise from the compiler: ignore it
+        got = self._await("@@probe ", self.timeout_s, f"compile did not finish within compile_timeout_s={self.timeout_s:g}s")
+        return got if isinstance(got, Attempt) else Attempt.from_dict(json.loads(got[len("@@probe "):]))
 
     def _crashed(self) -> Attempt:
         proc = self.proc

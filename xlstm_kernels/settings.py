@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     cpp_wrapper: bool = Field(
         default=True,
         description="On CPU, compile pseudo-kernels with Inductor's C++ wrapper: less Python between "
-        "the kernels of every call (8-11% faster on the CPU prefill benchmark).",
+        "the kernels of every call (benchmarks/cpu_call_overhead.py measures it).",
     )
     direct_calls: bool = Field(
         default=True,
