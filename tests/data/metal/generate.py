@@ -7,6 +7,7 @@ DHV 32), into ``tests/data/metal/torch-<major.minor>/`` with a manifest naming t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -25,6 +26,11 @@ def strip_comments(src: str) -> str:
     return "".join(line for line in src.splitlines(keepends=True) if not line.startswith("#"))
 
 
+def families_sha256() -> str:
+    """Checksum of xlstm_kernels/families.py: the blocks' source the data was generated from."""
+    return hashlib.sha256((ROOT / "xlstm_kernels" / "families.py").read_bytes()).hexdigest()
+
+
 BLOCKS = {"recurrent_t16.py.txt": ("recurrent", 16, 1), "recurrent_t8.py.txt": ("recurrent", 8, 1),
           "chunkwise_t4_l8.py.txt": ("chunkwise", 4, 8)}
 
@@ -34,7 +40,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     manifest = {"_note": "Inductor MPS output code generated off-Mac by xlstm_kernels.metal_codegen (fake MPS "
                          "tensors; never compiled by Metal or run). Regenerate: python tests/data/metal/generate.py",
-                "torch": torch.__version__, "files": {}}
+                "torch": torch.__version__, "families_sha256": families_sha256(), "files": {}}
     for name, (family, t, chunk) in BLOCKS.items():
         key = CompileKey(family=family, B=1, heads=1, DHQK=16, DHV=32, dtype="float32", device="mps",
                          t_inner=t, chunk_size=chunk)
