@@ -43,7 +43,7 @@ from ._errors import CandidateFailed, TunerError
 from ._model_evaluate import ModelEvaluation, ModelEvaluator, RunnerFactory, default_runner_factory, timing_of
 from ._model_space import ModelSpace, run_config_key
 from ._progress import Progress, ProgressEvent
-from ._study import _open, optuna_storage, tuning_run
+from ._study import _finished, _open, optuna_storage, tuning_run
 
 
 class UnknownModel(TunerError, ValueError):
@@ -300,18 +300,6 @@ def _tune_model(fields: dict[str, Any], wl: ModelWorkload, db: TuningDB, dev: to
     return _finish(fields, wl, db, run_id, machine_id, study_name, evaluator, settings, progress,
                    state["evaluated"], len(candidates), "grid" if use_grid else "tpe", default_key, t0,
                    _finished(study))
-
-
-def _finished(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
-    """Evaluated trials by config key: COMPLETE ones and FAILs that carry a tuner status."""
-    out: dict[str, optuna.trial.FrozenTrial] = {}
-    for t in study.get_trials(deepcopy=False):
-        if t.user_attrs.get("duplicate_of") is not None or "status" not in t.user_attrs:
-            continue
-        if t.state == optuna.trial.TrialState.COMPLETE or (
-                t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("status") == "failed"):
-            out.setdefault(t.user_attrs["config_key"], t)
-    return out
 
 
 def _keep_best_runners(evaluator: ModelEvaluator, done: dict[str, optuna.trial.FrozenTrial],

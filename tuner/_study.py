@@ -212,7 +212,8 @@ def _fail_zombies(study: optuna.Study) -> None:
 
 
 def _finished(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
-    """Evaluated trials by effective key: COMPLETE ones and FAILs that carry a tuner status."""
+    """Evaluated trials by their config_key attr (the effective key of a kernel study, the run-config key
+    of a model study): COMPLETE ones and FAILs that carry a tuner status."""
     out: dict[str, optuna.trial.FrozenTrial] = {}
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get("duplicate_of") is not None or "config_key" not in t.user_attrs:
