@@ -10,7 +10,7 @@ import typer
 
 from flows.commands_profile import profile_app
 from flows.exits import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_SERVER, EXIT_USAGE  # noqa: F401 - EXIT_* are API
-from flows.exits import EXIT_TOO_LARGE, EXIT_UNWRITABLE
+from flows.exits import EXIT_TOO_LARGE, EXIT_UNWRITABLE, run_error_code
 
 app = typer.Typer(
     name="xlstm-autotune",
@@ -110,19 +110,15 @@ def tune(
         tune_model_command(model, batch=batch, prompt=prompt, dtype=dtype, trials=trials,
                            time_budget=time_budget, quick=quick, no_server=no_server, wait=wait,
                            json_out=json_out)
-    from storage import DatabaseUnavailable, StorageError
     from xlstm_kernels.settings import Settings
-    from xlstm_kernels.validation import WorkloadTooLarge
 
     if target is not None:
         from .commands_probe import plan_target_command
 
         plan_target_command(list(workload or Settings().workloads), target, json_out)
 
-    from .flows import AutotuneCrashed, run_autotune
-    from .lock import LockUnwritable, TuneLocked
+    from .flows import run_autotune
     from .progress import progress_wanted
-    from .server import ServerUnavailable
     from .tasks import SeamMissing
 
     settings = Settings()
@@ -149,22 +145,14 @@ def tune(
             publish_fn=publish_fn,
             startup_timeout_s=settings.server_startup_timeout_s,
         )
-    except AutotuneCrashed as exc:
-        raise _fail(str(exc), EXIT_FAILED) from None
-    except WorkloadTooLarge as exc:
-        raise _fail(str(exc), EXIT_TOO_LARGE) from None
-    except (DatabaseUnavailable, LockUnwritable) as exc:
-        raise _fail(str(exc), EXIT_UNWRITABLE) from None
-    except StorageError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
-    except ValueError as exc:
-        raise _fail(f"bad input: {exc}", EXIT_USAGE) from None
-    except SeamMissing as exc:
-        raise _fail(f"tune: cannot load the tuner or publisher: {exc}", EXIT_USAGE) from None
-    except ServerUnavailable as exc:
-        raise _fail(str(exc), EXIT_SERVER) from None
-    except TuneLocked as exc:
-        raise _fail(str(exc), EXIT_LOCKED) from None
+    except Exception as exc:  # noqa: BLE001 - mapped to exit codes; anything else propagates
+        if (code := run_error_code(exc)) is not None:
+            raise _fail(str(exc), code) from None
+        if isinstance(exc, ValueError):
+            raise _fail(f"bad input: {exc}", EXIT_USAGE) from None
+        if isinstance(exc, SeamMissing):
+            raise _fail(f"tune: cannot load the tuner or publisher: {exc}", EXIT_USAGE) from None
+        raise
     if result is None:
         raise _fail(f"the autotune flow ended {state.type.value}: {state.message}", EXIT_FAILED)
     if json_out:

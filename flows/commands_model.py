@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import typer
 
-from flows.exits import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_SERVER, EXIT_UNWRITABLE, EXIT_USAGE, error_exit
+from flows.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error_exit, run_error_code
 
 MODEL_HELP = "Model to tune: a preset (xlstm-7b-shape, tiny) or a JSON file of xLSTMLargeConfig fields."
 
@@ -21,15 +21,11 @@ def tune_model_command(model: str, *, batch: int, prompt: int, dtype: str, trial
                        time_budget: float | None, quick: bool, no_server: bool, wait: float | None,
                        json_out: bool) -> None:
     """The ``tune --model`` path of ``tune``: one model tuning run, then its winner and profile."""
-    from storage import DatabaseUnavailable, StorageError
     from tuner import UnknownModel
     from xlstm_kernels.settings import Settings
 
-    from .flows import AutotuneCrashed
-    from .lock import LockUnwritable, TuneLocked
     from .model_flow import run_model_autotune
     from .progress import progress_wanted
-    from .server import ServerUnavailable
 
     settings = Settings()
     try:
@@ -40,16 +36,10 @@ def tune_model_command(model: str, *, batch: int, prompt: int, dtype: str, trial
             show_progress=not json_out and progress_wanted(), startup_timeout_s=settings.server_startup_timeout_s)
     except UnknownModel as exc:
         raise error_exit(f"bad input: {exc}", EXIT_USAGE) from None
-    except (DatabaseUnavailable, LockUnwritable) as exc:
-        raise error_exit(str(exc), EXIT_UNWRITABLE) from None
-    except StorageError as exc:
-        raise error_exit(str(exc), EXIT_USAGE) from None
-    except AutotuneCrashed as exc:
-        raise error_exit(str(exc), EXIT_FAILED) from None
-    except ServerUnavailable as exc:
-        raise error_exit(str(exc), EXIT_SERVER) from None
-    except TuneLocked as exc:
-        raise error_exit(str(exc), EXIT_LOCKED) from None
+    except Exception as exc:  # noqa: BLE001 - mapped to exit codes; anything else propagates
+        if (code := run_error_code(exc)) is None:
+            raise
+        raise error_exit(str(exc), code) from None
     if result is None:
         raise error_exit(f"the model-autotune flow ended {state.type.value}: {state.message}", EXIT_FAILED)
     if json_out:

@@ -19,3 +19,23 @@ def error_exit(message: str, code: int) -> typer.Exit:
     """Print ``error: <message>`` on stderr and return the ``typer.Exit`` to raise with ``code``."""
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code=code)
+
+
+def run_error_code(exc: BaseException) -> int | None:
+    """Exit code of a tuning run's failure (``tune``, ``tune --model``), or None for other errors.
+
+    Checked in order: a subclass is listed before the class it refines (unwritable before storage).
+    """
+    from storage import DatabaseUnavailable, StorageError
+    from xlstm_kernels.validation import WorkloadTooLarge
+
+    from .flows import AutotuneCrashed
+    from .lock import LockUnwritable, TuneLocked
+    from .server import ServerUnavailable
+
+    for types, code in ((AutotuneCrashed, EXIT_FAILED), (WorkloadTooLarge, EXIT_TOO_LARGE),
+                        ((DatabaseUnavailable, LockUnwritable), EXIT_UNWRITABLE), (StorageError, EXIT_USAGE),
+                        (ServerUnavailable, EXIT_SERVER), (TuneLocked, EXIT_LOCKED)):
+        if isinstance(exc, types):
+            return code
+    return None

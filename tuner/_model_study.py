@@ -32,7 +32,6 @@ import torch
 from storage import TuningDB, kernel_winners, record_model_result, record_model_trial
 from xlstm_kernels.config import KernelConfig
 from xlstm_kernels.device import default_device
-from xlstm_kernels.fingerprint import triton_version
 from xlstm_kernels.model_presets import ModelSpecError, build_model, head_shape, resolve_model_config
 from xlstm_kernels.model_workload import ModelWorkload, run_config_from_dict, run_config_short, run_config_to_dict
 from xlstm_kernels.profile import ModelProfileEntry, ProfileError, load_profile
@@ -43,7 +42,7 @@ from ._errors import CandidateFailed, TunerError
 from ._model_evaluate import ModelEvaluation, ModelEvaluator, RunnerFactory, default_runner_factory, timing_of
 from ._model_space import ModelSpace, run_config_key
 from ._progress import Progress, ProgressEvent
-from ._study import _finished, _open, optuna_storage, tuning_run
+from ._study import _finished, _open, optuna_storage, software_tag, tuning_run
 
 
 class UnknownModel(TunerError, ValueError):
@@ -155,9 +154,7 @@ def prefill_candidates(db: TuningDB, machine_id: str, fields: dict[str, Any], dt
 
 def study_name_for_model(machine_id: str, workload: ModelWorkload, space: ModelSpace) -> str:
     """The Optuna study of a (machine, model workload, space, software stack)."""
-    triton = triton_version()
-    software = f"torch-{torch.__version__}" + (f"+triton-{triton}" if triton else "")
-    return f"{machine_id}/{workload}/{space.signature()}/{software}"
+    return f"{machine_id}/{workload}/{space.signature()}/{software_tag()}"
 
 
 def tune_model(

@@ -250,9 +250,13 @@ def study_name_for(machine_id: str, workload: Workload, space: SearchSpace) -> s
     instead of only re-timing the old study's best candidates. In fleet mode ``machine_id`` is the
     study owner ``fleet/<fleet name>/<machine class>`` (``tuner._fleet.study_owner``).
     """
+    return f"{machine_id}/{workload}/{space.signature()}/{software_tag()}"
+
+
+def software_tag() -> str:
+    """The software part of a study name: torch and triton versions (``torch-X+triton-Y``)."""
     triton = triton_version()
-    software = f"torch-{torch.__version__}" + (f"+triton-{triton}" if triton else "")
-    return f"{machine_id}/{workload}/{space.signature()}/{software}"
+    return f"torch-{torch.__version__}" + (f"+triton-{triton}" if triton else "")
 
 
 def tune_workload(
