@@ -339,11 +339,14 @@ def test_autotune_flow_real_tuner_end_to_end_then_revalidates(prefect_harness, t
     slow = profile.entries[0].model_copy(update={"median_s": 1e-9, "tokens_per_s": 1e12,  # and its speedup:
                                                  "speedup_vs_default": 1e6})  # the paired-rounds rule reads it
     xk.publish_profile(profile.model_copy(update={"entries": [slow], "publication": None}), result.profile_path)
+    for knob in ("TUNE_UNSTABLE_SPREAD", "TUNE_UNSTABLE_TAIL", "TUNE_SPEEDUP_MAX_WIDTH", "BUSY_LOAD_PER_CORE"):
+        monkeypatch.setenv(f"XLSTM_AUTOTUNE_{knob}", "1e9")  # a busy CI box must not keep the old entry
     state = autotune(workloads=[GOOD], quick=True, revalidate=True, return_state=True)
     assert state.is_completed(), state.message
     redo = state.result()
     assert [d["action"] for d in redo.decisions] == ["retune"] and "slowed" in redo.decisions[0]["reason"]
     assert [o.action for o in redo.outcomes] == ["tuned"] and redo.profile_version == 3
+    assert redo.outcomes[0].busy_reason is None, redo.outcomes[0].busy_reason
     assert xk.load_profile(result.profile_path).entries[0].median_s > 1e-6
     with storage.open_db(tuner_home / "tuning.db") as db:
         assert [r["status"] for r in db.runs()] == ["completed"] * 3
