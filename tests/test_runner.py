@@ -194,6 +194,31 @@ def test_fused_projections_decode_matches_eager(run):
     assert runner.compiled_graphs()["decode"] == 1
 
 
+# bfloat16 state: each carried value is rounded to bf16 once per call (relative rounding <= 2**-8).
+# Measured on xlstm_large, 4 decode steps: state max |diff| / max |eager| 1.5e-3 .. 3.8e-3, logits
+# max |diff| 9e-4 .. 1.5e-3 (|logits| <= 1.7). Bounds: two roundings for the state, 5e-3 for logits
+# (a wrong gate or update moves logits by 1e-2 or more).
+BF16_STATE_RTOL, BF16_LOGIT_ATOL = 2 * 2.0**-8, 5e-3
+
+
+def test_bfloat16_state_decode_tracks_eager(run):
+    """state_dtype="bfloat16": the carried C, n, m are bf16 and decode stays within bf16 rounding."""
+    if run["family"] != "xlstm_large":
+        pytest.skip("one family is enough: the state buffers are the runner's, not the model's")
+    runner = xk.compile_model(run["model"], config=xk.ModelRunConfig(prefill=PREFILL_CFG, state_dtype="bfloat16"),
+                              max_seq_len=MAX_SEQ)
+    logits, state = runner.prefill(run["prompt"])
+    assert _max_err(logits, run["eager"][0][0]) < LOGIT_ATOL  # the prefill starts from zeros: no rounding yet
+    for tok, ref in zip(run["eager"][1][0, :STEPS], run["eager"][0][1:]):
+        logits, state = runner.decode(tok[None], state)
+        assert _max_err(logits[:, None], ref) < BF16_LOGIT_ATOL
+    for idx, (ours, eager) in enumerate(zip(state.layers(), run["eager"][2])):
+        for name, a, b in zip("Cnm", ours, eager):
+            assert a.dtype == torch.bfloat16, f"block {idx} {name} carried as {a.dtype}"
+            err = _max_err(a.float(), b.float()) / b.abs().max().clamp_min(1e-30).item()
+            assert err < BF16_STATE_RTOL, f"block {idx} {name}: rel err {err}"
+
+
 # -- bad input ------------------------------------------------------------------------------------------
 def test_unsupported_models_are_refused():
     with pytest.raises(xk.UnsupportedModelError, match=r"supports xlstm's xLSTMLarge or transformers' "
