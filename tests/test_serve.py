@@ -41,9 +41,9 @@ def _api(api_url: str, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
         return json.loads(resp.read())
 
 
-def _scheduled_runs(api_url: str, state: str) -> list[dict[str, Any]]:
-    """Flow runs of a deployment (scheduled, not ad hoc) in Prefect state ``state``."""
-    runs = _api(api_url, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": [state]}}}})
+def _scheduled_runs(api_url: str, *states: str) -> list[dict[str, Any]]:
+    """Flow runs of a deployment (scheduled, not ad hoc) in one of the Prefect state types ``states``."""
+    runs = _api(api_url, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": list(states)}}}})
     return [r for r in runs if r["deployment_id"]]
 
 
@@ -130,7 +130,8 @@ def test_serve_scheduled_run_waits_for_lock_then_revalidates(tmp_path):
         completed: list[dict[str, Any]] = []
         while time.monotonic() < deadline and proc.poll() is None and not completed:
             completed = [r for r in _scheduled_runs(info.api_url, "COMPLETED") if r["id"] == running[0]["id"]]
-            failed = [r for r in _scheduled_runs(info.api_url, "FAILED") if r["id"] == running[0]["id"]]
+            failed = [r for r in _scheduled_runs(info.api_url, "FAILED", "CRASHED", "CANCELLED")
+                      if r["id"] == running[0]["id"]]
             assert not failed, f"{failed[0]['state']['message']}\n{out_path.read_text()[-3000:]}"
             time.sleep(1)
         log = out_path.read_text()
@@ -142,7 +143,10 @@ def test_serve_scheduled_run_waits_for_lock_then_revalidates(tmp_path):
         assert rows, "the DB records no tuning run"
         first = rows[0]
         assert first["status"] == "completed" and first["device"] == "cpu" and first["machine_id"] == machine_id
-        assert dt.datetime.fromisoformat(first["started_at"]) > released
+        opened = dt.datetime.fromisoformat(first["started_at"])
+        assert opened > released
+        waited = (opened - dt.datetime.fromisoformat(run["start_time"])).total_seconds()
+        assert waited >= HOLD_S - 0.5, f"the flow run opened its tuning run {waited:.1f} s after it started"
         # re-validated: the published winner was kept, nothing tuned, the profile not re-published
         assert run["state"]["message"] == "1 workload(s): 0 tuned, 1 kept"
         arts = _api(info.api_url, "/artifacts/filter",
