@@ -61,6 +61,16 @@ def _db_runs(db: Path) -> list[dict[str, Any]]:
         con.close()
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """Ctrl-C ``serve`` (it cancels its run, pauses the schedule, stops its server); kill it after 45 s."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=45)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _publish_good(home: Path) -> tuple[str, Path]:
     """Publish a profile for GOOD at this machine's path; returns (machine id, path).
 
@@ -121,8 +131,7 @@ def test_serve_scheduled_run_waits_for_lock_then_revalidates(tmp_path):
             assert [r["id"] for r in _scheduled_runs(info.api_url, "RUNNING")] == [running[0]["id"]]
             released = dt.datetime.now(dt.timezone.utc)
         except BaseException:
-            proc.kill()
-            proc.wait()
+            _stop(proc)  # Ctrl-C, so that serve stops the server it started
             out.close()
             raise
     assert holder.pid == os.getpid()
@@ -163,12 +172,7 @@ def test_serve_scheduled_run_waits_for_lock_then_revalidates(tmp_path):
         assert "started a local Prefect server at http://127.0.0.1:" in log
         server_pid = info.pid
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=45)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         out.close()
     assert proc.returncode == 0, out_path.read_text()[-3000:]  # Ctrl-C: serve stops cleanly ...
     assert not state_path(home).exists()  # ... and stops the server it started
