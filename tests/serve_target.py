@@ -1,4 +1,5 @@
-"""The trivial flow the ``serve`` test schedules (kept free of torch so each run starts fast)."""
+"""A trivial flow for ``serve`` tests that never reach a scheduled run (``test_cli.py``'s unreachable-server
+case); the real deployment is served end to end in ``test_serve.py``."""
 
 from __future__ import annotations
 

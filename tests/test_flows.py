@@ -1,16 +1,14 @@
 """Flows: machine lock, server selection, re-validation rule, artifacts content, HTML report, the
-autotune flow under Prefect's test harness, and ``serve`` against a real local Prefect server."""
+autotune flow under Prefect's test harness (``serve`` against a real local Prefect server: test_serve.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -30,7 +28,6 @@ from flows.server import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-TESTS = Path(__file__).resolve().parent
 FAILING = UNBANDABLE
 
 
@@ -458,71 +455,6 @@ def test_publish_entries_records_and_keeps_other_workloads(tmp_path):
             (2, second.checksum), (1, first.checksum)]
     other_sw = xk.Profile.for_machine(fp, [entry("2,2,16,8,8,float32", 2e-3)]).model_copy(update={"torch": "0.0.1"})
     assert [e.workload for e in build_profile(fp, [entry(GOOD, 1e-3)], previous=other_sw).entries] == [GOOD]
-
-
-# --- serve against a real local Prefect server -------------------------------------------------------
-
-
-def _completed_runs(api_url: str) -> list[dict]:
-    body = json.dumps({"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}).encode()
-    req = urllib.request.Request(
-        api_url + "/flow_runs/filter", data=body, headers={"Content-Type": "application/json"}, method="POST"
-    )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
-@pytest.mark.server
-def test_serve_runs_scheduled_flow_on_local_server(tmp_path):
-    home, touch = tmp_path / "home", tmp_path / "touched"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PYTHONPATH=f"{REPO}{os.pathsep}{TESTS}",
-        XLSTM_AUTOTUNE_HOME=str(home),
-        XLSTM_TEST_TOUCH_FILE=str(touch),
-        PREFECT_HOME=str(tmp_path / "prefect"),
-        PREFECT_UI_ENABLED="false",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_RUNNER_POLL_FREQUENCY="2",
-        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",  # default 60: schedule the first runs sooner
-    )
-    out = (tmp_path / "serve.out").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "serve", "--interval", "3", "--flow", "serve_target:touch_flow"],
-        cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 240
-        runs: list[dict] = []
-        while time.monotonic() < deadline and proc.poll() is None:
-            info = attach_local_server(home)
-            if info is not None and touch.exists():
-                runs = [r for r in _completed_runs(info.api_url) if r["deployment_id"]]
-                if runs:
-                    break
-            time.sleep(1)
-        log = (tmp_path / "serve.out").read_text()
-        assert runs, f"no scheduled run completed; serve output:\n{log[-3000:]}"
-        assert info.kind == "attached"  # a second command would attach to the server serve started
-        with scheduling_server(home, api_url="") as second:  # ... and leave it running on exit
-            assert second.kind == "attached" and second.pid == info.pid
-        assert attach_local_server(home) is not None
-        assert "started a local Prefect server at http://127.0.0.1:" in log
-        assert runs[0]["auto_scheduled"] and touch.read_text().strip()
-        server_pid = info.pid
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=45)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        out.close()
-    assert proc.returncode == 0, (tmp_path / "serve.out").read_text()[-3000:]
-    assert not state_path(home).exists()
-    with pytest.raises(ProcessLookupError):
-        os.kill(server_pid, 0)
-    assert (home / "logs" / "prefect-server.log").stat().st_size > 0
 
 
 def test_local_server_that_cannot_start_is_reported_and_reaped(tmp_path):
