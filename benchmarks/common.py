@@ -11,7 +11,7 @@ import torch
 
 from tuner._timing import LoadMeter, summarize, time_one
 from xlstm_kernels.device import synchronize
-from xlstm_kernels.reference import rel_err  # noqa: F401 - the benchmark scripts import it from here
+from xlstm_kernels.kernels.reference import rel_err  # noqa: F401 - the benchmark scripts import it from here
 from xlstm_kernels.settings import get_settings
 
 

@@ -7,7 +7,7 @@ import torch
 
 import xlstm_kernels as xk
 from conftest import CANON_RTOL, CONFIGS, REF_RTOL, SHAPE, make_inputs, rel_err
-from xlstm_kernels.families import _intra_weights, forget_sums, make_chunkwise_block
+from xlstm_kernels.kernels.families import _intra_weights, forget_sums, make_chunkwise_block
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

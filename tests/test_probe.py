@@ -18,14 +18,13 @@ import pytest
 import torch
 
 import xlstm_kernels as xk
-from xlstm_kernels.codegen_scan import scan_output_code, scan_source
-from xlstm_kernels.compiler import CACHE, CompileKey
+from xlstm_kernels.probe.codegen_scan import scan_output_code, scan_source
+from xlstm_kernels.kernels.compiler import CACHE, CompileKey
 from xlstm_kernels.probe import (
     FAILURE_KINDS,
     FUSION_KNOB,
     GraphBreakError,
     ProbeCache,
-    _ChildRunner,
     classify_error,
     compile_and_scan,
     fuse_report,
@@ -33,7 +32,8 @@ from xlstm_kernels.probe import (
     probe,
     t_inner_ladder,
 )
-from xlstm_kernels.shrink import NonCanonicalWarning, run_with_shrink, shrunk_config, tuning
+from xlstm_kernels.probe.ratchet import _ChildRunner
+from xlstm_kernels.kernels.shrink import NonCanonicalWarning, run_with_shrink, shrunk_config, tuning
 
 from conftest import CONFIGS, make_inputs, rel_err
 
@@ -405,7 +405,8 @@ def test_shrink_through_mlstm(monkeypatch):
     """xk.mlstm itself: an out-of-memory at chunk 16 (the driver raises it) is retried at chunk 8 with a
     NonCanonicalWarning and gives exactly the chunk-8 kernel's result; off, or while tuning, the OOM
     propagates; a shrunk result is never remembered by the fast path."""
-    from xlstm_kernels import api, fastpath
+    from xlstm_kernels import api
+    from xlstm_kernels.kernels import fastpath
 
     real = api.run_sequence
 

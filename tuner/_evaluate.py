@@ -27,9 +27,9 @@ from typing import Any
 import torch
 
 import xlstm_kernels as xk
-from xlstm_kernels.config import KernelConfig, Workload
+from xlstm_kernels.kernels.config import KernelConfig, Workload
 from xlstm_kernels.device import synchronize
-from xlstm_kernels.drivers import plan
+from xlstm_kernels.kernels.drivers import plan
 from xlstm_kernels.settings import Settings
 
 from ._errors import CandidateFailed

@@ -172,7 +172,7 @@ def ttft_ms(attrs: Mapping[str, Any]) -> float | None:
 
 
 def _label(config: Mapping[str, Any], mode: str) -> str:
-    from xlstm_kernels.config import KernelConfig
+    from xlstm_kernels.kernels.config import KernelConfig
 
     try:
         return KernelConfig.from_dict(dict(config)).short("decode" if mode == "decode" else "prefill")

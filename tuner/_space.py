@@ -26,10 +26,10 @@ from typing import Any
 
 import torch
 
-from xlstm_kernels.config import COMPILE_MODES, DEFAULT_CONFIG, FAMILIES, PRECISIONS, T_INNER_LADDER
-from xlstm_kernels.config import KernelConfig, Workload
+from xlstm_kernels.kernels.config import COMPILE_MODES, DEFAULT_CONFIG, FAMILIES, PRECISIONS, T_INNER_LADDER
+from xlstm_kernels.kernels.config import KernelConfig, Workload
 from xlstm_kernels.device import supports_cuda_graphs
-from xlstm_kernels.drivers import plan
+from xlstm_kernels.kernels.drivers import plan
 
 from ._errors import UnbandableWorkload, UnknownWorkload
 

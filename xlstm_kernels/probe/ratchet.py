@@ -52,12 +52,12 @@ from typing import Any, Literal, get_args
 import torch
 
 from .codegen_scan import CodeScan, KernelInfo, UnknownThreadgroupType, scan_output_code
-from .compiler import CompileKey, _block_fn, _fresh_code_copy, _unique_graphs, build_compiled
-from .config import T_INNER_LADDER, KernelConfig, Workload
-from .device import default_device, is_out_of_memory, synchronize
-from .drivers import kernel_dtype, kernel_key, plan
-from .reference import rel_err
-from .settings import get_settings
+from ..kernels.compiler import CompileKey, block_fn, fresh_code_copy, unique_graphs, build_compiled
+from ..kernels.config import T_INNER_LADDER, KernelConfig, Workload
+from ..device import default_device, is_out_of_memory, synchronize
+from ..kernels.drivers import kernel_dtype, kernel_key, plan
+from ..kernels.reference import rel_err
+from ..settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def tile_span(key: CompileKey) -> int:
 
 def tile_inputs(key: CompileKey, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """Random inputs and zero states for one tile of ``key``'s block, on ``key.device``."""
-    from .config import DTYPES
+    from ..kernels.config import DTYPES
 
     g = torch.Generator().manual_seed(seed)
     B, H, T, dq, dv = key.B, key.heads, tile_span(key), key.DHQK, key.DHV
@@ -272,11 +272,11 @@ def compile_and_scan(key: CompileKey, max_buffers: int | None = None,
     kernel with more buffer arguments fail with ``buffer_limit``, as Metal would; on MPS a kernel
     declaring more threadgroup memory than ``metal_threadgroup_memory_limit`` fails likewise.
     """
-    eager = fn if fn is not None else _fresh_code_copy(_block_fn(key), key.tag())
+    eager = fn if fn is not None else fresh_code_copy(block_fn(key), key.tag())
     # The C++ wrapper's output code lists each kernel twice and changes none, so probe without it.
-    compiled = build_compiled(dataclasses.replace(key, cpp_wrapper=False), _fresh_code_copy(eager, key.tag()))
+    compiled = build_compiled(dataclasses.replace(key, cpp_wrapper=False), fresh_code_copy(eager, key.tag()))
     args = args if args is not None else tile_inputs(key)
-    before = _unique_graphs()
+    before = unique_graphs()
     t0 = time.perf_counter()
     with capture_output_code() as codes:
         try:
@@ -289,9 +289,9 @@ def compile_and_scan(key: CompileKey, max_buffers: int | None = None,
             else:
                 scan = _scan_or_none(codes)
                 return Attempt(ok=False, kind=classify_error(exc), message=_short(exc), scan=scan,
-                               graphs=_unique_graphs() - before, compile_s=time.perf_counter() - t0)
+                               graphs=unique_graphs() - before, compile_s=time.perf_counter() - t0)
     compile_s = time.perf_counter() - t0
-    graphs = _unique_graphs() - before
+    graphs = unique_graphs() - before
     try:
         scan = scan_output_code(list(codes))
     except UnknownThreadgroupType as exc:  # a Metal type the scanner cannot size: say so, do not guess
@@ -386,7 +386,7 @@ def key_from_dict(d: dict[str, Any]) -> CompileKey:
 
 
 class _ChildRunner:
-    """Attempts in one child process (``python -m xlstm_kernels._probe_worker``), each bounded in time."""
+    """Attempts in one child process (``python -m xlstm_kernels.probe._worker``), each bounded in time."""
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
@@ -395,11 +395,11 @@ class _ChildRunner:
         self._stderr = tempfile.TemporaryFile(mode="w+")
 
     def _start(self) -> subprocess.Popen[str]:
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])  # the directory holding xlstm_kernels
         env = dict(os.environ)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "xlstm_kernels._probe_worker"], stdin=subprocess.PIPE,
+            [sys.executable, "-m", "xlstm_kernels.probe._worker"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env, start_new_session=True,
         )
 
@@ -651,7 +651,7 @@ PROBE_CACHE = ProbeCache()
 
 @functools.lru_cache(maxsize=8)
 def _machine_id(device: str) -> str:
-    from .fingerprint import fingerprint
+    from ..profiles.fingerprint import fingerprint
 
     return fingerprint(device).machine_id
 
@@ -884,7 +884,7 @@ def graph_breaks(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[int, in
         return gm.forward
 
     before = dict(counters["graph_break"])
-    traced = torch.compile(_fresh_code_copy(fn, "explain"), backend=counting_backend, fullgraph=False)
+    traced = torch.compile(fresh_code_copy(fn, "explain"), backend=counting_backend, fullgraph=False)
     with torch.no_grad():
         traced(*args)
     after = counters["graph_break"]
@@ -895,7 +895,7 @@ def graph_breaks(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[int, in
 
 def _check_tile_memory(config: KernelConfig, workload: Workload, dev: torch.device) -> None:
     """Refuse (``WorkloadTooLarge``) a tile whose inputs and intermediates would not fit, before allocating."""
-    from .validation import call_bytes, check_memory
+    from ..kernels.validation import call_bytes, check_memory
 
     p = plan(config, workload.NH, workload.S)
     tile = dataclasses.replace(workload, NH=p.heads_per_band, S=min(workload.S, p.span))
@@ -914,7 +914,7 @@ def fuse_report(config: KernelConfig, workload: Workload, *, device: torch.devic
     kdtype = kernel_dtype(config, workload.torch_dtype, dev)  # what xk.mlstm feeds the region
     p = plan(config, workload.NH, workload.S)
     key = kernel_key(config, p, workload.B, workload.DHQK, workload.DHV, kdtype, dev, EPS)
-    block = _fresh_code_copy(_block_fn(key), key.tag())
+    block = fresh_code_copy(block_fn(key), key.tag())
     args = tile_inputs(key)
     try:
         graphs, breaks, reasons = graph_breaks(block, args)

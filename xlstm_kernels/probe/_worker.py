@@ -14,7 +14,7 @@ import sys
 
 def main() -> None:
     """Serve compile attempts until stdin closes."""
-    from xlstm_kernels.probe import compile_and_scan, key_from_dict
+    from xlstm_kernels.probe.ratchet import compile_and_scan, key_from_dict
 
     sys.stdout.write("@@ready\n")
     sys.stdout.flush()
