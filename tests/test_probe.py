@@ -32,7 +32,7 @@ from xlstm_kernels.probe import (
     probe,
     t_inner_ladder,
 )
-from xlstm_kernels.probe.ratchet import _ChildRunner
+from xlstm_kernels.probe.runners import ChildRunner as _ChildRunner
 from xlstm_kernels.kernels.shrink import NonCanonicalWarning, run_with_shrink, shrunk_config, tuning
 
 from conftest import CONFIGS, make_inputs, rel_err

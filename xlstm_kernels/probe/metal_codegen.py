@@ -46,7 +46,7 @@ class MetalCodegenUnavailable(RuntimeError):
 def block_input_specs(key: CompileKey) -> list[tuple[tuple[int, ...], torch.dtype]]:
     """(shape, dtype) of the block's inputs q, k, v, i, f, c, n, m for one tile of ``key``."""
     from ..kernels.config import DTYPES
-    from .ratchet import tile_span
+    from .tile import tile_span
 
     B, H, T, dq, dv = key.B, key.heads, tile_span(key), key.DHQK, key.DHV
     dt, gdt, f32 = DTYPES[key.dtype], DTYPES[key.gate_dtype], torch.float32
