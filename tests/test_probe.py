@@ -23,6 +23,7 @@ from xlstm_kernels.kernels.compiler import CACHE, CompileKey
 from xlstm_kernels.probe import (
     FAILURE_KINDS,
     FUSION_KNOB,
+    BufferLimitError,
     GraphBreakError,
     ProbeCache,
     classify_error,
@@ -35,7 +36,7 @@ from xlstm_kernels.probe import (
 from xlstm_kernels.probe.runners import ChildRunner as _ChildRunner
 from xlstm_kernels.kernels.shrink import NonCanonicalWarning, run_with_shrink, shrunk_config, tuning
 
-from conftest import CONFIGS, make_inputs, rel_err
+from conftest import CONFIGS, make_inputs, rel_err, settings_env
 
 DATA = Path(__file__).parent / "data"
 WL = xk.Workload(B=1, NH=2, S=16, DHQK=8, DHV=8)
@@ -264,6 +265,18 @@ def test_hanging_compile_is_bounded_by_timeout(tmp_path, monkeypatch):
     with pytest.raises(xk.ProbeError) as info:
         r.raise_for_failure()
     assert info.value.kind == "timeout"
+
+
+def test_tuner_probe_failure_is_the_named_probe_error(monkeypatch):
+    """The tuner's ratchet probe fails a candidate over the buffer limit with the probe's named exception as cause."""
+    from tuner import CandidateFailed
+    from tuner._evaluate import ratchet_probe, run_kernel
+
+    inputs = make_inputs(WL.B, WL.NH, WL.S, WL.DHQK, WL.DHV)
+    with settings_env(monkeypatch, {"MAX_BUFFERS": "1"}):  # no kernel fits one buffer argument
+        with pytest.raises(CandidateFailed, match=r"^probe failed \(buffer_limit\): ") as info:
+            ratchet_probe(run_kernel, WL, inputs, REQ16.replace(t_inner=1), torch.device("cpu"))
+    assert isinstance(info.value.__cause__, BufferLimitError) and info.value.__cause__.kind == "buffer_limit"
 
 
 def test_compiler_crash_does_not_kill_the_caller():

@@ -8,6 +8,7 @@ from .kernels.compiler import CACHE as compile_cache
 from .kernels.compiler import CompileKey, EagerFallbackWarning
 from .kernels.config import DEFAULT_CONFIG, KernelConfig, Workload
 from .kernels.families import step_layout
+from .kernels.inputs import random_inputs
 from .profiles.fingerprint import Fingerprint, fingerprint
 from .profiles.fingerprint import machine_class
 from . import probe  # the module: xk.probe.probe(config, workload) runs a compile-probe
@@ -30,7 +31,7 @@ from .profiles.profile import (
     rollback_profile,
 )
 from .paths import PathEscapeError
-from .kernels.reference import mlstm_reference, rel_err
+from .kernels.reference import max_rel_err, mlstm_reference, rel_err
 from .models.presets import ModelSpecError, build_model
 from .profiles.model_profile import ModelChoice, explain_model_config, model_config_for
 from .models.workload import ModelWorkload
@@ -109,6 +110,7 @@ __all__ = [
     "load_profile",
     "loaded_profile",
     "machine_class",
+    "max_rel_err",
     "mlstm",
     "mlstm_reference",
     "model_config_for",
@@ -117,6 +119,7 @@ __all__ = [
     "mlstm_step",
     "probe",
     "publish_profile",
+    "random_inputs",
     "reload_profile",
     "reset_settings",
     "rollback_profile",

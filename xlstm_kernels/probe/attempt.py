@@ -12,7 +12,7 @@ import torch
 
 from ..device import synchronize
 from ..kernels.compiler import CompileKey, block_fn, build_compiled, fresh_code_copy, unique_graphs
-from ..kernels.reference import rel_err
+from ..kernels.reference import max_rel_err
 from ..settings import get_settings
 from .codegen_scan import CodeScan, KernelInfo, UnknownThreadgroupType, scan_output_code
 from .errors import classify_error
@@ -53,12 +53,6 @@ class Attempt:
             scan = CodeScan(graphs=scan["graphs"], kernels=kernels)
         return cls(ok=d["ok"], kind=d.get("kind"), message=d.get("message", ""), scan=scan,
                    graphs=d.get("graphs", 0), compile_s=d.get("compile_s"), tile_rel_err=d.get("tile_rel_err"))
-
-
-def _rel_err(x: Any, ref: Any) -> float:
-    xs = x if isinstance(x, (tuple, list)) else (x,)
-    rs = ref if isinstance(ref, (tuple, list)) else (ref,)
-    return max((rel_err(a, b) for a, b in zip(xs, rs)), default=0.0)
 
 
 def compile_and_scan(key: CompileKey, max_buffers: int | None = None,
@@ -104,7 +98,7 @@ def compile_and_scan(key: CompileKey, max_buffers: int | None = None,
         return failed
     with torch.no_grad():
         ref = eager(*args)
-    return Attempt(ok=True, scan=scan, graphs=graphs, compile_s=compile_s, tile_rel_err=_rel_err(out, ref))
+    return Attempt(ok=True, scan=scan, graphs=graphs, compile_s=compile_s, tile_rel_err=max_rel_err(out, ref))
 
 
 def _scan_or_none(codes: list[str]) -> CodeScan | None:

@@ -235,7 +235,7 @@ def choose(profile: Profile | None, workload: Workload) -> tuple[ProfileEntry | 
 def entry_problem(cfg: KernelConfig, workload: Workload, device: torch.device,
                   settings: Settings | None = None) -> str | None:
     """Why ``cfg`` (a profile entry's config) must not run this call, or None when it may."""
-    from ..kernels.drivers import plan
+    from ..kernels.drivers import effective_t_inner
     from ..kernels.validation import call_bytes, memory_limit_bytes
 
     if cfg.compile_mode in CUDA_ONLY_MODES and device.type != "cuda":
@@ -246,7 +246,7 @@ def entry_problem(cfg: KernelConfig, workload: Workload, device: torch.device,
         longest = max(CHUNK_SLACK, 1 << max(workload.S - 1, 0).bit_length())
         if cfg.chunk_size > longest:
             return f"chunk_size {cfg.chunk_size} is far longer than the sequence (S={workload.S}; at most {longest})"
-    t_eff = plan(cfg, workload.NH, workload.S).t_inner
+    t_eff = effective_t_inner(cfg, workload)
     if t_eff > MAX_T_INNER:
         return f"t_inner {t_eff} unrolls more than {MAX_T_INNER} units (the compile would take minutes)"
     need = call_bytes(cfg, workload)
