@@ -37,7 +37,8 @@ class ReportError(ValueError):
 
 
 def workload_mode(workload: str) -> str:
-    """``decode`` or ``prefill``: a kernel workload's mode (``Workload.parse``); a model workload prefills."""
+    """``decode`` or ``prefill``: a kernel workload's mode (``Workload.parse``); a model workload prefills,
+    and so does any other study (``report --study`` reports any study in the storage, named as it likes)."""
     from xlstm_kernels.kernels.config import Workload
     from xlstm_kernels.models.workload import is_model_workload
 
@@ -45,8 +46,8 @@ def workload_mode(workload: str) -> str:
         return "prefill"
     try:
         return Workload.parse(workload).mode
-    except ValueError as exc:
-        raise ReportError(f"not a kernel or model workload: {exc}") from None
+    except ValueError:  # not a tuner study: its trials are shown as the tuner shows prefill ones
+        return "prefill"
 
 
 @dataclass(frozen=True)
