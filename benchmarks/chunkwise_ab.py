@@ -26,15 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import xlstm_kernels as xk  # noqa: E402
 from common import make_inputs  # noqa: E402
-from xlstm_kernels.compiler import _fresh_code_copy, build_compiled, use_cpp_wrapper  # noqa: E402
-from xlstm_kernels.drivers import kernel_key, plan  # noqa: E402
-from xlstm_kernels.families import make_chunkwise_block  # noqa: E402
+from xlstm_kernels.kernels.compiler import build_compiled, fresh_code_copy, use_cpp_wrapper  # noqa: E402
+from xlstm_kernels.kernels.drivers import kernel_key, plan  # noqa: E402
+from xlstm_kernels.kernels.families import make_chunkwise_block  # noqa: E402
 
 
 def load_old(path: Path) -> types.ModuleType:
     """An earlier families.py as a module (its relative imports pointed at the package)."""
     mod = types.ModuleType("old_families")
-    src = path.read_text().replace("from .", "from xlstm_kernels.")
+    src = path.read_text().replace("from .", "from xlstm_kernels.kernels.")
     exec(compile(src, str(path), "exec"), mod.__dict__)
     return mod
 
@@ -58,8 +58,8 @@ def main() -> None:
         p = plan(cfg, NH, S)
         assert p.blocks == 1 and p.padded_len == S, "pick S = chunk_size * t_inner (one compiled call)"
         key = kernel_key(cfg, p, B, DHQK, DHV, torch.float32, torch.device("cpu"), 1e-6, use_cpp_wrapper("cpu"))
-        fa = build_compiled(key, _fresh_code_copy(old.make_chunkwise_block(T, L, 1e-6, False), "ab_old"))
-        fb = build_compiled(key, _fresh_code_copy(make_chunkwise_block(T, L, 1e-6, False, False), "ab_new"))
+        fa = build_compiled(key, fresh_code_copy(old.make_chunkwise_block(T, L, 1e-6, False), "ab_old"))
+        fb = build_compiled(key, fresh_code_copy(make_chunkwise_block(T, L, 1e-6, False, False), "ab_new"))
         t0 = time.perf_counter()
         out_a = fa(*x, *states)
         ca = time.perf_counter() - t0

@@ -11,19 +11,14 @@ import torch
 
 from tuner._timing import LoadMeter, summarize, time_one
 from xlstm_kernels.device import synchronize
-from xlstm_kernels.reference import rel_err  # noqa: F401 - the benchmark scripts import it from here
+from xlstm_kernels.kernels.inputs import random_inputs
+from xlstm_kernels.kernels.reference import rel_err  # noqa: F401 - the benchmark scripts import it from here
 from xlstm_kernels.settings import get_settings
 
 
 def make_inputs(B: int, NH: int, S: int, DHQK: int, DHV: int, dtype: torch.dtype, device: str, seed: int = 0):
     """Random q, k, v (dtype) and float32 gates like a trained layer's (forget biased open)."""
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    q = torch.randn(B, NH, S, DHQK, generator=g)
-    k = torch.randn(B, NH, S, DHQK, generator=g)
-    v = torch.randn(B, NH, S, DHV, generator=g)
-    i = torch.randn(B, NH, S, generator=g)
-    f = torch.randn(B, NH, S, generator=g) + 3.0
-    return tuple(x.to(device, dtype) for x in (q, k, v)) + (i.to(device), f.to(device))
+    return random_inputs(B, NH, S, DHQK, DHV, dtype=dtype, device=device, seed=seed, gate_scale=1.0, forget_bias=3.0)
 
 
 def time_fn(fn: Callable[[], Any], device: str, warmup: int = 5, reps: int = 30,

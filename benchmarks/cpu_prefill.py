@@ -2,7 +2,7 @@
 
 Prefill B=1, NH=4, S=512, DHQK=64, DHV=128, float32. The native kernel is compiled three ways:
 plain ``torch.compile`` ("native plain"), and with exactly the Inductor options our kernels get
-(``xlstm_kernels.compiler.mode_options``: the C++ wrapper, and max-autotune-no-cudagraphs) —
+(``xlstm_kernels.kernels.compiler.mode_options``: the C++ wrapper, and max-autotune-no-cudagraphs) —
 "native like-ours". Selection is kept apart from measurement: the best of ours and the best of each
 native group are picked on ``--select-rounds`` interleaved rounds, then ``--rounds`` FRESH interleaved
 rounds time everything; the speedups are computed on those fresh rounds only (ratio of medians, and
@@ -76,7 +76,7 @@ def main() -> None:
     h_ref, _ = xk.mlstm_reference(*x)
     from mlstm_kernels.torch.chunkwise.native import mlstm_chunkwise__native_autograd as native
 
-    from xlstm_kernels.compiler import mode_options
+    from xlstm_kernels.kernels.compiler import mode_options
 
     impls: dict[str, Callable[[], object]] = {}
     chunk_of: dict[str, int] = {}

@@ -201,7 +201,7 @@ def main() -> None:
         for name in args.rows if B == args.batch[0] else (args.later_rows or args.rows):
             if name in ("eager+triton", "eager+ours"):
                 if name == "eager+ours":
-                    from xlstm_kernels.xlstm_adapter import restore_native_kernels, use_xlstm_kernels
+                    from xlstm_kernels.models.xlstm_adapter import restore_native_kernels, use_xlstm_kernels
 
                     use_xlstm_kernels(model, config=kcfg)
                 try:

@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 import tuner  # noqa: E402
-from xlstm_kernels.fingerprint import fingerprint  # noqa: E402
-from xlstm_kernels.model_workload import run_config_short  # noqa: E402
-from xlstm_kernels.runtime import reload_profile  # noqa: E402
+from xlstm_kernels.profiles.fingerprint import fingerprint  # noqa: E402
+from xlstm_kernels.models.workload import run_config_short  # noqa: E402
+from xlstm_kernels.profiles.runtime import reload_profile  # noqa: E402
 from xlstm_kernels.settings import get_settings  # noqa: E402
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tuner  # noqa: E402
-from xlstm_kernels.fingerprint import fingerprint  # noqa: E402
+from xlstm_kernels.profiles.fingerprint import fingerprint  # noqa: E402
 from xlstm_kernels.settings import get_settings  # noqa: E402
 
 

@@ -37,7 +37,7 @@ def main() -> None:
     os.environ["XLSTM_AUTOTUNE_HOME"] = home
     os.environ.pop("XLSTM_AUTOTUNE_PROFILE_PATH", None)
     import xlstm_kernels as xk
-    from xlstm_kernels import runtime
+    from xlstm_kernels.profiles import runtime
 
     xk.reset_settings()
     xk.reload_profile()

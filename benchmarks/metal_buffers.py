@@ -1,7 +1,7 @@
 """Metal kernels and buffer arguments per family x T_inner, generated off-Mac (issue 21).
 
 Inductor's own MPS code generator writes the Metal source of one tile of each block on fake MPS tensors
-(``xlstm_kernels.metal_codegen``); the scanner counts every kernel's buffer arguments (Metal allows 31)
+(``xlstm_kernels.probe.metal_codegen``); the scanner counts every kernel's buffer arguments (Metal allows 31)
 and declared threadgroup memory. Not a timing: nothing is compiled by Metal or run, so any machine
 gives the same table for one torch version.
 
@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from xlstm_kernels.config import T_INNER_LADDER, KernelConfig, Workload  # noqa: E402
-from xlstm_kernels.drivers import kernel_key, plan  # noqa: E402
-from xlstm_kernels.metal_codegen import block_metal_scan  # noqa: E402
+from xlstm_kernels.kernels.config import T_INNER_LADDER, KernelConfig, Workload  # noqa: E402
+from xlstm_kernels.kernels.drivers import kernel_key, plan  # noqa: E402
+from xlstm_kernels.probe.metal_codegen import block_metal_scan  # noqa: E402
 from xlstm_kernels.probe import EPS, FUSION_KNOB  # noqa: E402
 from xlstm_kernels.settings import get_settings  # noqa: E402
 

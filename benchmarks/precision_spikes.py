@@ -3,7 +3,7 @@
 Shape B=2, NH=12, DHQK=64, DHV=192, S=1000 (``--quick``: S=200), inputs from ``xk.validation_inputs``
 (carried-in C, n, m; one input-gate spike i=+12 and one forget gate f=-30 per head), bf16 and fp32
 inputs. Rows: every precision mode through ``xk.mlstm`` (compiled), and with ``--old PATH`` (a copy of
-an earlier ``xlstm_kernels/families.py``) the old and the new chunkwise block run eagerly under the
+an earlier ``xlstm_kernels/kernels/families.py``) the old and the new chunkwise block run eagerly under the
 same matmul precision, the before/after of one change. Prints one JSON row per case.
 Run (CUDA): ``python benchmarks/precision_spikes.py [--old /path/to/old_families.py] [--quick]``.
 """
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import xlstm_kernels as xk  # noqa: E402
-from xlstm_kernels.families import make_chunkwise_block  # noqa: E402
+from xlstm_kernels.kernels.families import make_chunkwise_block  # noqa: E402
 
 SHAPE = dict(B=2, NH=12, S=1000, DHQK=64, DHV=192)
 L, T_INNER = 64, 4
@@ -64,7 +64,7 @@ def main() -> None:
     old = None
     if args.old:
         old = types.ModuleType("old_families")
-        src = args.old.read_text().replace("from .reference import", "from xlstm_kernels.reference import")
+        src = args.old.read_text().replace("from .reference import", "from xlstm_kernels.kernels.reference import")
         exec(compile(src, str(args.old), "exec"), old.__dict__)
     rows = []
     for dtype in (torch.bfloat16, torch.float32):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from xlstm_kernels.config import KernelConfig, Workload  # noqa: E402
+from xlstm_kernels.kernels.config import KernelConfig, Workload  # noqa: E402
 from xlstm_kernels.probe import fuse_report  # noqa: E402
 
 

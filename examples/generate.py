@@ -27,7 +27,7 @@ from collections.abc import Iterator
 import torch
 
 import xlstm_kernels as xk
-from xlstm_kernels.xlstm_adapter import use_xlstm_kernels
+from xlstm_kernels.models.xlstm_adapter import use_xlstm_kernels
 
 def build_model(args: argparse.Namespace) -> torch.nn.Module:
     """A small xLSTMLarge with the native PyTorch kernels, in inference mode, random weights."""

@@ -169,7 +169,7 @@ def serve(
     flow_path: str = typer.Option(_SERVE_FLOW, "--flow", hidden=True),
 ) -> None:
     """Register this machine's deployment (named after the machine) and run it on schedule until Ctrl-C."""
-    from xlstm_kernels.fingerprint import fingerprint
+    from xlstm_kernels.profiles.fingerprint import fingerprint
     from xlstm_kernels.settings import Settings
 
     from .flows import deployment_name, serve_deployment

@@ -26,9 +26,9 @@ def bench(
 ) -> None:
     """Time the profile's config for a workload (or --config) against the default config, side by side."""
     from tuner import CandidateFailed, bench as run_bench
-    from xlstm_kernels.config import KernelConfig
+    from xlstm_kernels.kernels.config import KernelConfig
     from xlstm_kernels.settings import get_settings
-    from xlstm_kernels.validation import WorkloadTooLarge
+    from xlstm_kernels.kernels.validation import WorkloadTooLarge
 
     try:
         cfg = KernelConfig.from_dict(json.loads(config)) if config is not None else None

@@ -45,7 +45,7 @@ def tune_model_command(model: str, *, batch: int, prompt: int, dtype: str, trial
     if json_out:
         typer.echo(json.dumps(result.to_dict() | {"state": state.type.value, "server": info.to_dict()}, indent=2))
     else:
-        from xlstm_kernels.model_workload import run_config_short
+        from xlstm_kernels.models.workload import run_config_short
 
         typer.echo(info.describe())
         r = result.result or {}

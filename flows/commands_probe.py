@@ -9,8 +9,8 @@ from typing import Optional
 import typer
 
 from flows.exits import EXIT_FAILED, EXIT_OK, EXIT_TOO_LARGE, EXIT_USAGE, error_exit
-from xlstm_kernels.config import KernelConfig, Workload
-from xlstm_kernels.validation import WorkloadTooLarge
+from xlstm_kernels.kernels.config import KernelConfig, Workload
+from xlstm_kernels.kernels.validation import WorkloadTooLarge
 
 _WORKLOAD_HELP = "Workload 'B,NH,S,DHQK,DHV,dtype[,mode]'."
 _TARGET_HELP = ("Probe for another device: 'mps' (Metal). Off-Mac the block's Metal source is generated "
@@ -54,7 +54,7 @@ def probe(
     target: Optional[str] = typer.Option(None, "--target", help=_TARGET_HELP),
 ) -> None:
     """Compile-probe a config for one tile and print the T_inner ratchet."""
-    from xlstm_kernels.metal_codegen import MetalCodegenUnavailable
+    from xlstm_kernels.probe.metal_codegen import MetalCodegenUnavailable
     from xlstm_kernels.probe import probe as run_probe
 
     cfg = _config(family, chunk_size, t_inner, heads_per_band, compile_mode, precision)
@@ -105,7 +105,7 @@ def fuse_report(
 def plan_target_command(workloads: list[str], target: str, as_json: bool) -> None:
     """``tune --target``: probe every candidate for ``target`` without timing, store and print the plan."""
     from tuner import plan_target
-    from xlstm_kernels.metal_codegen import MetalCodegenUnavailable
+    from xlstm_kernels.probe.metal_codegen import MetalCodegenUnavailable
 
     def progress(line: str) -> None:
         typer.echo(line, err=True)

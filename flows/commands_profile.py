@@ -1,6 +1,6 @@
 """``xlstm-autotune profile ...``: show, path, list, publish and roll back this machine's tuned profile.
 
-Thin commands over ``xlstm_kernels.profile``; a ``ProfileError`` becomes a one-line message and exit code 1
+Thin commands over ``xlstm_kernels.profiles.profile``; a ``ProfileError`` becomes a one-line message and exit code 1
 (6 when the profile or DB cannot be written, 2 for a DB that is not a tuning DB or a path-escaping name).
 """
 
@@ -25,7 +25,7 @@ PathOption = typer.Option(None, "--path", help="Profile file (default: this mach
 def _errors() -> Iterator[None]:
     from storage import DatabaseUnavailable, StorageError
     from xlstm_kernels.paths import PathEscapeError
-    from xlstm_kernels.profile import ProfileError, ProfileWriteError
+    from xlstm_kernels.profiles.profile import ProfileError, ProfileWriteError
 
     try:
         yield
@@ -40,7 +40,7 @@ def _errors() -> Iterator[None]:
 @profile_app.command("path")
 def path_cmd() -> None:
     """Print where this machine's profile lives (settings' profile_path or HOME/profiles/<machine id>.json)."""
-    from xlstm_kernels.profile import default_profile_path
+    from xlstm_kernels.profiles.profile import default_profile_path
 
     typer.echo(str(default_profile_path()))
 
@@ -49,8 +49,8 @@ def path_cmd() -> None:
 def show_cmd(path: Path | None = PathOption,
              as_json: bool = typer.Option(False, "--json", help="Print the profile JSON as stored.")) -> None:
     """Show the current profile: provenance, whether it fits this machine, and its entries."""
-    from xlstm_kernels.fingerprint import fingerprint
-    from xlstm_kernels.profile import ProfileMismatchError, check_profile_matches, default_profile_path, load_profile
+    from xlstm_kernels.profiles.fingerprint import fingerprint
+    from xlstm_kernels.profiles.profile import ProfileMismatchError, check_profile_matches, default_profile_path, load_profile
 
     with _errors():
         target = path or default_profile_path()
@@ -86,7 +86,7 @@ def show_cmd(path: Path | None = PathOption,
 @profile_app.command("list")
 def list_cmd(path: Path | None = PathOption) -> None:
     """List the kept versions of the profile (current one marked with *)."""
-    from xlstm_kernels.profile import default_profile_path, list_profile_versions
+    from xlstm_kernels.profiles.profile import default_profile_path, list_profile_versions
 
     target = path or default_profile_path()
     versions = list_profile_versions(target)
@@ -124,7 +124,7 @@ def rollback_cmd(
     path: Path | None = PathOption,
 ) -> None:
     """Make an earlier kept version the current profile again."""
-    from xlstm_kernels.profile import rollback_profile
+    from xlstm_kernels.profiles.profile import rollback_profile
 
     with _errors():
         result = rollback_profile(to, path)

@@ -27,7 +27,7 @@ def run_error_code(exc: BaseException) -> int | None:
     Checked in order: a subclass is listed before the class it refines (unwritable before storage).
     """
     from storage import DatabaseUnavailable, StorageError
-    from xlstm_kernels.validation import WorkloadTooLarge
+    from xlstm_kernels.kernels.validation import WorkloadTooLarge
 
     from .flows import AutotuneCrashed
     from .lock import LockUnwritable, TuneLocked

@@ -21,7 +21,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.logging import get_run_logger
 from prefect.states import Completed, Failed, State
 
-from xlstm_kernels.config import Workload
+from xlstm_kernels.kernels.config import Workload
 from xlstm_kernels.settings import Settings
 
 from .outcome import AutotuneResult, WorkloadOutcome, summary_markdown, winners_table

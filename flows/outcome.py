@@ -10,11 +10,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from xlstm_kernels.config import KernelConfig
+from xlstm_kernels.kernels.config import KernelConfig
 
 if TYPE_CHECKING:
     from tuner import WorkloadResult
-    from xlstm_kernels.profile import ProfileEntry
+    from xlstm_kernels.profiles.profile import ProfileEntry
 
 
 def _config_dict(config: Any) -> dict[str, Any]:
@@ -110,7 +110,7 @@ class WorkloadOutcome:
 
     def to_profile_entry(self) -> ProfileEntry:
         """This winner as a profile entry (requires the tuner's fields: t_inner_requested, tokens_per_s)."""
-        from xlstm_kernels.profile import ProfileEntry
+        from xlstm_kernels.profiles.profile import ProfileEntry
 
         if self.t_inner_requested is None or self.tokens_per_s is None:
             raise ValueError(f"{self.workload}: outcome lacks t_inner_requested/tokens_per_s (not from the tuner)")

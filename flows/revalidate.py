@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from xlstm_kernels.config import DEFAULT_CONFIG, Workload
-from xlstm_kernels.fingerprint import Fingerprint
-from xlstm_kernels.profile import Profile, ProfileEntry, ProfileError, load_profile
+from xlstm_kernels.kernels.config import DEFAULT_CONFIG, Workload
+from xlstm_kernels.profiles.fingerprint import Fingerprint
+from xlstm_kernels.profiles.profile import Profile, ProfileEntry, ProfileError, load_profile
 from xlstm_kernels.settings import Settings
 
 from .schedule import Decision, PublishedEntry, Remeasurement, decide, needs_remeasure

@@ -48,7 +48,7 @@ def resolve(dotted: str) -> Callable[..., Any]:
 @task(name="fingerprint", cache_policy=NO_CACHE)
 def fingerprint_task(device: str | None = None) -> dict[str, Any]:
     """Fingerprint this machine (hardware and software) for ``device``."""
-    from xlstm_kernels.fingerprint import fingerprint
+    from xlstm_kernels.profiles.fingerprint import fingerprint
 
     fp = fingerprint(device)
     get_run_logger().info("machine %s: %s (%s), torch %s", fp.machine_id, fp.device_name, fp.device_type, fp.torch)
@@ -58,7 +58,7 @@ def fingerprint_task(device: str | None = None) -> dict[str, Any]:
 @task(name="revalidate", cache_policy=NO_CACHE)
 def revalidate_task(workloads: list[str], fingerprint: dict[str, Any], device: str, profile_path: str) -> Any:
     """Re-check and re-time the published winners; decide keep / re-tune / tune (``flows.revalidate``)."""
-    from xlstm_kernels.fingerprint import Fingerprint
+    from xlstm_kernels.profiles.fingerprint import Fingerprint
     from xlstm_kernels.settings import get_settings
 
     from .revalidate import revalidate

@@ -58,7 +58,7 @@ def deployment_name(machine_class: str, settings: Settings) -> str:
 
 def this_class(settings: Settings) -> str:
     """This machine's class id (``xlstm_kernels.machine_class`` of its fingerprint)."""
-    from xlstm_kernels.fingerprint import fingerprint, machine_class
+    from xlstm_kernels.profiles.fingerprint import fingerprint, machine_class
 
     return machine_class(fingerprint(settings.device))
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import sqlite_utils
 
-from xlstm_kernels.config import KernelConfig, Workload
-from xlstm_kernels.fingerprint import Fingerprint
+from xlstm_kernels.kernels.config import KernelConfig, Workload
+from xlstm_kernels.profiles.fingerprint import Fingerprint
 
 from ._errors import DatabaseUnavailable, NoTunedConfig, NotADatabase, SchemaTooNew, StorageError, UnknownRun
 from ._schema import MIGRATIONS, SCHEMA_VERSION
@@ -529,7 +529,7 @@ def open_db(path: str | Path | None = None) -> TuningDB:
 
 def this_machine_id(device: str | None = None) -> str:
     """Machine id of this machine for ``device`` (default: settings.device, else best available)."""
-    from xlstm_kernels.fingerprint import fingerprint
+    from xlstm_kernels.profiles.fingerprint import fingerprint
     from xlstm_kernels.settings import get_settings
 
     return fingerprint(device or get_settings().device).machine_id

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from xlstm_kernels.model_workload import ModelWorkload
+from xlstm_kernels.models.workload import ModelWorkload
 
 from ._db import TRIAL_STATUSES, TuningDB, now
 from ._errors import NoTunedConfig

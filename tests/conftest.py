@@ -21,6 +21,7 @@ os.environ["XLSTM_AUTOTUNE_DEVICE"] = "cpu"
 
 import xlstm_kernels as xk  # noqa: E402
 from xlstm_kernels import rel_err  # noqa: E402, F401 - the suite's tests import it from here
+from xlstm_kernels import random_inputs  # noqa: E402
 
 # One small odd-length shape for the whole suite: S is not a multiple of any chunk used.
 SHAPE = dict(B=2, NH=4, S=37, DHQK=16, DHV=32)
@@ -42,13 +43,7 @@ CONFIGS = {"rec_t1": REC_T1, "rec_t4": REC_T4, "chunk_t1": CHUNK_T1, "chunk_t4":
 
 
 def make_inputs(B, NH, S, DHQK, DHV, dtype=torch.float32, seed=0, gate_scale=3.0, device="cpu"):
-    g = torch.Generator().manual_seed(seed)
-    q = torch.randn(B, NH, S, DHQK, generator=g)
-    k = torch.randn(B, NH, S, DHQK, generator=g)
-    v = torch.randn(B, NH, S, DHV, generator=g)
-    i = torch.randn(B, NH, S, generator=g) * gate_scale
-    f = torch.randn(B, NH, S, generator=g) * gate_scale + 2.0
-    return tuple(x.to(device=device, dtype=dtype) for x in (q, k, v)) + (i.to(device), f.to(device))
+    return random_inputs(B, NH, S, DHQK, DHV, dtype=dtype, device=device, seed=seed, gate_scale=gate_scale)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import random
 import optuna
 from optuna.distributions import CategoricalDistribution
 
-from xlstm_kernels.config import KernelConfig
+from xlstm_kernels.kernels.config import KernelConfig
 
 PREFILL = "1,4,512,64,128,float32,prefill"
 DECODE = "1,4,1,64,128,float32,decode"

@@ -8,7 +8,7 @@ import torch
 import torch._dynamo.config
 
 import xlstm_kernels as xk
-from xlstm_kernels.compiler import CompileCache, CompileKey
+from xlstm_kernels.kernels.compiler import CompileCache, CompileKey
 
 
 def _key(B: int) -> CompileKey:
@@ -50,7 +50,7 @@ def test_eager_fallback_is_detected_and_warned():
 
 def test_cpu_keys_take_the_cpp_wrapper_per_setting(monkeypatch):
     """CPU kernels compile with Inductor's C++ wrapper unless the setting says no; other devices never."""
-    from xlstm_kernels.drivers import call_plan, kernel_key, plan
+    from xlstm_kernels.kernels.drivers import call_plan, kernel_key, plan
     from xlstm_kernels.settings import reset_settings
 
     cfg = xk.KernelConfig("chunkwise", chunk_size=4, t_inner=2)

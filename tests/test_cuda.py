@@ -9,7 +9,7 @@ import torch
 
 import xlstm_kernels as xk
 from xlstm_kernels.api import step_key
-from xlstm_kernels.compiler import CACHE
+from xlstm_kernels.kernels.compiler import CACHE
 from conftest import REF_RTOL, make_inputs, rel_err
 
 pytestmark = [

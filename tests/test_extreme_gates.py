@@ -67,7 +67,7 @@ def test_step_matches_reference_at_extreme_gates(case):
 
 def test_closed_gate_rule_is_the_reference_s():
     """Below LOG_FORGET_FLOOR a forget gate is closed (as f = -inf); above it, plain logsigmoid."""
-    from xlstm_kernels.reference import LOG_FORGET_FLOOR, log_forget_gate
+    from xlstm_kernels.kernels.reference import LOG_FORGET_FLOOR, log_forget_gate
 
     f = torch.tensor([-INF, -1e30, LOG_FORGET_FLOOR - 1.0, LOG_FORGET_FLOOR + 1.0, -20.0, 0.0, INF],
                      dtype=torch.float64)
@@ -80,7 +80,7 @@ def test_tuner_validates_on_spiky_inputs_with_states():
     """The tuner's gate sees carried-in states, an input-gate spike and a shut forget gate (the cases
     where tf32/mixed went wrong): its prefill validation inputs are xk.validation_inputs."""
     from tuner._evaluate import validation_inputs
-    from xlstm_kernels.reference import VALIDATION_SPIKE
+    from xlstm_kernels.kernels.reference import VALIDATION_SPIKE
 
     wl = xk.Workload(2, 4, 64, 16, 32, "bfloat16")
     q, k, v, i, f, c, n, m = validation_inputs(wl, 40, torch.device("cpu"), seed=1)

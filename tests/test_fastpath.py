@@ -1,4 +1,4 @@
-"""Repeat calls served whole by one compiled graph skip the bookkeeping (xlstm_kernels/fastpath.py)."""
+"""Repeat calls served whole by one compiled graph skip the bookkeeping (xlstm_kernels/kernels/fastpath.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from conftest import CHUNK_T1, REC_T1, REF_RTOL, make_inputs, rel_err
 from profile_fixtures import entry, home, make_profile  # noqa: F401 - fixture
 
 import xlstm_kernels as xk
-from xlstm_kernels import api, fastpath
-from xlstm_kernels.compiler import CACHE
+from xlstm_kernels import api
+from xlstm_kernels.kernels import fastpath
+from xlstm_kernels.kernels.compiler import CACHE
 
 # S = one chunk of CHUNK_T1: one band, one block, no padding; the compile key is the suite's CHUNK_T1 key
 ONE_CALL = dict(B=2, NH=4, S=8, DHQK=16, DHV=32)
@@ -89,7 +90,7 @@ def test_a_changed_profile_or_cleared_cache_is_not_bypassed(monkeypatch):
 
 
 def _kernel_calls(config: xk.KernelConfig, x) -> int:
-    from xlstm_kernels.drivers import kernel_key, plan
+    from xlstm_kernels.kernels.drivers import kernel_key, plan
 
     B, NH, S, DHQK = x[0].shape
     key = kernel_key(config, plan(config, NH, S), B, DHQK, x[2].shape[-1], torch.float32, torch.device("cpu"), 1e-6)

@@ -29,7 +29,7 @@ import xlstm_kernels as xk
 from flows.cli import app
 from storage import open_db
 from tuner._fleet import claim_of
-from xlstm_kernels.fingerprint import Fingerprint, machine_class, os_major
+from xlstm_kernels.profiles.fingerprint import Fingerprint, machine_class, os_major
 from xlstm_kernels.settings import Settings, mask_url
 
 from flow_helpers import GOOD, NARROW_ENV

@@ -102,7 +102,7 @@ def test_publish_path_escaping_machine_id_writes_nothing_outside(home, tmp_path,
     assert "nothing was published" in _output(result) and "Traceback" not in _output(result)
     assert _tree(tmp_path, skip=home) == before  # config.json untouched, no pwn folder, no lock there
     assert not list((home / "profiles").glob("*.json"))
-    assert xk.profile.machine_profile_path(home, machine_id).parent == home / "profiles"
+    assert xk.profiles.profile.machine_profile_path(home, machine_id).parent == home / "profiles"
 
 
 def test_report_study_name_stays_under_reports_and_no_stray_db(home, tmp_path):
@@ -229,7 +229,7 @@ def test_absurd_but_valid_entry_falls_back_with_one_warning(home, case, inputs):
         for _ in range(3):
             choice = xk.explain_config(q, q, v)
             assert (choice.source, choice.config) == ("rejected-entry", xk.DEFAULT_CONFIG)
-        assert xk.runtime.config_for(q[:1], v[:1]) == xk.DEFAULT_CONFIG  # same entry (nearest): no new warning
+        assert xk.profiles.runtime.config_for(q[:1], v[:1]) == xk.DEFAULT_CONFIG  # same entry (nearest): no new warning
         if case == "huge-chunk":
             h, (c, n, m) = xk.mlstm(*inputs)  # runs (the default config), no 10**9-step allocation
             h_def, _ = xk.mlstm(*inputs, config=xk.DEFAULT_CONFIG)
@@ -250,7 +250,7 @@ def test_entry_over_memory_limit_falls_back(home):
 
 
 def test_unsigned_profile_warns_once_or_is_refused(home):
-    path = xk.profile.default_profile_path()
+    path = xk.profiles.profile.default_profile_path()
     path.parent.mkdir(parents=True)
     path.write_text(make_profile([entry(W_SHAPE, CONFIGS["rec_t1"])]).to_json())  # no publication block
     q, v = _q_v()

@@ -7,7 +7,7 @@ import torch
 
 import xlstm_kernels as xk
 from conftest import CANON_RTOL, CONFIGS, REF_RTOL, SHAPE, make_inputs, rel_err
-from xlstm_kernels.families import _intra_weights, forget_sums, make_chunkwise_block
+from xlstm_kernels.kernels.families import _intra_weights, forget_sums, make_chunkwise_block
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -193,3 +193,28 @@ def test_mixed_precision_within_gate():
     assert rel_err(h, h_ref) < xk.get_settings().tol_low_precision
     for a, b in zip(st, st_ref):
         assert rel_err(a, b) < REF_RTOL[torch.float32]
+
+
+def test_random_inputs_draw_the_gates_asked_for():
+    """One generator for every caller: same seed, same tensors; gate scale and forget bias as asked."""
+    B, NH, S, DHQK, DHV = 2, 4, 4096, 2, 3
+    wide = xk.random_inputs(B, NH, S, DHQK, DHV, seed=1)  # the tuner's and the tests' gates
+    assert all(torch.equal(a, b) for a, b in zip(wide, xk.random_inputs(B, NH, S, DHQK, DHV, seed=1)))
+    q, k, v, i, f = xk.random_inputs(B, NH, S, DHQK, DHV, dtype=torch.bfloat16, seed=1, gate_scale=1.0,
+                                     forget_bias=3.0)  # the benchmarks' gates
+    assert (q.shape, v.shape, i.shape) == ((B, NH, S, DHQK), (B, NH, S, DHV), (B, NH, S))
+    assert q.dtype == v.dtype == torch.bfloat16 and i.dtype == f.dtype == torch.float32
+    # 32768 draws: mean and std have standard errors 0.006 and 0.004 x scale; 0.05 x scale is over 8 of them
+    for gates, scale, bias in ((wide[3:], 3.0, 2.0), ((i, f), 1.0, 3.0)):
+        assert abs(gates[0].mean().item()) < 0.05 * scale and abs(gates[0].std().item() - scale) < 0.05 * scale
+        assert abs(gates[1].mean().item() - bias) < 0.05 * scale and abs(gates[1].std().item() - scale) < 0.05 * scale
+
+
+def test_max_rel_err_pairs_nested_outputs():
+    """The worst relative error over (h, (C, n, m)); inf for a non-finite value or another shape."""
+    ref = (torch.ones(2, 3), (torch.full((2,), 2.0), torch.ones(1)))
+    out = (torch.ones(2, 3), (torch.tensor([2.0, 2.5]), torch.ones(1)))
+    assert xk.max_rel_err(out, ref) == pytest.approx(0.25)
+    assert xk.max_rel_err(out[1][0], ref[1][0]) == pytest.approx(0.25)  # plain tensors too
+    assert xk.max_rel_err((torch.ones(2, 3), (torch.tensor([2.0, float("nan")]), torch.ones(1))), ref) == float("inf")
+    assert xk.max_rel_err((torch.ones(3, 2), ref[1]), ref) == float("inf")

@@ -19,10 +19,10 @@ import pytest
 import torch
 
 import xlstm_kernels as xk
-from xlstm_kernels.codegen_scan import metal_threadgroup_bytes, scan_output_code, scan_source
-from xlstm_kernels.config import T_INNER_LADDER, KernelConfig, Workload
-from xlstm_kernels.drivers import kernel_key, plan
-from xlstm_kernels.metal_codegen import (
+from xlstm_kernels.probe.codegen_scan import metal_threadgroup_bytes, scan_output_code, scan_source
+from xlstm_kernels.kernels.config import T_INNER_LADDER, KernelConfig, Workload
+from xlstm_kernels.kernels.drivers import kernel_key, plan
+from xlstm_kernels.probe.metal_codegen import (
     MetalCodegenUnavailable,
     block_metal_source,
     metal_kernel_sources,
@@ -76,7 +76,7 @@ def strip_comments(src: str) -> str:
 
 
 def families_sha256() -> str:
-    """Checksum of the current xlstm_kernels/families.py, as the data's manifests record it."""
+    """Checksum of the current xlstm_kernels/kernels/families.py, as the data's manifests record it."""
     return _generator().families_sha256()
 
 
@@ -163,7 +163,7 @@ def test_committed_kernels_parse_as_generated(generated):
                 assert k.buffers == call_site_args(src, k.name), (path.parent.name, name, k.name)
             if manifest["torch"] == torch.__version__:
                 if manifest.get("families_sha256") != families_sha256():
-                    pytest.skip(f"{path.parent.name}'s data predates the current xlstm_kernels/families.py: "
+                    pytest.skip(f"{path.parent.name}'s data predates the current xlstm_kernels/kernels/families.py: "
                                 "regenerate it on this torch with `python tests/data/metal/generate.py`")
                 key = metal_key(FAMILIES[meta["family"]].replace(t_inner=meta["t_inner"]))
                 assert strip_comments(block_metal_source(key)) == src, \

@@ -60,14 +60,14 @@ def test_model_spec_errors(tmp_path):
     with pytest.raises(tuner.UnknownModel, match="neither a preset"):
         tuner.model_workload_for("no-such-model", 1, 8, "float32")
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({**xk.model_presets.PRESETS["tiny"], "hidden_size": 3}))
+    bad.write_text(json.dumps({**xk.models.presets.PRESETS["tiny"], "hidden_size": 3}))
     with pytest.raises(tuner.UnknownModel, match=r"unknown xLSTMLargeConfig fields \['hidden_size'\]"):
         tuner.model_workload_for(str(bad), 1, 8, "float32")
     bad.write_text(json.dumps({"embedding_dim": 128}))
     with pytest.raises(tuner.UnknownModel, match="missing required fields"):
         tuner.model_workload_for(str(bad), 1, 8, "float32")
     good = tmp_path / "tiny.json"
-    good.write_text(json.dumps(xk.model_presets.PRESETS["tiny"]))
+    good.write_text(json.dumps(xk.models.presets.PRESETS["tiny"]))
     # a JSON file of the same fields is the same model: the same key
     assert tuner.model_workload_for(str(good), 1, 8, "float32")[1] == tuner.model_workload_for("tiny", 1, 8, "float32")[1]
 
@@ -105,7 +105,7 @@ def study(tmp_path_factory):
             compiled[config.state_dtype] = default_runner_factory(model, config.replace(threads=None), B, max_len)
         runner = compiled[config.state_dtype]
         if config.threads == 1 and config.state_dtype == "float32":
-            return WrongTokens(runner, xk.model_presets.PRESETS["tiny"]["vocab_size"])
+            return WrongTokens(runner, xk.models.presets.PRESETS["tiny"]["vocab_size"])
         return runner
 
     with settings_env(mp, {"HOME": str(home), **FAST}):
@@ -259,7 +259,7 @@ def test_a_v1_database_gains_the_model_tables(db_path):
 
 
 def test_prefill_candidates_are_this_machines_winners_for_the_head_shape(home, fresh_db):
-    fields = xk.model_presets.PRESETS["tiny"]  # NH 2, DHQK 32, DHV 64
+    fields = xk.models.presets.PRESETS["tiny"]  # NH 2, DHQK 32, DHV 64
     fp = xk.fingerprint("cpu")
     mid = fresh_db.record_machine(fp)
     run_id = fresh_db.start_run(mid, device="cpu", torch_version=fp.torch, triton=None)

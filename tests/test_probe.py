@@ -18,14 +18,14 @@ import pytest
 import torch
 
 import xlstm_kernels as xk
-from xlstm_kernels.codegen_scan import scan_output_code, scan_source
-from xlstm_kernels.compiler import CACHE, CompileKey
+from xlstm_kernels.probe.codegen_scan import scan_output_code, scan_source
+from xlstm_kernels.kernels.compiler import CACHE, CompileKey
 from xlstm_kernels.probe import (
     FAILURE_KINDS,
     FUSION_KNOB,
+    BufferLimitError,
     GraphBreakError,
     ProbeCache,
-    _ChildRunner,
     classify_error,
     compile_and_scan,
     fuse_report,
@@ -33,9 +33,10 @@ from xlstm_kernels.probe import (
     probe,
     t_inner_ladder,
 )
-from xlstm_kernels.shrink import NonCanonicalWarning, run_with_shrink, shrunk_config, tuning
+from xlstm_kernels.probe.runners import ChildRunner as _ChildRunner
+from xlstm_kernels.kernels.shrink import NonCanonicalWarning, run_with_shrink, shrunk_config, tuning
 
-from conftest import CONFIGS, make_inputs, rel_err
+from conftest import CONFIGS, make_inputs, rel_err, settings_env
 
 DATA = Path(__file__).parent / "data"
 WL = xk.Workload(B=1, NH=2, S=16, DHQK=8, DHV=8)
@@ -266,6 +267,18 @@ def test_hanging_compile_is_bounded_by_timeout(tmp_path, monkeypatch):
     assert info.value.kind == "timeout"
 
 
+def test_tuner_probe_failure_is_the_named_probe_error(monkeypatch):
+    """The tuner's ratchet probe fails a candidate over the buffer limit with the probe's named exception as cause."""
+    from tuner import CandidateFailed
+    from tuner._evaluate import ratchet_probe, run_kernel
+
+    inputs = make_inputs(WL.B, WL.NH, WL.S, WL.DHQK, WL.DHV)
+    with settings_env(monkeypatch, {"MAX_BUFFERS": "1"}):  # no kernel fits one buffer argument
+        with pytest.raises(CandidateFailed, match=r"^probe failed \(buffer_limit\): ") as info:
+            ratchet_probe(run_kernel, WL, inputs, REQ16.replace(t_inner=1), torch.device("cpu"))
+    assert isinstance(info.value.__cause__, BufferLimitError) and info.value.__cause__.kind == "buffer_limit"
+
+
 def test_compiler_crash_does_not_kill_the_caller():
     runner = _ChildRunner(timeout_s=60)
     runner.proc = runner._start()
@@ -405,7 +418,8 @@ def test_shrink_through_mlstm(monkeypatch):
     """xk.mlstm itself: an out-of-memory at chunk 16 (the driver raises it) is retried at chunk 8 with a
     NonCanonicalWarning and gives exactly the chunk-8 kernel's result; off, or while tuning, the OOM
     propagates; a shrunk result is never remembered by the fast path."""
-    from xlstm_kernels import api, fastpath
+    from xlstm_kernels import api
+    from xlstm_kernels.kernels import fastpath
 
     real = api.run_sequence
 

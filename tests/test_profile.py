@@ -12,7 +12,7 @@ import pytest
 
 import xlstm_kernels as xk
 from profile_fixtures import entry, home, make_profile  # noqa: F401 - fixture
-from xlstm_kernels.profile import check_profile_matches, parse_profile, version_path
+from xlstm_kernels.profiles.profile import check_profile_matches, parse_profile, version_path
 
 CFG_A = xk.KernelConfig("recurrent", chunk_size=8, t_inner=4, heads_per_band=2)
 CFG_B = xk.KernelConfig("chunkwise", chunk_size=8, t_inner=1)
@@ -156,7 +156,7 @@ def test_profile_json_is_plain_and_documented():
 
 def test_kernels_import_without_optuna_prefect_sqlite():
     code = (
-        "import sys, xlstm_kernels, xlstm_kernels.profile, xlstm_kernels.runtime, xlstm_kernels.xlstm_adapter\n"
+        "import sys, xlstm_kernels, xlstm_kernels.profiles.profile, xlstm_kernels.profiles.runtime, xlstm_kernels.models.xlstm_adapter\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('optuna', 'prefect', 'sqlite_utils')]\n"
         "assert not bad, bad\n"
         "print('ok')\n"

@@ -25,7 +25,7 @@ import xlstm_kernels as xk
 from flows.cli import app
 from tuner._report_data import workload_view
 from tuner._report_plots import heatmap_figure, speedup_figure
-from xlstm_kernels.config import KernelConfig
+from xlstm_kernels.kernels.config import KernelConfig
 
 MODEL = "model:tiny,1,16,float32"
 DRAWN = "document.body.dataset.figuresDrawn !== undefined || !document.getElementById('load-error').hidden"

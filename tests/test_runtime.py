@@ -11,9 +11,9 @@ import torch
 import xlstm_kernels as xk
 from conftest import CONFIGS, REF_RTOL, SHAPE, make_inputs, rel_err
 from profile_fixtures import entry, home, make_profile  # noqa: F401 - fixture
-from xlstm_kernels.compiler import CACHE
-from xlstm_kernels.drivers import kernel_key, plan
-from xlstm_kernels.runtime import choose
+from xlstm_kernels.kernels.compiler import CACHE
+from xlstm_kernels.kernels.drivers import kernel_key, plan
+from xlstm_kernels.profiles.runtime import choose
 
 W_SHAPE = "2,4,37,16,32,float32,prefill"  # conftest's SHAPE as a workload
 REC_T4 = CONFIGS["rec_t4"]
@@ -147,8 +147,8 @@ def test_rejected_profile_warns_once_and_falls_back(home, case):
         warnings.simplefilter("always")
         for _ in range(3):
             assert xk.explain_config(q, q, v).config == xk.DEFAULT_CONFIG
-            assert xk.runtime.config_for(q, v) == xk.DEFAULT_CONFIG
-        assert xk.runtime.config_for(q[:1], v[:1]) == xk.DEFAULT_CONFIG
+            assert xk.profiles.runtime.config_for(q, v) == xk.DEFAULT_CONFIG
+        assert xk.profiles.runtime.config_for(q[:1], v[:1]) == xk.DEFAULT_CONFIG
     got = _no_profile_warnings(record)
     assert len(got) == 1, [str(w.message) for w in got]
     import re

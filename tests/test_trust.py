@@ -20,7 +20,7 @@ import storage
 import tuner
 import xlstm_kernels as xk
 from tuner._timing import median_interval, order_statistic_rank, paired_ratios, time_callable
-from xlstm_kernels import fastpath
+from xlstm_kernels.kernels import fastpath
 
 WL = xk.Workload.parse("1,2,16,8,8,float32")
 REC_T1 = xk.KernelConfig("recurrent", chunk_size=16, heads_per_band=2, t_inner=1)

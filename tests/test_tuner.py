@@ -95,7 +95,7 @@ def test_space_constraints():
     keys = [tuner.effective_key(c, wl) for c in cands]
     assert len(keys) == len(set(keys))  # one candidate per effective kernel
     for c in cands:
-        assert wl.NH % c.heads_per_band == 0 and c.t_inner in xk.config.T_INNER_LADDER
+        assert wl.NH % c.heads_per_band == 0 and c.t_inner in xk.kernels.config.T_INNER_LADDER
         assert tuner.effective_t_inner(c, wl) <= c.t_inner
     assert all(c.chunk_size % c.t_inner == 0 for c in cands if c.family == "recurrent")
     assert len(_space().candidates()) == 3

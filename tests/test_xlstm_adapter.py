@@ -9,7 +9,7 @@ import xlstm_kernels as xk
 from profile_fixtures import entry, home, make_profile  # noqa: F401 - fixture
 
 xlstm_large = pytest.importorskip("xlstm.xlstm_large.model")
-from xlstm_kernels.xlstm_adapter import (  # noqa: E402
+from xlstm_kernels.models.xlstm_adapter import (  # noqa: E402
     XLSTMAdapterError,
     XLSTMKernelsBackend,
     register_kernels,
@@ -69,7 +69,7 @@ def test_adapter_matches_native_logits_with_profile(home, prompt, native_logits)
     layer = model.backbone.blocks[0].mlstm_layer
     q = torch.zeros(1, 2, PROMPT_LEN, 16)
     assert xk.explain_config(q, q, torch.zeros(1, 2, PROMPT_LEN, 32)).config == PREFILL_CFG
-    from xlstm_kernels.compiler import CACHE
+    from xlstm_kernels.kernels.compiler import CACHE
 
     def prefill_calls() -> int:  # our chunkwise kernel for PREFILL_CFG (chunk 8), any band/T_inner key
         return sum(k.calls for k in CACHE.kernels() if k.key.family == "chunkwise" and k.key.chunk_size == 8)

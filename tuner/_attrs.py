@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from xlstm_kernels.config import Workload
+from xlstm_kernels.kernels.config import Workload
 
 from ._evaluate import Evaluation
 

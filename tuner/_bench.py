@@ -16,10 +16,10 @@ from typing import Any
 import torch
 
 import xlstm_kernels as xk
-from xlstm_kernels.config import DEFAULT_CONFIG, KernelConfig, Workload
+from xlstm_kernels.kernels.config import DEFAULT_CONFIG, KernelConfig, Workload
 from xlstm_kernels.device import default_device
 from xlstm_kernels.settings import Settings, get_settings
-from xlstm_kernels.validation import check_workload_memory
+from xlstm_kernels.kernels.validation import check_workload_memory
 
 from ._errors import CandidateFailed
 from ._evaluate import Evaluation, Evaluator, calls_per_sample

@@ -18,22 +18,21 @@ input-gate spike and a forget gate shut hard, the cases where reduced precision 
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 import xlstm_kernels as xk
-from xlstm_kernels.config import KernelConfig, Workload
+from xlstm_kernels.kernels.config import KernelConfig, Workload
 from xlstm_kernels.device import synchronize
-from xlstm_kernels.drivers import plan
+from xlstm_kernels.kernels.drivers import effective_t_inner, plan
+from xlstm_kernels.kernels.inputs import random_inputs
+from xlstm_kernels.kernels.reference import max_rel_err as rel_error  # re-exported as tuner.rel_error
 from xlstm_kernels.settings import Settings
 
 from ._errors import CandidateFailed
-from ._space import effective_t_inner
 from ._timing import Timing, interleaved_samples, summarize, time_callable, time_one  # noqa: F401 - re-exported
 
 Inputs = tuple[torch.Tensor, ...]
@@ -72,30 +71,29 @@ def compile_once(runner: KernelRunner, workload: Workload, inputs: Inputs, confi
 def ratchet_probe(runner: KernelRunner, workload: Workload, inputs: Inputs, config: KernelConfig,
                   device: torch.device) -> ProbeResult:
     """Compile-probe with the T_inner ratchet where a buffer limit applies, else ``compile_once``."""
-    from xlstm_kernels.probe import probe, resolve_max_buffers
+    from xlstm_kernels.probe import ProbeError, probe, resolve_max_buffers
 
     if workload.mode == "decode" or resolve_max_buffers("auto", device) is None:
         return compile_once(runner, workload, inputs, config, device)
     t0 = time.perf_counter()
     result = probe(config, workload, device=device)
-    if not result.ok or result.effective is None:
-        raise CandidateFailed(f"probe failed ({result.failure}): {result.message[:500]}")
+    try:
+        result.raise_for_failure()  # the failure's named ProbeError (its kind) becomes the cause
+    except ProbeError as exc:
+        raise CandidateFailed(f"probe failed ({exc.kind}): {result.message[:500]}") from exc
+    assert result.effective is not None  # a probe that succeeded has an effective config
     compiled = compile_once(runner, workload, inputs, result.effective, device)
     return ProbeResult(result.effective, time.perf_counter() - t0)
 
 
 def make_inputs(workload: Workload, S: int, device: torch.device, seed: int) -> Inputs:
     """Random inputs of the workload's shape with ``S`` steps (decode: step inputs and states)."""
-    g = torch.Generator().manual_seed(seed)
     B, NH, DHQK, DHV = workload.B, workload.NH, workload.DHQK, workload.DHV
     dt = workload.torch_dtype
-    q = torch.randn(B, NH, S, DHQK, generator=g)
-    k = torch.randn(B, NH, S, DHQK, generator=g)
-    v = torch.randn(B, NH, S, DHV, generator=g)
-    i = torch.randn(B, NH, S, generator=g) * 3.0
-    f = torch.randn(B, NH, S, generator=g) * 3.0 + 2.0
     if workload.mode == "prefill":
-        return tuple(x.to(device, dt) for x in (q, k, v)) + (i.to(device), f.to(device))
+        return random_inputs(B, NH, S, DHQK, DHV, dtype=dt, device=device, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    q, k, v, i, f = random_inputs(B, NH, S, DHQK, DHV, generator=g)  # float32 on the CPU: sliced below
     c = torch.randn(B, NH, DHQK, DHV, generator=g) * 0.5
     n = torch.randn(B, NH, DHQK, generator=g) * 0.5
     m = torch.randn(B, NH, 1, generator=g)
@@ -119,18 +117,6 @@ def _reference(workload: Workload, inputs: Inputs) -> Output:
         h, st = xk.mlstm_reference(q[:, :, None], k[:, :, None], v[:, :, None], i, f, c, n, m)
         return h[:, :, 0], st
     return xk.mlstm_reference(*inputs)
-
-
-def rel_error(out: Output, ref: Output) -> float:
-    """max over h, C, n, m of max|x - ref| / max|ref| (inf for a non-finite output or a bad shape)."""
-    worst = 0.0
-    for x, r in zip((out[0], *out[1]), (ref[0], *ref[1])):
-        if tuple(x.shape) != tuple(r.shape):
-            return math.inf
-        if not torch.isfinite(x).all():
-            return math.inf
-        worst = max(worst, xk.rel_err(x, r))  # on the reference's device (the inputs', CPU for MPS)
-    return worst
 
 
 def calls_per_sample(workload: Workload, settings: Settings) -> int:

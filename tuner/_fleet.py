@@ -27,7 +27,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from xlstm_kernels.config import KernelConfig
+from xlstm_kernels.kernels.config import KernelConfig
 from xlstm_kernels.settings import Settings, mask_url
 
 from ._errors import TunerError

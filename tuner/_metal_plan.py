@@ -22,7 +22,7 @@ import torch
 
 import xlstm_kernels as xk
 from storage import TuningDB, open_db
-from xlstm_kernels.config import KernelConfig, Workload
+from xlstm_kernels.kernels.config import KernelConfig, Workload
 from xlstm_kernels.device import default_device
 from xlstm_kernels.probe import TARGETS, ProbeResult, probe, resolve_max_buffers
 from xlstm_kernels.settings import Settings, get_settings

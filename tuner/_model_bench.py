@@ -29,8 +29,8 @@ from typing import Any
 import torch
 
 from xlstm_kernels.device import default_device, synchronize
-from xlstm_kernels.model_presets import build_model
-from xlstm_kernels.model_profile import explain_model_config
+from xlstm_kernels.models.presets import build_model
+from xlstm_kernels.profiles.model_profile import explain_model_config
 from xlstm_kernels.runner import ModelRunConfig, compile_model
 
 from ._model_study import model_workload_for

@@ -33,8 +33,8 @@ from typing import Any
 import torch
 
 from xlstm_kernels.device import empty_cache, synchronize
-from xlstm_kernels.model_presets import build_model, head_shape
-from xlstm_kernels.model_workload import ModelWorkload
+from xlstm_kernels.models.presets import build_model, head_shape
+from xlstm_kernels.models.workload import ModelWorkload
 from xlstm_kernels.runner import ModelRunConfig, compile_model
 from xlstm_kernels.settings import Settings
 

@@ -28,9 +28,9 @@ from typing import Any
 import optuna
 import torch
 
-from xlstm_kernels.config import KernelConfig
+from xlstm_kernels.kernels.config import KernelConfig
 from xlstm_kernels.device import supports_cuda_graphs
-from xlstm_kernels.model_workload import ModelWorkload, run_config_to_dict
+from xlstm_kernels.models.workload import ModelWorkload, run_config_to_dict
 from xlstm_kernels.runner import ModelRunConfig
 from xlstm_kernels.settings import Settings
 

@@ -30,11 +30,11 @@ import optuna
 import torch
 
 from storage import TuningDB, kernel_winners, record_model_result, record_model_trial
-from xlstm_kernels.config import KernelConfig
+from xlstm_kernels.kernels.config import KernelConfig
 from xlstm_kernels.device import default_device
-from xlstm_kernels.model_presets import ModelSpecError, build_model, head_shape, resolve_model_config
-from xlstm_kernels.model_workload import ModelWorkload, run_config_from_dict, run_config_short, run_config_to_dict
-from xlstm_kernels.profile import ModelProfileEntry, ProfileError, load_profile
+from xlstm_kernels.models.presets import ModelSpecError, build_model, head_shape, resolve_model_config
+from xlstm_kernels.models.workload import ModelWorkload, run_config_from_dict, run_config_short, run_config_to_dict
+from xlstm_kernels.profiles.profile import ModelProfileEntry, ProfileError, load_profile
 from xlstm_kernels.runner import ModelRunConfig, model_key
 from xlstm_kernels.settings import Settings, get_settings
 

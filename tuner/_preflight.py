@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 import torch
 
-from xlstm_kernels.config import Workload
+from xlstm_kernels.kernels.config import Workload
 from xlstm_kernels.device import default_device
 from xlstm_kernels.settings import Settings, get_settings
-from xlstm_kernels.validation import check_workload_memory
+from xlstm_kernels.kernels.validation import check_workload_memory
 
 from ._space import SearchSpace, parse_workload
 

@@ -1,6 +1,6 @@
 """From tuning results to a published profile: winner -> ``ProfileEntry`` -> ``Profile`` -> publish + record.
 
-The glue between the tuner, ``xlstm_kernels.profile`` and the tuning DB, kept free of Prefect so the
+The glue between the tuner, ``xlstm_kernels.profiles.profile`` and the tuning DB, kept free of Prefect so the
 flow's tasks stay one call each and all of it is tested without a server:
 
     entry = profile_entry(result)                       # NoWinner when nothing validated
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from storage import TuningDB, open_db
-from xlstm_kernels.fingerprint import Fingerprint
-from xlstm_kernels.profile import (
+from xlstm_kernels.profiles.fingerprint import Fingerprint
+from xlstm_kernels.profiles.profile import (
     ModelProfileEntry,
     Profile,
     ProfileEntry,

@@ -36,6 +36,20 @@ class ReportError(ValueError):
     """The study cannot be reported (unknown, or without a single finished trial)."""
 
 
+def workload_mode(workload: str) -> str:
+    """``decode`` or ``prefill``: a kernel workload's mode (``Workload.parse``); a model workload prefills,
+    and so does any other study (``report --study`` reports any study in the storage, named as it likes)."""
+    from xlstm_kernels.kernels.config import Workload
+    from xlstm_kernels.models.workload import is_model_workload
+
+    if is_model_workload(workload):
+        return "prefill"
+    try:
+        return Workload.parse(workload).mode
+    except ValueError:  # not a tuner study: its trials are shown as the tuner shows prefill ones
+        return "prefill"
+
+
 @dataclass(frozen=True)
 class TrialView:
     """One evaluated candidate as the report shows it (duplicates and out-of-space draws left out)."""
@@ -69,7 +83,7 @@ class WorkloadView:
         """``decode``, ``prefill`` or ``model``."""
         if any(ttft_ms(t.user_attrs) is not None for t in self.trials) or self.workload.startswith("model"):
             return "model"
-        return "decode" if self.workload.endswith(",decode") else "prefill"
+        return workload_mode(self.workload)
 
 
 @dataclass
@@ -172,7 +186,7 @@ def ttft_ms(attrs: Mapping[str, Any]) -> float | None:
 
 
 def _label(config: Mapping[str, Any], mode: str) -> str:
-    from xlstm_kernels.config import KernelConfig
+    from xlstm_kernels.kernels.config import KernelConfig
 
     try:
         return KernelConfig.from_dict(dict(config)).short("decode" if mode == "decode" else "prefill")
@@ -229,7 +243,7 @@ def _study_winner(views: Sequence[TrialView]) -> dict[str, Any] | None:
 def workload_view(study: optuna.Study, result: Mapping[str, Any] | None = None) -> WorkloadView:
     """A workload section from its study and, when the tuner stored one, its re-timed winner row."""
     workload = workload_of(study)
-    mode = "decode" if workload.endswith(",decode") else "prefill"
+    mode = workload_mode(workload)
     views, dups = trial_views(study, mode)
     view = WorkloadView(workload, study.study_name, views, dups)
     if result is not None:
@@ -267,8 +281,7 @@ def _profile_info(path: Path | None) -> dict[str, Any] | None:
     entries = []
     for e in profile.entries:
         d = e.model_dump()
-        entries.append({"workload": e.workload, "label": _label(e.config, "decode" if e.workload.endswith(",decode")
-                                                                else "prefill"),
+        entries.append({"workload": e.workload, "label": _label(e.config, workload_mode(e.workload)),
                         "median_ms": e.median_s * 1e3, "speedup": e.speedup_vs_default,
                         "interval": _interval(d), "mark": _mark(d)})
     return {"path": str(path), "version": getattr(pub, "version", None), "entries": entries}

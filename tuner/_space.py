@@ -26,10 +26,10 @@ from typing import Any
 
 import torch
 
-from xlstm_kernels.config import COMPILE_MODES, DEFAULT_CONFIG, FAMILIES, PRECISIONS, T_INNER_LADDER
-from xlstm_kernels.config import KernelConfig, Workload
+from xlstm_kernels.kernels.config import COMPILE_MODES, DEFAULT_CONFIG, FAMILIES, PRECISIONS, T_INNER_LADDER
+from xlstm_kernels.kernels.config import KernelConfig, Workload
 from xlstm_kernels.device import supports_cuda_graphs
-from xlstm_kernels.drivers import plan
+from xlstm_kernels.kernels.drivers import effective_t_inner, plan  # effective_t_inner: re-exported as tuner.effective_t_inner
 
 from ._errors import UnbandableWorkload, UnknownWorkload
 
@@ -63,11 +63,6 @@ def effective_key(config: KernelConfig, workload: Workload) -> str:
 def probe_key(config: KernelConfig, workload: Workload) -> str:
     """The compile-probe key of ``config`` on ``workload`` (a compile outcome is per kernel and shape)."""
     return f"{workload}|{effective_key(config, workload)}"
-
-
-def effective_t_inner(config: KernelConfig, workload: Workload) -> int:
-    """T_inner after the driver clamps it to what the sequence can fill (1 for decode)."""
-    return 1 if workload.mode == "decode" else plan(config, workload.NH, workload.S).t_inner
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,11 @@ import torch
 
 import xlstm_kernels as xk
 from storage import TuningDB, open_db, pid_alive
-from xlstm_kernels.fingerprint import triton_version
-from xlstm_kernels.config import KernelConfig, Workload
+from xlstm_kernels.profiles.fingerprint import triton_version
+from xlstm_kernels.kernels.config import KernelConfig, Workload
 from xlstm_kernels.device import default_device
 from xlstm_kernels.settings import Settings, get_settings
-from xlstm_kernels.validation import check_workload_memory
+from xlstm_kernels.kernels.validation import check_workload_memory
 
 from ._attrs import display_attrs
 from ._errors import CandidateFailed

@@ -4,15 +4,16 @@ Imports nothing from the tuner, the storage or the flows: production inference n
 """
 
 from .api import mlstm, mlstm_step
-from .compiler import CACHE as compile_cache
-from .compiler import CompileKey, EagerFallbackWarning
-from .config import DEFAULT_CONFIG, KernelConfig, Workload
-from .families import step_layout
-from .fingerprint import Fingerprint, fingerprint
-from .fingerprint import machine_class
+from .kernels.compiler import CACHE as compile_cache
+from .kernels.compiler import CompileKey, EagerFallbackWarning
+from .kernels.config import DEFAULT_CONFIG, KernelConfig, Workload
+from .kernels.families import step_layout
+from .kernels.inputs import random_inputs
+from .profiles.fingerprint import Fingerprint, fingerprint
+from .profiles.fingerprint import machine_class
 from . import probe  # the module: xk.probe.probe(config, workload) runs a compile-probe
 from .probe import FuseReport, ProbeError, ProbeResult, classify_error, fuse_report
-from .profile import (
+from .profiles.profile import (
     Profile,
     ProfileDamagedError,
     ProfileEntry,
@@ -30,11 +31,11 @@ from .profile import (
     rollback_profile,
 )
 from .paths import PathEscapeError
-from .reference import mlstm_reference, rel_err
-from .model_presets import ModelSpecError, build_model
-from .model_profile import ModelChoice, explain_model_config, model_config_for
-from .model_workload import ModelWorkload
-from .profile import ModelProfileEntry
+from .kernels.reference import max_rel_err, mlstm_reference, rel_err
+from .models.presets import ModelSpecError, build_model
+from .profiles.model_profile import ModelChoice, explain_model_config, model_config_for
+from .models.workload import ModelWorkload
+from .profiles.profile import ModelProfileEntry
 from .runner import (
     BatchSizeError,
     ModelGraphBreakError,
@@ -49,11 +50,11 @@ from .runner import (
     compile_model,
     model_key,
 )
-from .reference import validation_inputs
-from .runtime import ConfigChoice, ProfileWarning, explain_config, loaded_profile, reload_profile
+from .kernels.reference import validation_inputs
+from .profiles.runtime import ConfigChoice, ProfileWarning, explain_config, loaded_profile, reload_profile
 from .settings import Settings, get_settings, reset_settings
-from .shrink import NonCanonicalWarning, run_with_shrink, tuning
-from .validation import WorkloadTooLarge
+from .kernels.shrink import NonCanonicalWarning, run_with_shrink, tuning
+from .kernels.validation import WorkloadTooLarge
 
 __all__ = [
     "BatchSizeError",
@@ -109,6 +110,7 @@ __all__ = [
     "load_profile",
     "loaded_profile",
     "machine_class",
+    "max_rel_err",
     "mlstm",
     "mlstm_reference",
     "model_config_for",
@@ -117,6 +119,7 @@ __all__ = [
     "mlstm_step",
     "probe",
     "publish_profile",
+    "random_inputs",
     "reload_profile",
     "reset_settings",
     "rollback_profile",

@@ -7,13 +7,13 @@ from typing import Any
 
 import torch
 
-from . import fastpath
-from .compiler import CACHE, CompileKey, use_cpp_wrapper
-from .config import KernelConfig, dtype_name
-from .drivers import check_device, run_sequence
-from .runtime import config_for
-from .shrink import run_with_shrink
-from .validation import check_sequence_inputs, check_step_inputs
+from .kernels import fastpath
+from .kernels.compiler import CACHE, CompileKey, use_cpp_wrapper
+from .kernels.config import KernelConfig, dtype_name
+from .kernels.drivers import check_device, run_sequence
+from .profiles.runtime import config_for
+from .kernels.shrink import run_with_shrink
+from .kernels.validation import check_sequence_inputs, check_step_inputs
 
 States = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -118,7 +118,7 @@ def mlstm_step(
     c, n, m = (x if x.dtype == torch.float32 else x.float() for x in (c, n, m))
     with torch.no_grad():
         if cfg.compile_mode == "graph-capture":
-            from .capture import captured
+            from .kernels.capture import captured
 
             call_key = (key, k.dtype, v.dtype, i.dtype, f.dtype)
             h, c, n, m = captured(call_key, kernel, (q, k, v, i, f, c, n, m))

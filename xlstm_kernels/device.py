@@ -78,7 +78,7 @@ def device_name(device: torch.device | str) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
         return "Apple MPS"
-    from .fingerprint import cpu_model
+    from .profiles.fingerprint import cpu_model
 
     return cpu_model()
 

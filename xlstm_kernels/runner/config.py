@@ -8,7 +8,7 @@ from typing import Any, Literal, get_args
 
 import torch
 
-from ..config import KernelConfig
+from ..kernels.config import KernelConfig
 
 StepCompileMode = Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"]
 StateDtype = Literal["float32", "bfloat16"]

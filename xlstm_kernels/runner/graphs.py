@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..compiler import ensure_inductor_cache_dir, use_cpp_wrapper
+from ..kernels.compiler import ensure_inductor_cache_dir, use_cpp_wrapper
 from .arch import ModelParts
 from .errors import ModelGraphBreakError
 from .layers import finish_block, head, mlstm_step_, project

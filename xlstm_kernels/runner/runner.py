@@ -264,7 +264,7 @@ def compile_model(model: nn.Module, *, config: ModelRunConfig | None = None, max
     if config is not None and not isinstance(config, ModelRunConfig):
         raise ValueError(f"config must be a ModelRunConfig or None, got {type(config).__name__}")
     if config is None:  # this machine's profile entry for the model (nearest prompt bucket to max_seq_len)
-        from ..model_profile import model_config_for
+        from ..profiles.model_profile import model_config_for
 
         model_parts(model)  # an unsupported model fails here with its own error, not in the lookup
         config = model_config_for(model, batch_size=max_batch_size, prompt_len=max_seq_len)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .compiler import CACHE, CompileKey, use_cpp_wrapper
-from .config import CUDA_ONLY_MODES, KernelConfig, dtype_name
+from .config import CUDA_ONLY_MODES, KernelConfig, Workload, dtype_name
 
 States = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -45,6 +45,11 @@ def plan(config: KernelConfig, NH: int, S: int) -> Plan:
     span = t_inner * unit
     nblk = math.ceil(S / span)
     return Plan(nb, NH // nb, t_inner, span, nblk, nblk * span)
+
+
+def effective_t_inner(config: KernelConfig, workload: Workload) -> int:
+    """T_inner after the driver clamps it to what the sequence can fill (1 for decode: the step)."""
+    return 1 if workload.mode == "decode" else plan(config, workload.NH, workload.S).t_inner
 
 
 def kernel_key(config: KernelConfig, p: Plan, B: int, DHQK: int, DHV: int, dtype: torch.dtype,

@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 
-from .device import keep_freed_memory, synchronize
+from ..device import keep_freed_memory, synchronize
 from .families import make_chunkwise_block, make_recurrent_block, make_step
-from .settings import get_settings
+from ..settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ class CompileKey:
         return hashlib.sha1(repr(self).encode()).hexdigest()[:10]
 
 
-def _block_fn(key: CompileKey) -> Callable[..., Any]:
+def block_fn(key: CompileKey) -> Callable[..., Any]:
+    """The eager function of ``key``'s block (its family's maker with the key's tile sizes)."""
     mixed = key.precision == "mixed"
     if key.family == "recurrent":
         return make_recurrent_block(key.t_inner, key.eps)
@@ -80,7 +81,7 @@ def _block_fn(key: CompileKey) -> Callable[..., Any]:
     raise ValueError(f"unknown kernel family {key.family!r}")
 
 
-def _fresh_code_copy(fn: Callable[..., Any], tag: str) -> Callable[..., Any]:
+def fresh_code_copy(fn: Callable[..., Any], tag: str) -> Callable[..., Any]:
     """The same function with its own code object, hence its own Dynamo cache."""
     code = fn.__code__.replace(co_name=f"{fn.__name__}_{tag}")
     return types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
@@ -172,7 +173,8 @@ def _direct_call(graph: CompiledGraph) -> Callable[[tuple[Any, ...]], tuple[Any,
     return call
 
 
-def _unique_graphs() -> int:
+def unique_graphs() -> int:
+    """Graphs Dynamo has compiled in this process so far (the difference across a call counts its graphs)."""
     from torch._dynamo.utils import counters
 
     return int(counters["stats"]["unique_graphs"])
@@ -263,7 +265,7 @@ class CompiledKernel:
         return out
 
     def _first_call(self, args: tuple[torch.Tensor, ...]) -> Any:
-        before = _unique_graphs()
+        before = unique_graphs()
         t0 = time.perf_counter()
         try:
             out = self.fn(*args)
@@ -273,7 +275,7 @@ class CompiledKernel:
             out = None
         synchronize(self.key.device)
         self.compile_s = time.perf_counter() - t0
-        self.graphs = _unique_graphs() - before
+        self.graphs = unique_graphs() - before
         self.eager_fallback = self.graphs == 0
         self.calls = 1
         if self.eager_fallback:
@@ -309,7 +311,7 @@ class CompileCache:
             if kernel is None:
                 if key.device == "cpu" and get_settings().cpu_keep_freed_memory:
                     keep_freed_memory()
-                eager = _fresh_code_copy(_block_fn(key), key.tag())
+                eager = fresh_code_copy(block_fn(key), key.tag())
                 backend = (InductorBackend(compile_options(key))
                            if get_settings().direct_calls and key.compile_mode != "reduce-overhead" else None)
                 kernel = CompiledKernel(key, build_compiled(key, eager, backend), eager, backend=backend)
@@ -358,7 +360,7 @@ def build_compiled(key: CompileKey, fn: Callable[..., Any] | None = None,
     ``backend`` (built with ``compile_options(key)``) compiles the same way and keeps the graph.
     """
     ensure_inductor_cache_dir()
-    fn = fn or _fresh_code_copy(_block_fn(key), key.tag())
+    fn = fn or fresh_code_copy(block_fn(key), key.tag())
     if backend is not None:
         return torch.compile(fn, fullgraph=True, dynamic=False, backend=backend)
     return torch.compile(fn, fullgraph=True, dynamic=False, options=compile_options(key) or None)

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from .codegen_scan import CodeScan, scan_output_code
-from .compiler import CompileKey, _block_fn
+from ..kernels.compiler import CompileKey, block_fn
 
 _LOCK = threading.Lock()  # the patches below are process-wide
 _FAKE_CORE_COUNT = 8  # what the patched core-count functions answer (an M-series base chip's GPU cores)
@@ -45,8 +45,8 @@ class MetalCodegenUnavailable(RuntimeError):
 
 def block_input_specs(key: CompileKey) -> list[tuple[tuple[int, ...], torch.dtype]]:
     """(shape, dtype) of the block's inputs q, k, v, i, f, c, n, m for one tile of ``key``."""
-    from .config import DTYPES
-    from .probe import tile_span
+    from ..kernels.config import DTYPES
+    from .tile import tile_span
 
     B, H, T, dq, dv = key.B, key.heads, tile_span(key), key.DHQK, key.DHV
     dt, gdt, f32 = DTYPES[key.dtype], DTYPES[key.gate_dtype], torch.float32
@@ -135,7 +135,7 @@ def block_metal_source(key: CompileKey) -> str:
     if hit is None:
         if key.family == "step":
             raise ValueError("the decode step has no tile; generate Metal for the recurrent or chunkwise family")
-        hit = metal_output_code(_block_fn(key), block_input_specs(key), key.inductor_options)
+        hit = metal_output_code(block_fn(key), block_input_specs(key), key.inductor_options)
         _SOURCE_CACHE[key] = hit
     return hit
 

@@ -22,10 +22,10 @@ import torch
 
 from .compiler import CACHE, CompiledKernel, use_cpp_wrapper
 from .config import KernelConfig
-from .device import is_out_of_memory
+from ..device import is_out_of_memory
 from .drivers import call_plan, prepare
-from .runtime import config_for
-from .settings import Settings, get_settings
+from ..profiles.runtime import config_for
+from ..settings import Settings, get_settings
 from .shrink import shrink_enabled
 
 _LIMIT = 64  # remembered call signatures; the memo is cleared when it grows past this

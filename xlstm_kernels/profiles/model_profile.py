@@ -7,10 +7,10 @@ profile's type:
 1. **exact** — the model entry whose workload is ``model:K,B,S,D``;
 2. **nearest** — else, among model entries with the same K, B and D, the one nearest in prompt length
    (smallest |log2 S/S_e|, ties to the shorter prompt);
-3. **default** — else ``ModelRunConfig()``, with ONE :class:`~xlstm_kernels.runtime.ProfileWarning`
+3. **default** — else ``ModelRunConfig()``, with ONE :class:`~xlstm_kernels.profiles.runtime.ProfileWarning`
    per (model key, B, dtype) saying how to tune it.
 
-The profile is the one the kernel lookup loads (``xlstm_kernels.runtime``): a missing, foreign, stale
+The profile is the one the kernel lookup loads (``xlstm_kernels.profiles.runtime``): a missing, foreign, stale
 or damaged profile gives its one warning there and defaults here, never an exception. Lookups are
 memoised per (K, B, S, D, device type) until ``reload_profile()`` / ``reset_settings()``.
 """
@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import runtime
-from .config import dtype_name
-from .model_workload import ModelWorkload, run_config_short
+from ..kernels.config import dtype_name
+from ..models.workload import ModelWorkload, run_config_short
 from .profile import ModelProfileEntry, Profile
 
 if TYPE_CHECKING:
-    from .runner import ModelRunConfig
+    from ..runner import ModelRunConfig
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ _MEMO_STATE: list[Any] = [None]  # the runtime state the memo belongs to
 
 
 def _default(workload: ModelWorkload, source: str, path: Path | None, reason: str) -> ModelChoice:
-    from .runner import ModelRunConfig
+    from ..runner import ModelRunConfig
 
     return ModelChoice(ModelRunConfig(), source, workload, None, path, reason)
 
@@ -119,7 +119,7 @@ def choice_for_workload(workload: ModelWorkload, device: torch.device | str) -> 
 
 def model_workload_of(model: torch.nn.Module, batch_size: int, prompt_len: int) -> ModelWorkload:
     """The model workload of ``model`` served at ``batch_size`` with prompts of ``prompt_len`` tokens."""
-    from .runner import model_key
+    from ..runner import model_key
 
     param = next((p for p in model.parameters() if p.is_floating_point()), None)
     if param is None:

@@ -165,7 +165,7 @@ def available_memory_bytes(device: torch.device | str) -> int:
 
 def memory_limit_bytes(device: torch.device | str, settings: object | None = None) -> int:
     """The limit estimates are checked against: settings' memory_limit_bytes, else a fraction of what is available."""
-    from .settings import get_settings
+    from ..settings import get_settings
 
     s = settings if settings is not None else get_settings()
     explicit = getattr(s, "memory_limit_bytes", None)

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from .config import KernelConfig, Workload
+from ..kernels.config import KernelConfig, Workload
 from .fingerprint import Fingerprint
 
 SCHEMA_VERSION = 1
@@ -157,28 +157,28 @@ class ModelProfileEntry(BaseModel):
     @field_validator("workload")
     @classmethod
     def _canonical_model_workload(cls, value: str) -> str:
-        from .model_workload import ModelWorkload
+        from ..models.workload import ModelWorkload
 
         return str(ModelWorkload.parse(value))
 
     @field_validator("config")
     @classmethod
     def _valid_run_config(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from .model_workload import run_config_from_dict, run_config_to_dict
+        from ..models.workload import run_config_from_dict, run_config_to_dict
 
         return run_config_to_dict(run_config_from_dict(value))
 
     @property
     def parsed_workload(self) -> Any:
-        """The workload as a :class:`~xlstm_kernels.model_workload.ModelWorkload`."""
-        from .model_workload import ModelWorkload
+        """The workload as a :class:`~xlstm_kernels.models.workload.ModelWorkload`."""
+        from ..models.workload import ModelWorkload
 
         return ModelWorkload.parse(self.workload)
 
     @property
     def run_config(self) -> Any:
         """The config as a :class:`~xlstm_kernels.runner.ModelRunConfig`."""
-        from .model_workload import run_config_from_dict
+        from ..models.workload import run_config_from_dict
 
         return run_config_from_dict(self.config)
 
@@ -318,7 +318,7 @@ def default_profile_path(machine_id: str | None = None, device: str | None = Non
     ``machine_id`` defaults to the fingerprint of ``device`` (default: settings' device, else the
     best available device).
     """
-    from .settings import get_settings
+    from ..settings import get_settings
 
     settings = get_settings()
     if settings.profile_path is not None:
@@ -335,7 +335,7 @@ def machine_profile_path(home: Path, machine_id: str) -> Path:
 
     Raises ``PathEscapeError`` when the result would leave HOME/profiles (a symlinked folder).
     """
-    from .paths import join_under, safe_component
+    from ..paths import join_under, safe_component
 
     return join_under(Path(home) / "profiles", safe_component(machine_id) + ".json")
 
@@ -399,7 +399,7 @@ def read_profile_text(path: Path, max_bytes: int | None = None) -> str:
     import stat
 
     if max_bytes is None:
-        from .settings import get_settings
+        from ..settings import get_settings
 
         max_bytes = get_settings().profile_max_bytes
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)

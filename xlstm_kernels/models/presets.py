@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .config import dtype_name, parse_dtype
+from ..kernels.config import dtype_name, parse_dtype
 
 # The shape of NX-AI's xLSTM-7B (other fields: xLSTMLargeConfig's defaults), and a tiny one for tests
 # (the shape of tests/test_runner.py's models, so the suite compiles their graphs once).

@@ -14,7 +14,8 @@ import sys
 
 def main() -> None:
     """Serve compile attempts until stdin closes."""
-    from xlstm_kernels.probe import compile_and_scan, key_from_dict
+    from xlstm_kernels.probe.attempt import compile_and_scan
+    from xlstm_kernels.probe.runners import key_from_dict
 
     sys.stdout.write("@@ready\n")
     sys.stdout.flush()

@@ -14,6 +14,9 @@ very step. It keeps -1e30 out of the chunkwise family's cumulative sums (see
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -69,6 +72,24 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     ref = ref.detach().double()
     x = x.detach().to(device=ref.device, dtype=torch.float64)
     return ((x - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
+
+
+def max_rel_err(out: Any, ref: Any) -> float:
+    """The worst ``rel_err`` over the tensors of ``out`` and ``ref`` (tensors or nested tuples of them,
+    paired in order): inf where a tensor of ``out`` has another shape or a non-finite value."""
+    worst = 0.0
+    for x, r in zip(_tensors(out), _tensors(ref)):
+        if tuple(x.shape) != tuple(r.shape) or not torch.isfinite(x).all():
+            return math.inf
+        worst = max(worst, rel_err(x, r))  # on the reference's device
+    return worst
+
+
+def _tensors(x: Any) -> list[torch.Tensor]:
+    """The tensors of ``x`` (a tensor or nested tuples/lists of them), depth first."""
+    if isinstance(x, (tuple, list)):
+        return [t for item in x for t in _tensors(item)]
+    return [x]
 
 
 VALIDATION_SPIKE = 12.0  # the input-gate spike of validation_inputs (issue 15's tf32 case)

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import torch
 
-from .config import CUDA_ONLY_MODES, DEFAULT_CONFIG, KernelConfig, Workload, dtype_name
+from ..kernels.config import CUDA_ONLY_MODES, DEFAULT_CONFIG, KernelConfig, Workload, dtype_name
 from .profile import Profile, ProfileEntry, ProfileError, ProfileNotFoundError, check_profile_matches
-from .settings import Settings, get_settings
+from ..settings import Settings, get_settings
 
 _MEMO_LIMIT = 4096  # distinct call shapes remembered; the memo is cleared when it grows past this
 MAX_T_INNER = 64  # an entry unrolling more units than this is refused: its compile would run for minutes
@@ -145,9 +145,11 @@ def _caller_stacklevel() -> int:
     """stacklevel that points a warning at the first frame outside this package (the user's call)."""
     import sys
 
-    package_dir = str(Path(__file__).resolve().parent)
+    root = Path(__file__).resolve().parents[1]
+    # the package's own modules (its top level and these subpackages); the runner's frames count as callers
+    package_dirs = {str(root)} | {str(root / sub) for sub in ("kernels", "models", "probe", "profiles")}
     frame, level = sys._getframe(1), 1
-    while frame is not None and str(Path(frame.f_code.co_filename).resolve().parent) == package_dir:
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve().parent) in package_dirs:
         frame, level = frame.f_back, level + 1
     return level
 
@@ -233,8 +235,8 @@ def choose(profile: Profile | None, workload: Workload) -> tuple[ProfileEntry | 
 def entry_problem(cfg: KernelConfig, workload: Workload, device: torch.device,
                   settings: Settings | None = None) -> str | None:
     """Why ``cfg`` (a profile entry's config) must not run this call, or None when it may."""
-    from .drivers import plan
-    from .validation import call_bytes, memory_limit_bytes
+    from ..kernels.drivers import effective_t_inner
+    from ..kernels.validation import call_bytes, memory_limit_bytes
 
     if cfg.compile_mode in CUDA_ONLY_MODES and device.type != "cuda":
         return f"compile_mode {cfg.compile_mode!r} needs CUDA graphs; the call is on {device.type}"
@@ -244,7 +246,7 @@ def entry_problem(cfg: KernelConfig, workload: Workload, device: torch.device,
         longest = max(CHUNK_SLACK, 1 << max(workload.S - 1, 0).bit_length())
         if cfg.chunk_size > longest:
             return f"chunk_size {cfg.chunk_size} is far longer than the sequence (S={workload.S}; at most {longest})"
-    t_eff = plan(cfg, workload.NH, workload.S).t_inner
+    t_eff = effective_t_inner(cfg, workload)
     if t_eff > MAX_T_INNER:
         return f"t_inner {t_eff} unrolls more than {MAX_T_INNER} units (the compile would take minutes)"
     need = call_bytes(cfg, workload)

@@ -5,7 +5,7 @@ PyTorch kernels instead, so training is never silently wrong):
 
 1. **One call on a built model** (recommended)::
 
-       from xlstm_kernels.xlstm_adapter import use_xlstm_kernels
+       from xlstm_kernels.models.xlstm_adapter import use_xlstm_kernels
        model = xLSTMLarge(xLSTMLargeConfig(..., mode="inference",
                           chunkwise_kernel="chunkwise--native_autograd",
                           sequence_kernel="native_sequence__native", step_kernel="native"))
@@ -31,9 +31,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import api, runtime
-from .compiler import CACHE
-from .config import KernelConfig
+from .. import api
+from ..profiles import runtime
+from ..kernels.compiler import CACHE
+from ..kernels.config import KernelConfig
 
 KERNEL_NAME = "xlstm_autotune"
 CHUNKWISE_KERNEL_NAME = f"chunkwise--{KERNEL_NAME}"

@@ -109,7 +109,7 @@ def machine_class(fp: Fingerprint) -> str:
 
 def fingerprint(device: torch.device | str | None = None) -> Fingerprint:
     """Fingerprint of this machine for ``device`` (default: best available)."""
-    from .device import default_device, device_name
+    from ..device import default_device, device_name
 
     dev = torch.device(device) if device is not None else default_device()
     count = torch.cuda.device_count() if dev.type == "cuda" else 1

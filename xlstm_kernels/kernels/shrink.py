@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from .config import KernelConfig
-from .device import is_out_of_memory
-from .settings import get_settings
+from ..device import is_out_of_memory
+from ..settings import get_settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,7 +102,7 @@ def run_with_shrink(run: Callable[[KernelConfig], T], config: KernelConfig,
 def _free_device_memory() -> None:
     import torch
 
-    from .device import empty_cache
+    from ..device import empty_cache
 
     for dev in ("cuda", "mps"):
         try:

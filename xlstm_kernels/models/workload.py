@@ -1,6 +1,6 @@
 """The ``model`` workload kind: one built model served at one batch size, prompt length and dtype.
 
-A kernel workload (:class:`~xlstm_kernels.config.Workload`) is one mLSTM call shape; a model workload
+A kernel workload (:class:`~xlstm_kernels.kernels.config.Workload`) is one mLSTM call shape; a model workload
 is what a user runs: a whole model (identified by ``xk.model_key(model)``, a hash of its architecture
 config, not of its weights), a batch size B, a prompt length S (the prefill) and the weights' dtype.
 Its canonical text form, used as the key of profile entries and tuning-DB rows, is::
@@ -19,10 +19,10 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .config import dtype_name, parse_dtype
+from ..kernels.config import dtype_name, parse_dtype
 
 if TYPE_CHECKING:
-    from .runner import ModelRunConfig
+    from ..runner import ModelRunConfig
 
 PREFIX = "model:"
 MODEL_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
@@ -95,7 +95,7 @@ def run_config_to_dict(config: ModelRunConfig) -> dict[str, Any]:
 
 def run_config_from_dict(data: dict[str, Any]) -> ModelRunConfig:
     """Inverse of :func:`run_config_to_dict`; unknown keys and invalid values raise ValueError."""
-    from .runner import ModelRunConfig
+    from ..runner import ModelRunConfig
 
     if not isinstance(data, dict):
         raise ValueError(f"a ModelRunConfig must be a JSON object, got {type(data).__name__}")
