@@ -53,6 +53,7 @@ from .reference import validation_inputs
 from .runtime import ConfigChoice, ProfileWarning, explain_config, loaded_profile, reload_profile
 from .settings import Settings, get_settings, reset_settings
 from .shrink import NonCanonicalWarning, run_with_shrink, tuning
+from .threads import use_threads
 from .validation import WorkloadTooLarge
 
 __all__ = [
@@ -123,6 +124,7 @@ __all__ = [
     "run_with_shrink",
     "step_layout",
     "tuning",
+    "use_threads",
     "validation_inputs",
 ]
 __version__ = "0.1.0"

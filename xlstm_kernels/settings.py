@@ -298,6 +298,16 @@ class Settings(BaseSettings):
     )
     serve_quiet_poll_s: float = Field(default=30.0, gt=0, description="How often that wait re-reads the load.")
 
+    # -- CPU thread count as a tuning dimension (issue 16; tuner/_space.py, xlstm_kernels/threads.py) ---
+    tune_threads: list[int] | None = Field(
+        default=None, description="CPU only: torch thread counts the kernel space tries besides the "
+        "process's own (default: 1 .. tune_max_threads; [] turns the dimension off)."
+    )
+    tune_max_threads: int | None = Field(
+        default=None, ge=1, description="CPU only: the most threads the kernel space's default counts "
+        "go up to (default: os.cpu_count())."
+    )
+
     def resolved_home(self) -> Path:
         """The home directory, expanded (not created)."""
         return self.home.expanduser()
