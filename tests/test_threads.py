@@ -2,9 +2,11 @@
 the count, a profile entry's count is applied around ``xk.mlstm`` (compiled for it, restored after),
 and profiles written before the field existed still load.
 
-Compiles: ``tests/test_trust.py``'s workload and kernels (chunkwise L64, effective T1 at S=16, and
-recurrent hpb2 T1), at the suite's count and at one thread, as ``test_trust.py``'s one-thread study
-already does: no new compile key for the suite.
+Compiles: the study runs ``tests/test_trust.py``'s workload and kernels (chunkwise L64, effective T1 at
+S=16, and recurrent hpb2 T1) at the suite's count and at one thread, as ``test_trust.py``'s one-thread
+study already does. The runtime tests need a call the fast path serves (one band, one block, no
+padding): ``tests/test_fastpath.py``'s ``CHUNK_T1`` on its one-call shape, plus that kernel at one
+thread: the one compile key this file adds.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import torch
 import storage
 import tuner
 import xlstm_kernels as xk
-from conftest import CANON_RTOL, make_inputs, rel_err, settings_env
+from conftest import CANON_RTOL, CHUNK_T1, make_inputs, rel_err, settings_env
 from profile_fixtures import entry, home, make_profile  # noqa: F401 - fixture
+from xlstm_kernels import fastpath
 from xlstm_kernels.compiler import CompiledKernel
 
 WL = xk.Workload.parse("1,2,16,8,8,float32")
 REC_T1 = xk.KernelConfig("recurrent", chunk_size=16, heads_per_band=2, t_inner=1)
+ONE_CALL = xk.Workload(B=2, NH=4, S=8, DHQK=16, DHV=32)  # tests/test_fastpath.py's: one compiled call
 CALLER = 2  # the caller's count; any count other than the entry's 1 (settable on a one-core box too)
 
 
@@ -51,21 +55,26 @@ def seen(monkeypatch) -> list[tuple[int, int]]:
 
 
 def _inputs() -> tuple[torch.Tensor, ...]:
-    return make_inputs(WL.B, WL.NH, WL.S, WL.DHQK, WL.DHV)
+    return make_inputs(ONE_CALL.B, ONE_CALL.NH, ONE_CALL.S, ONE_CALL.DHQK, ONE_CALL.DHV)
+
+
+
 
 
 def test_profile_entry_threads_run_the_call_with_that_count_and_restore_the_callers(
         home, caller_threads, seen):
-    xk.publish_profile(make_profile([entry(str(WL), REC_T1.replace(threads=1))]))
+    xk.publish_profile(make_profile([entry(str(ONE_CALL), CHUNK_T1.replace(threads=1))]))
     x = _inputs()
     assert xk.explain_config(*x[:3]).config.threads == 1
     outs = []
-    for _ in range(3):  # the first call compiles; the repeats take the fast path
+    for n in range(3):  # the first call compiles and is remembered; the repeats take the fast path
         outs.append(xk.mlstm(*x)[0])
         assert torch.get_num_threads() == CALLER, "the caller's count must be restored after the call"
-    assert len(seen) >= 3 and set(seen) == {(1, 1)}, seen
+        if n == 0:
+            assert fastpath._entry(x + (None,) * 3, 1e-6, None) is not None, "the repeats must be fast calls"
+    assert len(seen) == 3 and set(seen) == {(1, 1)}, seen
     seen.clear()
-    h_caller = xk.mlstm(*x, config=REC_T1)[0]  # threads=None: the caller's count, its own kernel
+    h_caller = xk.mlstm(*x, config=CHUNK_T1)[0]  # threads=None: the caller's count, its own kernel
     assert set(seen) == {(CALLER, CALLER)}, seen
     assert all(rel_err(h, h_caller) < CANON_RTOL for h in outs)
 
@@ -75,10 +84,11 @@ def test_a_caller_that_changes_its_count_gets_the_kernel_compiled_for_it(caller_
     kernel (compiled for the old count) for the one compiled for the new count."""
     x = _inputs()
     for _ in range(2):
-        xk.mlstm(*x, config=REC_T1)
+        xk.mlstm(*x, config=CHUNK_T1)
+    assert fastpath._entry(x + (None,) * 3, 1e-6, CHUNK_T1) is not None
     torch.set_num_threads(1)
     seen.clear()
-    xk.mlstm(*x, config=REC_T1)
+    xk.mlstm(*x, config=CHUNK_T1)
     assert set(seen) == {(1, 1)}, seen
 
 
