@@ -30,8 +30,8 @@ def compiled_threads(device: torch.device | str) -> int:
 @contextlib.contextmanager
 def use_threads(n: int | None) -> Iterator[None]:
     """Run the block with torch's thread count ``n`` (``None``: unchanged), restored in ``finally``."""
-    old = torch.get_num_threads()
-    if n is None or n == old:
+    old = None if n is None else torch.get_num_threads()
+    if old is None or n == old:
         yield
         return
     torch.set_num_threads(n)
