@@ -9,6 +9,9 @@ succeeded and its kernel has learned a direct call (``CompiledKernel.direct``), 
 and later calls with it go straight to the compiled graph (a sequence without initial states gets a
 kept zero state). Sequences take this path only when the driver would run them as one compiled
 call: one band, one block, no padding or casts, a queued driver; neither takes it in a CUDA-graph mode.
+A config's CPU thread count is applied around the fast call as around the full one; an entry whose
+config leaves the count alone is passed over once the caller's count is not the one its kernel was
+compiled for (``CompileKey.threads``; see ``threads.py``).
 """
 
 from __future__ import annotations
