@@ -17,7 +17,7 @@ _SHARED = {
     "torch": "torch version.",
     "triton": "Triton version, if installed.",
     "config_json": "KernelConfig as JSON (family, chunk_size, heads_per_band, t_inner, driver, compile_mode, "
-                   "precision).",
+                   "precision; threads: the CPU thread count around each call, absent for the process's own).",
     "config_key": "Canonical JSON of the effective config: equal keys are the same compiled kernel.",
     "t_inner_effective": "T_inner that compiled and ran (the probe may ratchet the requested one down).",
     "compile_s": "Seconds of the first (compiling) call, kept apart from the steady-state timing.",

@@ -18,6 +18,9 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(__file__).resolve().pa
 os.environ["XLSTM_AUTOTUNE_HOME"] = tempfile.mkdtemp(prefix="xlstm-autotune-tests-")
 # Profiles and tuning runs belong to the settings' device; the suite's profiles are CPU ones, also on GPU boxes.
 os.environ["XLSTM_AUTOTUNE_DEVICE"] = "cpu"
+# The suite's kernel spaces keep their candidates: no CPU thread-count dimension unless a test sets it
+# (tests/test_threads.py does); each thread count is another compile of every kernel.
+os.environ.setdefault("XLSTM_AUTOTUNE_TUNE_THREADS", "[]")
 
 import xlstm_kernels as xk  # noqa: E402
 from xlstm_kernels import rel_err  # noqa: E402, F401 - the suite's tests import it from here

@@ -27,7 +27,7 @@ from flow_helpers import GOOD, NARROW_ENV
 from flows.flows import artifact_key
 from flows.lock import machine_lock
 from flows.server import attach_local_server, scheduling_server, state_path
-from xlstm_kernels.profile import machine_profile_path
+from xlstm_kernels.profiles.profile import machine_profile_path
 
 REPO = Path(__file__).resolve().parent.parent
 HOLD_S = 8.0  # the lock stays held this long after the scheduled run is seen running (the flow opens

@@ -55,6 +55,7 @@ from ._report_data import (
     summary_markdown,
 )
 from ._space import SearchSpace, effective_key, effective_t_inner, parse_workload, probe_key
+from ._space import thread_choices
 from ._model_bench import GenerateResult, GenerateRow, generate_side_by_side
 from ._model_evaluate import ModelEvaluation, ModelEvaluator, ModelTiming, logits_error
 from ._model_space import ModelSpace, run_config_key
@@ -189,6 +190,7 @@ __all__ = [
     "study_report",
     "study_summary",
     "summary_markdown",
+    "thread_choices",
     "time_callable",
     "tune_model",
     "tune_workload",

@@ -12,6 +12,8 @@ Constraints built in:
   compile_mode matters;
 * on CUDA compile_mode (default / reduce-overhead / max-autotune-no-cudagraphs) and precision
   (fp32 / mixed) are dimensions; on CPU and MPS they are fixed to default / fp32.
+* on CPU only, torch's thread count is a dimension (prefill and decode): ``None`` (the process's own
+  count, the default config's) and the other counts of :func:`thread_choices`; absent on CUDA/MPS.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,19 +53,48 @@ def parse_workload(text: str | Workload) -> Workload:
 def effective_key(config: KernelConfig, workload: Workload) -> str:
     """What actually runs: equal keys compile and execute the same kernel the same way."""
     if workload.mode == "decode":
-        return json.dumps({"step": True, "compile_mode": config.compile_mode})
+        return json.dumps({"step": True, "compile_mode": config.compile_mode, **_threads_part(config)})
     p = plan(config, workload.NH, workload.S)
     return json.dumps({
         "family": config.family,
         "chunk_size": config.chunk_size if config.family == "chunkwise" else None,
         "heads_per_band": p.heads_per_band, "t_inner": p.t_inner, "driver": config.driver,
-        "compile_mode": config.compile_mode, "precision": config.precision,
+        "compile_mode": config.compile_mode, "precision": config.precision, **_threads_part(config),
     }, sort_keys=True)
 
 
 def probe_key(config: KernelConfig, workload: Workload) -> str:
-    """The compile-probe key of ``config`` on ``workload`` (a compile outcome is per kernel and shape)."""
-    return f"{workload}|{effective_key(config, workload)}"
+    """The compile-probe key of ``config`` on ``workload`` (a compile outcome is per kernel and shape;
+    the thread count only changes how Inductor's CPU loops are split across threads, so it is left out)."""
+    return f"{workload}|{effective_key(config.replace(threads=None), workload)}"
+
+
+# -- CPU thread count (issue 16) ------------------------------------------------------------------
+# A config's ``threads`` is applied around each call (xlstm_kernels.threads). It changes timing, so it
+# is part of the candidate's identity (effective_key, study params, profile entries); ``None`` (the
+# process's count) keeps the keys configs had before the field existed.
+
+def _threads_part(config: KernelConfig) -> dict[str, int]:
+    return {} if config.threads is None else {"threads": config.threads}
+
+
+def thread_choices(device: torch.device | str, threads: Sequence[int] | None = None,
+                   max_threads: int | None = None) -> tuple[int, ...]:
+    """CPU thread counts a space offers besides the process's own (``None``): ``threads`` if given
+    (``[]``: none), else 1 .. min(``max_threads``, os.cpu_count()); the current count is left out
+    (``None`` is it). Empty off the CPU (a non-empty list given there is an error)."""
+    if torch.device(device).type != "cpu":
+        if threads:
+            raise ValueError(f"threads is tuned on the CPU only, not on {device}")
+        return ()
+    if threads is not None:
+        bad = [t for t in threads if isinstance(t, bool) or not isinstance(t, int) or t < 1]
+        if bad:
+            raise ValueError(f"threads must be positive integers, got {bad}")
+        counts = sorted(set(threads))
+    else:
+        counts = list(range(1, min(max_threads or os.cpu_count() or 1, os.cpu_count() or 1) + 1))
+    return tuple(t for t in counts if t != torch.get_num_threads())
 
 
 @dataclass(frozen=True)
@@ -92,8 +124,11 @@ class SearchSpace:
         compile_modes: Sequence[str] | None = None,
         precisions: Sequence[str] | None = None,
         default: KernelConfig = DEFAULT_CONFIG,
+        threads: Sequence[int] | None = None,
     ) -> SearchSpace:
-        """The space for ``workload`` on ``device``; keyword lists narrow a dimension."""
+        """The space for ``workload`` on ``device``; keyword lists narrow a dimension. ``threads``: CPU
+        thread counts to try besides the process's own (default: not a dimension; ``from_settings``
+        offers :func:`thread_choices`)."""
         wl = parse_workload(workload)
         cuda = supports_cuda_graphs(device)
         modes = tuple(compile_modes or (COMPILE_MODES if cuda else ("default",)))
@@ -105,6 +140,9 @@ class SearchSpace:
         if not cuda and (modes != ("default",) or precs != ("fp32",)):
             raise ValueError(f"compile_mode/precision are tuned on CUDA only; {device} has default/fp32")
         dims: dict[str, tuple[Any, ...]] = {"compile_mode": modes}
+        thr = thread_choices(device, threads) if threads else ()
+        if thr:  # CPU: the process's count (the default's None) and these
+            dims["threads"] = thr
         default = default.replace(compile_mode=modes[0] if default.compile_mode not in modes
                                   else default.compile_mode)
         if wl.mode == "decode":
@@ -143,11 +181,13 @@ class SearchSpace:
 
     @classmethod
     def from_settings(cls, workload: Workload | str, device: torch.device | str, settings: Any) -> SearchSpace:
-        """``for_workload`` narrowed by the ``tune_*`` settings (``XLSTM_AUTOTUNE_TUNE_CHUNK_SIZES=[128,256]``...)."""
+        """``for_workload`` narrowed by the ``tune_*`` settings (``XLSTM_AUTOTUNE_TUNE_CHUNK_SIZES=[128,256]``...);
+        on CPU the thread counts of ``tune_threads`` / ``tune_max_threads`` (:func:`thread_choices`)."""
         return cls.for_workload(
             workload, device, families=settings.tune_families, chunk_sizes=settings.tune_chunk_sizes,
             heads_per_band=settings.tune_heads_per_band, t_inners=settings.tune_t_inners,
             compile_modes=settings.tune_compile_modes, precisions=settings.tune_precisions,
+            threads=thread_choices(device, settings.tune_threads, settings.tune_max_threads),
         )
 
     # -- params <-> configs ---------------------------------------------------------------------
@@ -155,20 +195,23 @@ class SearchSpace:
     def config_from_params(self, params: dict[str, Any]) -> KernelConfig:
         """The KernelConfig a trial's parameters describe."""
         mode = params.get("compile_mode", self.default.compile_mode)
+        threads = params.get("threads", self.default.threads)
         if self.workload.mode == "decode":
-            return self.default.replace(compile_mode=mode)
+            return self.default.replace(compile_mode=mode, threads=threads)
         fam = params["family"]
         return KernelConfig(
             family=fam,
             chunk_size=params["chunk_size"] if fam == "chunkwise" else RECURRENT_TILE,
             heads_per_band=params["heads_per_band"], t_inner=params["t_inner"],
             driver=self.default.driver, compile_mode=mode,
-            precision=params.get("precision", self.default.precision),
+            precision=params.get("precision", self.default.precision), threads=threads,
         )
 
     def params_of(self, config: KernelConfig) -> dict[str, Any]:
         """Inverse of ``config_from_params`` (the parameters to enqueue for ``config``)."""
         params: dict[str, Any] = {"compile_mode": config.compile_mode}
+        if "threads" in self.dims:
+            params["threads"] = config.threads
         if self.workload.mode == "decode":
             return params
         params.update(family=config.family,
@@ -191,6 +234,8 @@ class SearchSpace:
         """Draw a config with an Optuna trial (define-by-run: chunk_size only for chunkwise)."""
         d = self.distributions()
         params: dict[str, Any] = {"compile_mode": trial.suggest_categorical("compile_mode", d["compile_mode"])}
+        if "threads" in d:
+            params["threads"] = trial.suggest_categorical("threads", d["threads"])
         if self.workload.mode == "prefill":
             params["family"] = trial.suggest_categorical("family", d["family"])
             if params["family"] == "chunkwise":
@@ -223,17 +268,18 @@ class SearchSpace:
     def candidates(self) -> list[KernelConfig]:
         """Every distinct (by effective kernel) valid config of the space, the default first."""
         out: dict[str, KernelConfig] = {effective_key(self.default, self.workload): self.default}
+        thr = (self.default.threads, *self.dims.get("threads", ()))  # the default's count and the dimension's
         if self.workload.mode == "decode":
-            for mode in self.dims["compile_mode"]:
-                cfg = self.default.replace(compile_mode=mode)
+            for mode, n in itertools.product(self.dims["compile_mode"], thr):
+                cfg = self.default.replace(compile_mode=mode, threads=n)
                 out.setdefault(effective_key(cfg, self.workload), cfg)
             return list(out.values())
         d = self.dims
-        for fam, mode, prec, hpb, t in itertools.product(
-                d["family"], d["compile_mode"], d["precision"], d["heads_per_band"], d["t_inner"]):
+        for fam, mode, prec, hpb, t, n in itertools.product(
+                d["family"], d["compile_mode"], d["precision"], d["heads_per_band"], d["t_inner"], thr):
             for cs in (d["chunk_size"] if fam == "chunkwise" else (RECURRENT_TILE,)):
                 cfg = self.config_from_params(dict(family=fam, chunk_size=cs, heads_per_band=hpb,
-                                                   t_inner=t, compile_mode=mode, precision=prec))
+                                                   t_inner=t, compile_mode=mode, precision=prec, threads=n))
                 out.setdefault(effective_key(cfg, self.workload), cfg)
         return list(out.values())
 

@@ -55,6 +55,7 @@ from .profiles.runtime import ConfigChoice, ProfileWarning, explain_config, load
 from .settings import Settings, get_settings, reset_settings
 from .kernels.shrink import NonCanonicalWarning, run_with_shrink, tuning
 from .kernels.validation import WorkloadTooLarge
+from .threads import use_threads
 
 __all__ = [
     "BatchSizeError",
@@ -126,6 +127,7 @@ __all__ = [
     "run_with_shrink",
     "step_layout",
     "tuning",
+    "use_threads",
     "validation_inputs",
 ]
 __version__ = "0.1.0"

@@ -11,9 +11,10 @@ from .kernels import fastpath
 from .kernels.compiler import CACHE, CompileKey, use_cpp_wrapper
 from .kernels.config import KernelConfig, dtype_name
 from .kernels.drivers import check_device, run_sequence
-from .profiles.runtime import config_for
 from .kernels.shrink import run_with_shrink
 from .kernels.validation import check_sequence_inputs, check_step_inputs
+from .profiles.runtime import config_for
+from .threads import compiled_threads, pinned_threads, use_threads
 
 States = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -61,28 +62,30 @@ def mlstm(
     cfg = config_for(q, v, mode="prefill") if config is None else _coerce_config(config)
     cfg.bands(NH)  # validates heads_per_band against NH before anything compiles
     check_device(cfg, q.device)
-    with torch.no_grad():  # on device OOM, opt-in chunk shrink (non-canonical, warns) may retry
+    # under the config's thread count: the run (compiles for it) and the memo (keys for it);
+    # on device OOM, opt-in chunk shrink (non-canonical, warns) may retry
+    with torch.no_grad(), use_threads(pinned_threads(cfg.threads, q.device)):
         run = run_with_shrink(lambda c: run_sequence(*args, c, eps), cfg)
+        if run.canonical:
+            fastpath.remember(args, eps, config, cfg)
     h, states = run.value
-    if run.canonical:
-        fastpath.remember(args, eps, config, cfg)
     return (h, states) if return_last_states else h
 
 
 def step_key(q: torch.Tensor, v: torch.Tensor, eps: float, compile_mode: str = "default") -> CompileKey:
     """The compile key of the decode step for these shapes."""
     return _step_key(tuple(q.shape), v.shape[-1], q.dtype, q.device, float(eps), compile_mode,
-                     use_cpp_wrapper(q.device))
+                     use_cpp_wrapper(q.device), compiled_threads(q.device))
 
 
 @functools.lru_cache(maxsize=1024)
 def _step_key(shape: tuple[int, ...], DHV: int, dtype: torch.dtype, device: torch.device, eps: float,
-              compile_mode: str, cpp_wrapper: bool) -> CompileKey:
+              compile_mode: str, cpp_wrapper: bool, threads: int) -> CompileKey:
     B, NH, DHQK = shape
     return CompileKey(
         family="step", B=B, heads=NH, DHQK=DHQK, DHV=DHV, dtype=dtype_name(dtype),
         device=str(device), t_inner=1, chunk_size=1, compile_mode=compile_mode, eps=eps,
-        cpp_wrapper=cpp_wrapper,
+        cpp_wrapper=cpp_wrapper, threads=threads,
     )
 
 
@@ -113,6 +116,12 @@ def mlstm_step(
     _check_eps(eps)
     cfg = config_for(q, v, mode="decode") if config is None else _coerce_config(config)
     check_device(cfg, q.device)
+    with use_threads(pinned_threads(cfg.threads, q.device)):  # the step compiles and runs under it
+        return _step(args, eps, config, cfg)
+
+
+def _step(args: tuple[torch.Tensor, ...], eps: float, config: Any, cfg: KernelConfig) -> tuple[torch.Tensor, States]:
+    q, k, v, i, f, c, n, m = args
     key = step_key(q, v, eps, cfg.compile_mode)
     kernel = CACHE.get(key)
     c, n, m = (x if x.dtype == torch.float32 else x.float() for x in (c, n, m))

@@ -191,7 +191,7 @@ class Settings(BaseSettings):
         default=1e-1, gt=0, description="Max relative logits error of a bf16/fp16 model candidate vs. the "
         "eager float32 model (its weights are the reference's, rounded)."
     )
-    # -- Metal target (probe/tune --target mps; xlstm_kernels.metal_codegen) -----------------------
+    # -- Metal target (probe/tune --target mps; xlstm_kernels.probe.metal_codegen) -----------------------
     metal_threadgroup_memory_limit: int = Field(
         default=32768, ge=1,
         description="Metal's threadgroup memory per kernel in bytes (32 KiB on Apple GPUs): the probe's "
@@ -297,6 +297,16 @@ class Settings(BaseSettings):
         "timing (then it tunes anyway, and says so)."
     )
     serve_quiet_poll_s: float = Field(default=30.0, gt=0, description="How often that wait re-reads the load.")
+
+    # -- CPU thread count as a tuning dimension (issue 16; tuner/_space.py, xlstm_kernels/threads.py) ---
+    tune_threads: list[int] | None = Field(
+        default=None, description="CPU only: torch thread counts the kernel space tries besides the "
+        "process's own (default: 1 .. tune_max_threads; [] turns the dimension off)."
+    )
+    tune_max_threads: int | None = Field(
+        default=None, ge=1, description="CPU only: the most threads the kernel space's default counts "
+        "go up to (default: os.cpu_count())."
+    )
 
     def resolved_home(self) -> Path:
         """The home directory, expanded (not created)."""

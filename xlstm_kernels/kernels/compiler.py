@@ -63,6 +63,7 @@ class CompileKey:
     gate_dtype: str = "float32"  # dtype of i, f fed to the kernel
     inductor_options: tuple[tuple[str, Any], ...] = ()
     cpp_wrapper: bool = False  # Inductor's C++ wrapper (CPU): see Settings.cpp_wrapper
+    threads: int = 0  # CPU: torch's thread count it is compiled for and runs under (xlstm_kernels.threads); 0 elsewhere
 
     def tag(self) -> str:
         """Short stable hash, used to name the code object (shows up in Inductor's logs)."""

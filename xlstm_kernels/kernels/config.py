@@ -63,6 +63,11 @@ class KernelConfig:
         TF32 or bf16. See docs/numerics.md.
     fusion_io_limit: Inductor's ``max_fusion_unique_io_buffers`` for this config's kernels (set by
         the compile-probe when it keeps fused kernels under Metal's buffer limit); ``None``: Inductor's.
+    threads: torch's CPU thread count (``torch.set_num_threads``) while a call runs, restored after it
+        (``xlstm_kernels.threads``); ``None`` leaves the process's count alone. CPU only (ignored on
+        CUDA/MPS). Inductor's CPU kernels are compiled for the count they run under, so it is part of
+        the compile key there (``CompileKey.threads``). Absent from ``to_dict`` when ``None``: profiles
+        and rows written before the field existed read as "unchanged", and still match new ones.
     """
 
     family: Family = "chunkwise"
@@ -73,6 +78,7 @@ class KernelConfig:
     compile_mode: CompileMode = "default"
     precision: Precision = "fp32"
     fusion_io_limit: int | None = None
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         _check_choice("family", self.family, FAMILIES)
@@ -85,6 +91,8 @@ class KernelConfig:
             _check_positive_int("heads_per_band", self.heads_per_band)
         if self.fusion_io_limit is not None:
             _check_positive_int("fusion_io_limit", self.fusion_io_limit)
+        if self.threads is not None:
+            _check_positive_int("threads", self.threads)
         if self.family == "recurrent" and self.chunk_size % self.t_inner != 0:
             raise ValueError(
                 f"recurrent family: chunk_size ({self.chunk_size}) must be a multiple of "
@@ -96,8 +104,11 @@ class KernelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
-        return dataclasses.asdict(self)
+        """Plain-JSON form (``threads`` only when set, so configs that leave it alone keep their old form)."""
+        data = dataclasses.asdict(self)
+        if data["threads"] is None:
+            del data["threads"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> KernelConfig:
@@ -117,12 +128,14 @@ class KernelConfig:
     def short(self, mode: str = "prefill") -> str:
         """Compact human-readable form, e.g. ``chunkwise L64 hpb4 T8 queued``; ``step <compile mode>``
         for ``mode="decode"``, where only the compile mode matters."""
+        threads = "" if self.threads is None else f" threads={self.threads}"
         if mode == "decode":
-            return f"step {self.compile_mode}"
+            return f"step {self.compile_mode}{threads}"
         hpb = "all" if self.heads_per_band is None else self.heads_per_band
         extra = "" if self.compile_mode == "default" else f" {self.compile_mode}"
         extra += "" if self.precision == "fp32" else f" {self.precision}"
         extra += "" if self.fusion_io_limit is None else f" io<={self.fusion_io_limit}"
+        extra += threads
         return f"{self.family} L{self.chunk_size} hpb{hpb} T{self.t_inner} {self.driver}{extra}"
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .compiler import CACHE, CompileKey, use_cpp_wrapper
 from .config import CUDA_ONLY_MODES, KernelConfig, Workload, dtype_name
+from ..threads import compiled_threads
 
 States = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -53,8 +54,10 @@ def effective_t_inner(config: KernelConfig, workload: Workload) -> int:
 
 
 def kernel_key(config: KernelConfig, p: Plan, B: int, DHQK: int, DHV: int, dtype: torch.dtype,
-               device: torch.device, eps: float, cpp_wrapper: bool | None = None) -> CompileKey:
-    """The compile key of the block a call with this plan runs (``cpp_wrapper``: default from settings)."""
+               device: torch.device, eps: float, cpp_wrapper: bool | None = None,
+               threads: int | None = None) -> CompileKey:
+    """The compile key of the block a call with this plan runs (``cpp_wrapper``: default from settings;
+    ``threads``: default the count a kernel for ``device`` compiles for now)."""
     return CompileKey(
         family=config.family, B=B, heads=p.heads_per_band, DHQK=DHQK, DHV=DHV,
         dtype=dtype_name(dtype), device=str(device), t_inner=p.t_inner,
@@ -63,6 +66,7 @@ def kernel_key(config: KernelConfig, p: Plan, B: int, DHQK: int, DHV: int, dtype
         inductor_options=() if config.fusion_io_limit is None
         else (("max_fusion_unique_io_buffers", config.fusion_io_limit),),
         cpp_wrapper=use_cpp_wrapper(device) if cpp_wrapper is None else cpp_wrapper,
+        threads=compiled_threads(device) if threads is None else threads,
     )
 
 
@@ -217,15 +221,22 @@ def _run(q, k, v, i, f, c0, n0, m0, config: KernelConfig, p: Plan, key: CompileK
     return _cast(h, q.dtype), final
 
 
-@functools.lru_cache(maxsize=4096)
 def call_plan(config: KernelConfig, B: int, NH: int, S: int, DHQK: int, DHV: int, dtype: torch.dtype,
               gate_dtypes: tuple[torch.dtype, torch.dtype], device: torch.device,
               eps: float, cpp_wrapper: bool) -> tuple[Plan, CompileKey]:
-    """Plan and compile key of a call, memoised: repeated calls skip the bookkeeping."""
+    """Plan and compile key of a call (for the thread count it runs under now), memoised."""
+    return _call_plan(config, B, NH, S, DHQK, DHV, dtype, gate_dtypes, device, eps, cpp_wrapper,
+                      compiled_threads(device))
+
+
+@functools.lru_cache(maxsize=4096)
+def _call_plan(config: KernelConfig, B: int, NH: int, S: int, DHQK: int, DHV: int, dtype: torch.dtype,
+               gate_dtypes: tuple[torch.dtype, torch.dtype], device: torch.device,
+               eps: float, cpp_wrapper: bool, threads: int) -> tuple[Plan, CompileKey]:
     p = plan(config, NH, S)
     kdtype = kernel_dtype(config, dtype, device)
     gdtype = gate_dtype(*gate_dtypes, device)
-    key = kernel_key(config, p, B, DHQK, DHV, kdtype, device, eps, cpp_wrapper)
+    key = kernel_key(config, p, B, DHQK, DHV, kdtype, device, eps, cpp_wrapper, threads)
     return p, dataclasses.replace(key, gate_dtype=dtype_name(gdtype))
 
 

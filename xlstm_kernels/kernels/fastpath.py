@@ -9,6 +9,9 @@ succeeded and its kernel has learned a direct call (``CompiledKernel.direct``), 
 and later calls with it go straight to the compiled graph (a sequence without initial states gets a
 kept zero state). Sequences take this path only when the driver would run them as one compiled
 call: one band, one block, no padding or casts, a queued driver; neither takes it in a CUDA-graph mode.
+A config's CPU thread count is applied around the fast call as around the full one; an entry whose
+config leaves the count alone is passed over once the caller's count is not the one its kernel was
+compiled for (``CompileKey.threads``; see ``threads.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from .drivers import call_plan, prepare
 from ..profiles.runtime import config_for
 from ..settings import Settings, get_settings
 from .shrink import shrink_enabled
+from ..threads import pinned_threads
 
 _LIMIT = 64  # remembered call signatures; the memo is cleared when it grows past this
 _FAST_MODES = ("default", "max-autotune-no-cudagraphs")
@@ -41,6 +45,8 @@ class _Entry:
     zero_states: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None  # read-only: graphs never write inputs
     settings: Settings
     generation: int  # CACHE.generation when remembered
+    threads: int | None  # the config's CPU thread count, applied around the call (None: left alone)
+    compiled: int  # the count the kernel is compiled for (CompileKey.threads; 0 off the CPU)
 
 
 _MEMO: dict[tuple, _Entry] = {}
@@ -73,6 +79,8 @@ def _entry(args: tuple[torch.Tensor | None, ...], eps: Any, config: Any) -> _Ent
         return None
     if entry is None or entry.settings is not get_settings() or entry.generation != CACHE.generation:
         return None
+    if entry.threads is None and entry.compiled and entry.compiled != torch.get_num_threads():
+        return None  # the caller's count changed since: its kernel is another one (the full path finds it)
     if config is None:  # the profile may have been reloaded since
         current = config_for(args[0], args[2], entry.mode)
         if current is not entry.config and current != entry.config:
@@ -83,9 +91,14 @@ def _entry(args: tuple[torch.Tensor | None, ...], eps: Any, config: Any) -> _Ent
 def _call(entry: _Entry, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple]:
     grad = torch.is_grad_enabled()
     torch.set_grad_enabled(False)  # the function form: a third of `with torch.no_grad()`'s cost here
+    old = 0 if entry.threads is None else torch.get_num_threads()  # use_threads inlined (per-call cost)
+    if old and old != entry.threads:
+        torch.set_num_threads(entry.threads)
     try:
         h, c, n, m = entry.kernel.run_direct(entry.direct, inputs)
     finally:
+        if old and old != entry.threads:
+            torch.set_num_threads(old)
         torch.set_grad_enabled(grad)
     return h, (c, n, m)
 
@@ -140,7 +153,8 @@ def remember(args: tuple[torch.Tensor | None, ...], eps: float, config: Any, cfg
     direct = kernel.direct_for(inputs + states)  # None too for states the driver made contiguous
     if direct is not None:
         zeros = states if c0 is None else None
-        _store(args, eps, config, _Entry("prefill", cfg, kernel, direct, zeros, get_settings(), CACHE.generation))
+        _store(args, eps, config, _Entry("prefill", cfg, kernel, direct, zeros, get_settings(), CACHE.generation,
+                                         pinned_threads(cfg.threads, q.device), key.threads))
 
 
 def remember_step(args: tuple[torch.Tensor, ...], eps: float, config: Any, cfg: KernelConfig,
@@ -152,4 +166,5 @@ def remember_step(args: tuple[torch.Tensor, ...], eps: float, config: Any, cfg: 
         return
     direct = kernel.direct_for(args)
     if direct is not None:
-        _store(args, eps, config, _Entry("decode", cfg, kernel, direct, None, get_settings(), CACHE.generation))
+        _store(args, eps, config, _Entry("decode", cfg, kernel, direct, None, get_settings(), CACHE.generation,
+                                         pinned_threads(cfg.threads, args[0].device), kernel.key.threads))

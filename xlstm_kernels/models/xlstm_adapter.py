@@ -32,9 +32,10 @@ import torch
 from torch import nn
 
 from .. import api
-from ..profiles import runtime
 from ..kernels.compiler import CACHE
 from ..kernels.config import KernelConfig
+from ..profiles import runtime
+from ..threads import compiled_threads, pinned_threads, use_threads
 
 KERNEL_NAME = "xlstm_autotune"
 CHUNKWISE_KERNEL_NAME = f"chunkwise--{KERNEL_NAME}"
@@ -78,7 +79,12 @@ class XLSTMKernelsBackend(nn.Module):
         compile); later calls of that shape call the compiled kernel directly, skipping the
         per-call validation and compile-key construction (its guards still check every input)."""
         cfg = self.step_config or runtime.config_for(q, v, "decode")
-        key = (q.shape, v.shape, q.dtype, q.device, cfg.compile_mode, c.dtype)
+        with use_threads(pinned_threads(cfg.threads, q.device)):  # the kernel is compiled for the count
+            return self._step_under(cfg, q, k, v, i, f, c, n, m)
+
+    def _step_under(self, cfg, q, k, v, i, f, c, n, m):
+        """``_step`` under the step config's thread count (the shape key includes the count it runs under)."""
+        key = (q.shape, v.shape, q.dtype, q.device, cfg.compile_mode, c.dtype, compiled_threads(q.device))
         kernel = self._steps.get(key)
         if kernel is None or cfg.compile_mode != "default":  # CUDA-graph modes keep api's handling
             h, states = api.mlstm_step(q, k, v, i, f, c, n, m, eps=self.config.eps, config=cfg)

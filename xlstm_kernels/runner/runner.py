@@ -10,9 +10,7 @@ Notation: B batch, S prompt length, N new tokens, V vocabulary.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +18,7 @@ import torch
 from torch import nn
 
 from .. import api
+from ..threads import use_threads
 from .arch import ModelParts, model_key, model_parts
 from .config import ModelRunConfig
 from .errors import BatchSizeError, SequenceTooLongError, StaleStateError, StateMismatchError
@@ -47,19 +46,6 @@ class _BatchSlot:
     tokens: torch.Tensor  # (B,) long: the step's input token, overwritten with its greedy next token
     fn: Any  # the decode step's own-code function (for its Dynamo cache entries)
     step: Any  # torch.compile(fn)
-
-
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    if n is None or n == torch.get_num_threads():
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 class ModelRunner:
@@ -173,7 +159,7 @@ class ModelRunner:
         self._check_length(start, S, "prefill")
         p, eps, kcfg = self.parts, self.parts.eps, self.config.prefill
         buffers = self._slot(B).buffers
-        with torch.no_grad(), _threads(self.config.threads):
+        with torch.no_grad(), use_threads(self.config.threads):
             x = p.embedding(tokens)  # (B, S, D)
             for idx, block in enumerate(p.blocks):
                 q, k, v, o, i, f = call_graph(self._pre, self.model, "prefill", block, x)
@@ -206,7 +192,7 @@ class ModelRunner:
         if B != state.batch_size:
             raise BatchSizeError(f"decode: {B} tokens given, the state holds {state.batch_size} sequences "
                                  "(the batch is fixed from prefill on)")
-        with torch.no_grad(), _threads(self.config.threads):
+        with torch.no_grad(), use_threads(self.config.threads):
             slot = self._slots[B]
             slot.tokens.copy_(token.reshape(B))
             logits, _ = self._advance(slot)
@@ -227,7 +213,7 @@ class ModelRunner:
         out[:, :S] = tokens
         if max_new_tokens == 0:
             return out
-        with torch.no_grad(), _threads(self.config.threads):
+        with torch.no_grad(), use_threads(self.config.threads):
             nxt = logits.argmax(-1)
             out[:, S] = nxt
             slot = self._slots[B]
