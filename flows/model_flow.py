@@ -153,7 +153,7 @@ def run_model_autotune(model: str, *, home: Any, batch_size: int = 1, prompt_len
     from tuner import model_workload_for
     from xlstm_kernels.settings import Settings
 
-    from .lock import machine_lock
+    from tuner import machine_lock
     from .server import select_api, use_api
 
     model_workload_for(model, batch_size, prompt_len, dtype)  # bad input fails here, before Prefect

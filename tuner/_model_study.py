@@ -139,9 +139,9 @@ def prefill_candidates(db: TuningDB, machine_id: str, fields: dict[str, Any], dt
     found = [KernelConfig.from_dict(c) for c in kernel_winners(db, machine_id, NH=NH, DHQK=DHQK, DHV=DHV, dtype=dtype)]
     profile = None
     with contextlib.suppress(ProfileError):
-        from ._publish import profile_path_for
+        from xlstm_kernels.profile import default_profile_path
 
-        profile = load_profile(profile_path_for(machine_id, settings))
+        profile = load_profile(default_profile_path(machine_id))
     if profile is not None and profile.machine_id == machine_id:
         for e in profile.entries:
             w, cfg = e.parsed_workload, e.kernel_config
