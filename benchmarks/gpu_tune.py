@@ -1,7 +1,7 @@
 """A real tuning run on the GPU machine (issue 7) through the library that `xlstm-autotune tune` runs.
 
 The `device` machine has no Prefect (nothing can be installed there beyond carried wheels), so this
-calls what the `autotune` flow's tasks call — `tuner.run_tuning`, then `tuner.publish_entries` — and
+calls what the `autotune` flow calls — `tuner.autotune`: one run, the winners published, a report — and
 prints the winners and the published profile. The search space is narrowed through the `tune_*`
 settings (environment), e.g. XLSTM_AUTOTUNE_TUNE_FAMILIES='["chunkwise"]'.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tuner  # noqa: E402
-from xlstm_kernels.profiles.fingerprint import fingerprint  # noqa: E402
+import xlstm_kernels as xk  # noqa: E402
 from xlstm_kernels.settings import get_settings  # noqa: E402
 
 
@@ -35,22 +35,23 @@ def main() -> None:
     settings = get_settings()
     t0 = time.perf_counter()
     with tuner.RichProgress() as progress:
-        result = tuner.run_tuning(args.workload, device=args.device, quick=args.quick,
-                                  n_trials=args.trials, progress=progress)
-    entries = [tuner.profile_entry(w) for w in result.workloads if w.winner is not None]
-    published = tuner.publish_entries(fingerprint(args.device), entries, run_id=result.run_id)
+        result = tuner.autotune(args.workload, device=args.device, quick=args.quick, trials=args.trials,
+                                progress=progress)
     wall = time.perf_counter() - t0
-    for w in result.workloads:
-        win = w.winner
-        print(f"{w.workload}: {w.n_trials} trials of {w.n_candidates}, "
-              + (f"winner {win.config.short(w.workload.mode)} {win.median_ms:.3f} ms, err {win.equivalence_error:.1e}, "
-                 f"{w.speedup:.2f}x default" if win else "no winner"), flush=True)
-        for r in w.rejected:
-            print(f"   rejected {r.config.short(w.workload.mode)}: {r.status}: {r.reason[:160]}", flush=True)
-    print(f"profile v{published.version} -> {published.path} ({wall:.0f} s, db {settings.resolved_db_path()})")
+    for o in result.outcomes:
+        print(f"{o.workload}: {o.reason}; winner {o.config_short()} {o.median_ms:.3f} ms, err {o.equiv_err:.1e}, "
+              f"{o.speedup:.2f}x default", flush=True)
+        for config, reason in o.rejected:
+            print(f"   rejected {tuner.config_short(config, xk.Workload.parse(o.workload).mode)}: {reason[:160]}",
+                  flush=True)
+    for w, why in result.failed.items():
+        print(f"{w}: failed: {why}", flush=True)
+    print(f"profile v{result.profile_version} -> {result.profile_path} ({wall:.0f} s, "
+          f"db {settings.resolved_db_path()}, report {result.report_path})")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        shutil.copy(published.path, args.out / "profile.json")
+        if result.profile_path:
+            shutil.copy(result.profile_path, args.out / "profile.json")
         (args.out / "tune_result.json").write_text(json.dumps(result.to_dict(), indent=1, default=str))
 
 

@@ -23,11 +23,15 @@ import copy
 import statistics
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 
 import xlstm_kernels as xk
 from xlstm_kernels.models.xlstm_adapter import use_xlstm_kernels
+
+if TYPE_CHECKING:
+    import tuner
 
 def build_model(args: argparse.Namespace) -> torch.nn.Module:
     """A small xLSTMLarge with the native PyTorch kernels, in inference mode, random weights."""
@@ -59,21 +63,20 @@ def _inputs(w: xk.Workload) -> tuple[torch.Tensor, ...]:
     return q, k, v, i, f
 
 
-def quick_tune(args: argparse.Namespace) -> xk.PublishResult:
+def quick_tune(args: argparse.Namespace) -> tuner.AutotuneResult:
     """Tune this model's two workloads with the real tuner (``--quick``) and publish the winners.
 
-    The same library calls as ``xlstm-autotune tune`` makes (without Prefect): ``tuner.run_tuning``,
-    then ``tuner.publish_entries`` (atomic, versioned, recorded in the tuning DB).
+    The library function that ``xlstm-autotune tune`` runs (without Prefect): ``tuner.autotune`` -
+    one tuning run, the winners published atomically (versioned, recorded in the tuning DB), a report.
     """
     import tuner
 
-    result = tuner.run_tuning(list(workloads(args)), device="cpu", quick=True)
-    for w in result.workloads:
-        win = w.winner
-        print(f"  {w.workload}: " + (f"{win.config.short(w.workload.mode)} {win.median_ms:.3f} ms, {w.speedup:.2f}x default"
-                                      if win else "no validated config"))
-    entries = [tuner.profile_entry(w) for w in result.workloads if w.winner is not None]
-    return tuner.publish_entries(xk.fingerprint("cpu"), entries, run_id=result.run_id)
+    result = tuner.autotune(list(workloads(args)), device="cpu", quick=True)
+    for o in result.outcomes:
+        print(f"  {o.workload}: {o.config_short()} {o.median_ms:.3f} ms, {o.speedup:.2f}x default")
+    for w, why in result.failed.items():
+        print(f"  {w}: no validated config ({why})")
+    return result
 
 
 def timed_generate(model: torch.nn.Module, prompt: torch.Tensor, new: int) -> tuple[float, float, torch.Tensor]:
@@ -182,9 +185,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     if args.quick_tune:
-        print("quick-tune (tuner.run_tuning, as `xlstm-autotune tune --quick` runs it):")
+        print("quick-tune (tuner.autotune, as `xlstm-autotune tune --quick` runs it):")
         res = quick_tune(args)
-        print(f"published {res.path} v{res.version} {res.checksum[:19]}...")
+        print(f"published {res.profile_path} v{res.profile_version} {(res.profile_checksum or '')[:19]}...")
         xk.reload_profile()
 
     native = build_model(args)

@@ -1,9 +1,8 @@
-"""Prefect flows and the ``xlstm-autotune`` command line.
+"""Prefect flows and the ``xlstm-autotune`` command line (the run itself is the library's ``tuner.autotune``).
 
 Modules (imported on demand, so ``xlstm-autotune --help`` stays fast and nothing here loads Prefect
-before it is needed): ``flows.flows`` (the ``autotune`` flow, ``run_autotune``, ``serve_deployment``),
-``flows.tasks`` (its tasks and the seams to the tuner and profile publishing), ``flows.outcome``
-(``WorkloadOutcome``, ``AutotuneResult``, artifact content), ``flows.server`` (which Prefect API; the
-local server of ``serve``), ``flows.lock`` (one tuning run per machine), ``flows.schedule`` (the
-re-validation rule of scheduled runs), ``flows.cli``.
+before it is needed): ``flows.flows`` (the ``autotune`` flow over ``tuner.autotune``, ``run_autotune``,
+``serve_deployment``), ``flows.tasks`` (``as_task``: each step of a run as a Prefect task run),
+``flows.server`` (which Prefect API; the local server of ``serve``), ``flows.exits`` (exit codes and the
+one error printer), ``flows.cli``.
 """

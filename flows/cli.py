@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
 from flows.commands_profile import profile_app
 from flows.exits import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_SERVER, EXIT_USAGE  # noqa: F401 - EXIT_* are API
-from flows.exits import EXIT_TOO_LARGE, EXIT_UNWRITABLE, run_error_code
+from flows.exits import EXIT_TOO_LARGE, EXIT_UNWRITABLE, error_exit, run_error_code
 
 app = typer.Typer(
     name="xlstm-autotune",
@@ -20,16 +20,25 @@ app = typer.Typer(
 )
 app.add_typer(profile_app, name="profile")
 
-# Dotted paths of the library functions behind `tune` and `serve` (hidden options let tests and
-# experiments swap in others; see flows.tasks).
-_TUNE_FN = "tuner:tune_workload"
-_PUBLISH_FN = "tuner:publish_entries"
+# The flow `serve` schedules, by its deployment entry point (a hidden option serves another, for tests).
 _SERVE_FLOW = "flows.flows:autotune"
 
 
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.secho(f"xlstm-autotune: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=code)
+class FlowMissing(ImportError):
+    """The flow named by ``serve --flow`` (``"package.module:flow"``) cannot be imported."""
+
+
+def _load_flow(entrypoint: str) -> Any:
+    """The Prefect flow at ``"package.module:flow"`` (a deployment's entry point); ``FlowMissing`` if absent."""
+    import importlib
+
+    module_name, sep, attr = entrypoint.partition(":")
+    if not sep or not module_name or not attr:
+        raise FlowMissing(f"expected 'package.module:flow', got {entrypoint!r}")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ModuleNotFoundError, AttributeError) as exc:
+        raise FlowMissing(f"{entrypoint}: {exc}") from None
 
 
 def _profile_note(result) -> str:  # noqa: ANN001 - AutotuneResult
@@ -44,7 +53,7 @@ def _print_result(result, info) -> None:  # noqa: ANN001 - rich output only
     from rich.console import Console
     from rich.table import Table
 
-    from .outcome import winners_table
+    from tuner import winners_table
 
     console = Console(soft_wrap=True)
     console = Console(soft_wrap=True, width=max(console.width, 120))  # pipes get 80 columns: too narrow
@@ -88,8 +97,6 @@ def tune(
         False, "--revalidate", help="Re-check the published winners first; tune only new, stale or slowed workloads."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    tune_fn: str = typer.Option(_TUNE_FN, "--tune-fn", hidden=True),
-    publish_fn: str = typer.Option(_PUBLISH_FN, "--publish-fn", hidden=True),
     model: Optional[str] = typer.Option(
         None, "--model", "-m", help="Tune a whole model instead of kernel workloads: a preset "
         "(xlstm-7b-shape, tiny) or a JSON file of xLSTMLargeConfig fields (see docs/model-tuning.md)."
@@ -106,7 +113,7 @@ def tune(
         from .commands_model import tune_model_command
 
         if workload or revalidate or target:
-            raise _fail("--model tunes one model: give it without --workload/--revalidate/--target", EXIT_USAGE)
+            raise error_exit("--model tunes one model: give it without --workload/--revalidate/--target", EXIT_USAGE)
         tune_model_command(model, batch=batch, prompt=prompt, dtype=dtype, trials=trials,
                            time_budget=time_budget, quick=quick, no_server=no_server, wait=wait,
                            json_out=json_out)
@@ -119,7 +126,6 @@ def tune(
 
     from .flows import run_autotune
     from .progress import progress_wanted
-    from .tasks import SeamMissing
 
     settings = Settings()
     texts = list(workload or settings.workloads)
@@ -141,20 +147,16 @@ def tune(
             wait_s=settings.lock_wait_s if wait is None else wait,
             revalidate=revalidate,
             show_progress=not json_out and progress_wanted(),
-            tune_fn=tune_fn,
-            publish_fn=publish_fn,
             startup_timeout_s=settings.server_startup_timeout_s,
         )
     except Exception as exc:  # noqa: BLE001 - mapped to exit codes; anything else propagates
         if (code := run_error_code(exc)) is not None:
-            raise _fail(str(exc), code) from None
+            raise error_exit(str(exc), code) from None
         if isinstance(exc, ValueError):
-            raise _fail(f"bad input: {exc}", EXIT_USAGE) from None
-        if isinstance(exc, SeamMissing):
-            raise _fail(f"tune: cannot load the tuner or publisher: {exc}", EXIT_USAGE) from None
+            raise error_exit(f"bad input: {exc}", EXIT_USAGE) from None
         raise
     if result is None:
-        raise _fail(f"the autotune flow ended {state.type.value}: {state.message}", EXIT_FAILED)
+        raise error_exit(f"the autotune flow ended {state.type.value}: {state.message}", EXIT_FAILED)
     if json_out:
         typer.echo(json.dumps(result.to_dict() | {"state": state.type.value, "server": info.to_dict()}, indent=2))
     else:
@@ -174,20 +176,14 @@ def serve(
 
     from .flows import deployment_name, serve_deployment
     from .server import ServerStartError, ServerUnavailable, scheduling_server
-    from .tasks import SeamMissing, resolve
 
     if cron is not None and interval is not None:
-        raise _fail("give --cron or --interval, not both", EXIT_USAGE)
+        raise error_exit("give --cron or --interval, not both", EXIT_USAGE)
     settings = Settings()
     try:
-        flow_obj = resolve(flow_path)
-        if flow_path == _SERVE_FLOW:  # scheduled runs would only fail without the tuner and publisher
-            resolve(_TUNE_FN)
-            resolve(_PUBLISH_FN)
-    except SeamMissing as exc:
-        raise _fail(f"serve: cannot load {exc}", EXIT_USAGE) from None
-    except ValueError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
+        flow_obj = _load_flow(flow_path)
+    except FlowMissing as exc:
+        raise error_exit(f"serve: cannot load {exc}", EXIT_USAGE) from None
     name = deployment_name(fingerprint(settings.device).machine_id)
     schedule = f"every {interval:g} s" if interval is not None else f"cron {cron or settings.serve_cron!r}"
     try:
@@ -201,7 +197,7 @@ def serve(
             serve_deployment(flow_obj, name, cron=None if interval else (cron or settings.serve_cron),
                              interval=interval, parameters=params)
     except (ServerUnavailable, ServerStartError) as exc:
-        raise _fail(str(exc), EXIT_SERVER) from None
+        raise error_exit(str(exc), EXIT_SERVER) from None
     typer.echo("stopped" + (" (local Prefect server stopped)" if info.kind == "started" else ""))
 
 
@@ -222,11 +218,11 @@ def report(
     try:
         written = write_study_report(study, settings=Settings(), storage=storage, out=out)
     except PathEscapeError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
+        raise error_exit(str(exc), EXIT_USAGE) from None
     except ReportError as exc:
-        raise _fail(str(exc), EXIT_FAILED) from None
+        raise error_exit(str(exc), EXIT_FAILED) from None
     except OSError as exc:
-        raise _fail(f"cannot write the report: {exc}", EXIT_UNWRITABLE) from None
+        raise error_exit(f"cannot write the report: {exc}", EXIT_UNWRITABLE) from None
     if json_out:
         typer.echo(json.dumps({"study": study, "path": str(written.path), "bytes": written.bytes}))
     else:

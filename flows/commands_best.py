@@ -9,6 +9,7 @@ import typer
 
 from flows.exits import EXIT_FAILED, EXIT_UNWRITABLE, EXIT_USAGE, error_exit
 from storage import DatabaseUnavailable, NoTunedConfig, StorageError, query_best
+from xlstm_kernels.kernels.config import Workload
 
 
 def best(
@@ -35,7 +36,7 @@ def best(
         return
     speed = f", {found.speedup:.2f}x vs default" if found.speedup is not None else ""
     typer.echo(f"workload  {found.workload}\nmachine   {found.machine_id}\n"
-               f"config    {found.config.short('decode' if found.workload.endswith(',decode') else 'prefill')} "
+               f"config    {found.config.short(Workload.parse(found.workload).mode)} "
                f"(effective T_inner {found.t_inner_effective})\n"
                f"time      {found.median_ms:.4f} ms median (IQR {found.spread_ms:.4f} ms), "
                f"{found.tokens_per_s:,.0f} tokens/s{speed}\n"

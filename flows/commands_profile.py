@@ -49,6 +49,7 @@ def path_cmd() -> None:
 def show_cmd(path: Path | None = PathOption,
              as_json: bool = typer.Option(False, "--json", help="Print the profile JSON as stored.")) -> None:
     """Show the current profile: provenance, whether it fits this machine, and its entries."""
+    from xlstm_kernels.kernels.config import Workload
     from xlstm_kernels.profiles.fingerprint import fingerprint
     from xlstm_kernels.profiles.profile import ProfileMismatchError, check_profile_matches, default_profile_path, load_profile
 
@@ -73,7 +74,7 @@ def show_cmd(path: Path | None = PathOption,
     typer.echo(f"this host  {fits}")
     typer.echo(f"{'workload':<34} {'config':<34} {'T req/eff':>9} {'median ms':>10} {'tok/s':>12} {'speedup':>8} {'err':>8}")
     for e in profile.entries:
-        short = e.kernel_config.short("decode" if e.workload.endswith(",decode") else "prefill")
+        short = e.kernel_config.short(Workload.parse(e.workload).mode)
         typer.echo(
             f"{e.workload:<34} {short:<34} {e.t_inner_requested:>4}/{e.t_inner_effective:<4} "
             f"{e.median_s * 1e3:>10.3f} {e.tokens_per_s:>12,.0f} {e.speedup_vs_default:>7.2f}x {e.equivalence_error:>8.1e}"

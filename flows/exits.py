@@ -16,8 +16,11 @@ EXIT_TOO_LARGE, EXIT_UNWRITABLE = 5, 6
 
 
 def error_exit(message: str, code: int) -> typer.Exit:
-    """Print ``error: <message>`` on stderr and return the ``typer.Exit`` to raise with ``code``."""
-    typer.echo(f"error: {message}", err=True)
+    """Print ``xlstm-autotune: <message>`` on stderr and return the ``typer.Exit`` to raise with ``code``.
+
+    The one error printer of the command line: every command reports a refusal this way.
+    """
+    typer.secho(f"xlstm-autotune: {message}", err=True, fg=typer.colors.RED)
     return typer.Exit(code=code)
 
 
@@ -29,8 +32,9 @@ def run_error_code(exc: BaseException) -> int | None:
     from storage import DatabaseUnavailable, StorageError
     from xlstm_kernels.kernels.validation import WorkloadTooLarge
 
+    from tuner import LockUnwritable, TuneLocked
+
     from .flows import AutotuneCrashed
-    from .lock import LockUnwritable, TuneLocked
     from .server import ServerUnavailable
 
     for types, code in ((AutotuneCrashed, EXIT_FAILED), (WorkloadTooLarge, EXIT_TOO_LARGE),

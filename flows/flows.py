@@ -1,12 +1,10 @@
 """The ``autotune`` Prefect flow and the per-machine scheduled deployment.
 
-fingerprint the machine -> open ONE tuning run in the DB (``tuner.tuning_run``) -> [re-validate the
-published profile: keep / re-tune / tune per workload] -> one task per workload to tune, one after the
-other (never two studies timing on the device at once), each calling ``tune_fn`` (``tuner.tune_workload``)
--> publish the winners with ``publish_fn`` (``tuner.publish_entries``: atomic, versioned, recorded in the
-DB) -> HTML report of the run's studies -> a table, a markdown (the report's summary) and a link artifact.
-A workload that fails is reported, the others' results are kept and published; the flow then ends Failed
-naming the failures.
+The run itself is the library's ``tuner.autotune`` (fingerprint, one tuning run in the DB, re-validation,
+one tuning per workload, publish, report); the flow adds Prefect around it: every step a task run of its
+own (``flows.tasks.as_task``: one per workload, logs on Prefect's run logger), a table, a markdown (the
+report's summary) and a link artifact, and a final state - Failed naming the failures, while the
+others' results are kept and published.
 """
 
 from __future__ import annotations
@@ -21,19 +19,11 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.logging import get_run_logger
 from prefect.states import Completed, Failed, State
 
-from xlstm_kernels.kernels.config import Workload
+import tuner
+from tuner import AutotuneResult, WorkloadOutcome, run_summary_markdown, winners_table
 from xlstm_kernels.settings import Settings
 
-from .outcome import AutotuneResult, WorkloadOutcome, summary_markdown, winners_table
-from .tasks import (
-    PUBLISH_FN,
-    TUNE_FN,
-    fingerprint_task,
-    publish_profile_task,
-    report_task,
-    revalidate_task,
-    tune_workload_task,
-)
+from .tasks import as_task
 
 __all__ = [
     "AutotuneCrashed",
@@ -62,14 +52,6 @@ def deployment_name(machine_id: str, host: str | None = None) -> str:
     return artifact_key(host, machine_id)
 
 
-def _failure_message(state: State) -> str:
-    try:
-        state.result(raise_on_failure=True)
-    except Exception as exc:  # noqa: BLE001 - we report whatever the tuner raised, by type and message
-        return f"{type(exc).__name__}: {exc}"
-    return state.message or state.type.value
-
-
 @flow(name="autotune", log_prints=True)
 def autotune(
     workloads: list[str] | None = None,
@@ -79,108 +61,56 @@ def autotune(
     device: str | None = None,
     revalidate: bool = False,
     show_progress: bool = False,
-    tune_fn: str = TUNE_FN,
-    publish_fn: str = PUBLISH_FN,
+    tune_fn: tuner.TuneFn | None = None,
+    publish_fn: tuner.PublishFn | None = None,
     lock_wait_s: float | None = None,
 ) -> AutotuneResult | State:
-    """Tune each workload on this machine in one tuning run, publish the winners, record artifacts.
+    """Tune each workload on this machine in one tuning run (``tuner.autotune``), record artifacts.
 
     With ``revalidate`` (scheduled runs), a published profile's winners are re-checked first and only
-    workloads the re-validation rule (``flows.schedule``) sends to (re-)tuning are tuned.
-    ``lock_wait_s``: take the machine lock inside the run, waiting up to that long (scheduled runs,
-    so a scheduled and a manual run never time on the device together); ``None`` when the caller
-    (``xlstm-autotune tune``) already holds it.
+    workloads the re-validation rule sends to (re-)tuning are tuned. ``lock_wait_s``: take the machine
+    lock inside the run, waiting up to that long (scheduled runs, so a scheduled and a manual run never
+    time on the device together); ``None`` when the caller (``xlstm-autotune tune``) already holds it.
+    ``tune_fn`` / ``publish_fn``: a ``tuner.TuneFn`` / ``tuner.PublishFn`` for in-process callers (tests);
+    None (a deployment's JSON parameters) is the real ``tuner.tune_workload`` / ``tuner.publish_entries``.
     """
-    if lock_wait_s is not None:
-        from xlstm_kernels.settings import get_settings
+    from xlstm_kernels.settings import reset_settings
 
-        from .lock import machine_lock
+    from .progress import terminal_progress
 
-        with machine_lock(get_settings().resolved_home(), "tune", wait_s=lock_wait_s):
-            _wait_for_quiet()
-            return autotune.fn(workloads, trials, time_budget_s, quick, device, revalidate, show_progress,
-                               tune_fn, publish_fn, None)
-    from storage import open_db
-    from tuner import profile_path_for, tuning_run
-    from xlstm_kernels.device import default_device
-    from xlstm_kernels.settings import get_settings, reset_settings
-
-    logger = get_run_logger()
     reset_settings()  # read XLSTM_AUTOTUNE_* afresh for every run (a served deployment lives long)
-    settings = get_settings()
-    names = [str(Workload.parse(w)) for w in (workloads or settings.workloads)]
-    dev = str(device or settings.device or default_device())
-    fp = fingerprint_task(dev)
-    machine_id = fp["machine_id"]
-    profile_path = profile_path_for(machine_id, settings)
-    outcomes: list[WorkloadOutcome] = []
-    failed: dict[str, str] = {}
-    decisions: list[dict[str, str]] = []
-    published = report_path = report_summary = None
-    with open_db(settings.resolved_db_path()) as db, tuning_run(db, dev, quick, settings) as (run_id, _):
-        to_tune = names
-        if revalidate:
-            rv = revalidate_task(names, fp, dev, str(profile_path))
-            decisions = rv.decision_rows()
-            reasons = {d.workload: d.reason for d in rv.decisions}
-            outcomes += [WorkloadOutcome.from_entry(e, action="kept", reason=reasons[w]) for w, e in rv.kept.items()]
-            to_tune = rv.to_tune()
-        for name in to_tune:  # sequential on purpose: one study times on the device at a time
-            state = tune_workload_task.with_options(task_run_name=f"tune {name}")(
-                name, db=db, run_id=run_id, device=dev, trials=trials, time_budget_s=time_budget_s,
-                quick=quick, show_progress=show_progress, tune_fn=tune_fn, return_state=True,
-            )
-            if state.is_completed():
-                outcomes.append(state.result())
-            else:
-                failed[name] = _failure_message(state)
-                logger.error("workload %s failed: %s", name, failed[name])
-        tuned = [o for o in outcomes if o.action == "tuned"]
-        if tuned:
-            pstate = publish_profile_task(fp, outcomes, run_id=run_id, db=db, publish_fn=publish_fn,
-                                          return_state=True)
-            if pstate.is_completed():
-                published = pstate.result()
-            else:
-                failed["publish"] = _failure_message(pstate)
-            studies = [o.study_name for o in tuned if o.study_name]
-            if studies:
-                rstate = report_task(run_id, studies, db, dict(failed),
-                                     str(published.path) if published is not None else None, return_state=True)
-                if rstate.is_completed():
-                    report_path, report_summary = str(rstate.result().path), rstate.result().summary
-                else:
-                    failed["report"] = _failure_message(rstate)
-    if published is not None:
-        path, version, checksum = str(published.path), published.version, published.checksum
-    else:  # nothing re-tuned: the published profile stands unchanged
-        path = str(profile_path) if outcomes and not tuned else None
-        version = checksum = None
-    result = AutotuneResult(machine_id, outcomes, failed, path, run_id=run_id, profile_version=version,
-                            profile_checksum=checksum, report_path=report_path, decisions=decisions)
-    if outcomes:
+    with terminal_progress(show_progress) as progress:
+        result = tuner.autotune(workloads, device=device, revalidate=revalidate, quick=quick, trials=trials,
+                                time_budget_s=time_budget_s, progress=progress,
+                                tune_fn=tune_fn or tuner.tune_workload, publish_fn=publish_fn or tuner.publish_entries,
+                                lock_wait_s=lock_wait_s, step=as_task, log=get_run_logger())
+    _artifacts(result)
+    if result.failed:
+        return Failed(message=result.status_message(), data=result)
+    return Completed(message=result.status_message(), data=result)
+
+
+def _artifacts(result: AutotuneResult) -> None:
+    """The run's Prefect artifacts: winners table, summary markdown, link to the HTML report."""
+    machine_id = result.machine_id
+    if result.outcomes:
         create_table_artifact(
-            table=winners_table(outcomes),
+            table=winners_table(result.outcomes),
             key=artifact_key("autotune-winners", machine_id),
             description="Winner per workload: config, median time, speedup over the default, equivalence error.",
         )
     create_markdown_artifact(
-        markdown=(report_summary + "\n" if report_summary else "") + summary_markdown(result),
+        markdown=(result.report_summary + "\n" if result.report_summary else "") + run_summary_markdown(result),
         key=artifact_key("autotune-summary", machine_id),
         description="Autotune run summary (the report's, with a link to it) and rejected candidates with reasons.",
     )
-    if report_path:
+    if result.report_path:
         create_link_artifact(
-            link=Path(report_path).resolve().as_uri(),
-            link_text=f"report of tuning run {run_id}",
+            link=Path(result.report_path).resolve().as_uri(),
+            link_text=f"report of tuning run {result.run_id}",
             key=artifact_key("autotune-report", machine_id),
-            description=f"The run's HTML report (plots, offline): {report_path}",
+            description=f"The run's HTML report (plots, offline): {result.report_path}",
         )
-    n_kept = sum(o.action == "kept" for o in outcomes)
-    done = f"{len(outcomes) - n_kept} tuned" + (f", {n_kept} kept" if n_kept else "")
-    if failed:
-        return Failed(message=f"{len(failed)} failed ({', '.join(failed)}); {done}", data=result)
-    return Completed(message=f"{len(outcomes)} workload(s): {done}", data=result)
 
 
 def serve_deployment(
@@ -242,21 +172,6 @@ def get_run_logger_safe() -> Any:
     return get_logger("xlstm_autotune.flows")
 
 
-def _wait_for_quiet() -> None:
-    """A scheduled run waits (bounded) for a quiet machine before timing, and logs what it found."""
-    from tuner import wait_for_quiet
-    from xlstm_kernels.settings import get_settings
-
-    logger = get_run_logger_safe()
-    waited = wait_for_quiet(get_settings())
-    if waited.quiet:
-        logger.info("machine quiet after %.0f s; timing", waited.waited_s)
-    else:
-        logger.warning("machine still busy after %.0f s (%s); tuning anyway: a run whose speedup "
-                       "interval is too wide is marked and does not replace a published winner",
-                       waited.waited_s, waited.reason)
-
-
 def run_autotune(
     workloads: list[str],
     *,
@@ -269,30 +184,26 @@ def run_autotune(
     wait_s: float = 0.0,
     revalidate: bool = False,
     show_progress: bool = False,
-    tune_fn: str = TUNE_FN,
-    publish_fn: str = PUBLISH_FN,
+    tune_fn: tuner.TuneFn | None = None,
+    publish_fn: tuner.PublishFn | None = None,
     startup_timeout_s: float = 180.0,
 ) -> tuple[Any, State, AutotuneResult | None]:
-    """One ``tune`` run now: check the seams, pick the API, take the machine lock, run the flow.
+    """One ``tune`` run now: check the input, pick the API, take the machine lock, run the flow.
 
     Returns (server info, final flow state, result or None when the flow crashed before producing one).
-    Raises ``SeamMissing``, ``ServerUnavailable`` or ``TuneLocked`` before any work starts, and
+    Raises ``ServerUnavailable`` or ``TuneLocked`` before any work starts, and
     ``AutotuneCrashed`` when Prefect itself could not run the flow (e.g. its temporary server did not start).
     Bad workloads (``tuner.check_workloads``: parse, heads_per_band rule, memory estimate) and a DB that
     cannot be used (``storage.StorageError``) are refused before the lock is taken or Prefect starts.
     """
     from storage import TuningDB
-    from tuner import check_workloads
+    from tuner import check_workloads, machine_lock
 
-    from .lock import machine_lock
     from .server import select_api, use_api
-    from .tasks import resolve
 
     settings = Settings()
     names = [str(w) for w in check_workloads(workloads, device or settings.device, settings)]
     TuningDB(settings.resolved_db_path(), busy_timeout_s=settings.db_busy_timeout_s).close()
-    resolve(tune_fn)
-    resolve(publish_fn)
     info = select_api(no_server=no_server)
     with machine_lock(home, "tune", wait_s=wait_s), use_api(info, startup_timeout_s, home=home,
                                                             log_dir=Path(home) / "logs"):

@@ -19,7 +19,7 @@ from prefect.logging import get_run_logger
 from prefect.states import Completed, Failed, State
 
 from .flows import AutotuneCrashed, artifact_key
-from .tasks import fingerprint_task
+from .tasks import as_task
 
 __all__ = ["ModelAutotuneResult", "model_autotune", "run_model_autotune"]
 
@@ -104,12 +104,15 @@ def model_autotune(model: str, batch_size: int = 1, prompt_len: int = 2048, dtyp
     from storage import open_db
     from tuner import tuning_run
     from xlstm_kernels.device import default_device
+    from xlstm_kernels.profiles.fingerprint import fingerprint
     from xlstm_kernels.settings import get_settings, reset_settings
 
     reset_settings()
     settings = get_settings()
     dev = str(device or settings.device or default_device())
-    fp = fingerprint_task(dev)
+    fp = as_task("fingerprint", "fingerprint", lambda: fingerprint(dev).to_dict())
+    get_run_logger().info("machine %s: %s (%s), torch %s", fp["machine_id"], fp["device_name"], fp["device_type"],
+                          fp["torch"])
     failed: dict[str, str] = {}
     result_json = published = run_id = None
     with open_db(settings.resolved_db_path()) as db, tuning_run(db, dev, quick, settings) as (run_id, _):
@@ -153,7 +156,7 @@ def run_model_autotune(model: str, *, home: Any, batch_size: int = 1, prompt_len
     from tuner import model_workload_for
     from xlstm_kernels.settings import Settings
 
-    from .lock import machine_lock
+    from tuner import machine_lock
     from .server import select_api, use_api
 
     model_workload_for(model, batch_size, prompt_len, dtype)  # bad input fails here, before Prefect

@@ -6,7 +6,7 @@
 """
 
 from ._db import RUN_STATUSES, TRIAL_STATUSES, BestConfig, TuningDB, config_key, open_db, query_best
-from ._db import pid_alive, this_machine_id
+from ._db import pid_alive, this_machine_id, using_db
 from ._errors import DatabaseUnavailable, NoTunedConfig, NotADatabase, SchemaTooNew, StorageError, UnknownRun
 from ._metadata import column_description, datasette_metadata
 from ._model_db import BestModelConfig, best_model, kernel_winners, model_trials, record_model_result
@@ -38,4 +38,5 @@ __all__ = [
     "record_model_result",
     "record_model_trial",
     "this_machine_id",
+    "using_db",
 ]

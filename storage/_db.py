@@ -259,6 +259,10 @@ class TuningDB:
         """All machines, most recently seen first."""
         return list(self.db.query("SELECT * FROM machines ORDER BY last_seen DESC"))
 
+    def has_machine(self, machine_id: str) -> bool:
+        """True when the DB knows ``machine_id`` (its fingerprint was recorded)."""
+        return bool(self.db["machines"].count_where("id = ?", [machine_id]))
+
     def workload_id(self, workload: Workload) -> int:
         """Id of a workload row, inserted if new."""
         spec = str(workload)
@@ -308,6 +312,10 @@ class TuningDB:
         if not rows:
             raise UnknownRun(f"no tuning run with id {run_id} in {self.path}")
         return rows[0]
+
+    def is_run_of(self, run_id: int, machine_id: str) -> bool:
+        """True when run ``run_id`` exists and is a run of ``machine_id`` (a provenance link is safe)."""
+        return bool(list(self.db.query("SELECT 1 FROM runs WHERE id = ? AND machine_id = ?", [run_id, machine_id])))
 
     def runs(self, machine_id: str | None = None) -> list[dict[str, Any]]:
         """Runs, newest first, optionally of one machine."""
@@ -525,6 +533,20 @@ def open_db(path: str | Path | None = None) -> TuningDB:
 
     s = get_settings()
     return TuningDB(path if path is not None else s.resolved_db_path(), busy_timeout_s=s.db_busy_timeout_s)
+
+
+@contextlib.contextmanager
+def using_db(db: TuningDB | str | Path | None = None) -> Iterator[TuningDB]:
+    """``db`` itself when it is an open ``TuningDB`` (left open), else ``open_db(db)`` closed after.
+
+    Callers that receive a caller's open DB must keep using it: a second connection that this process
+    opens and closes on the same SQLite file can drop the first one's POSIX locks.
+    """
+    if isinstance(db, TuningDB):
+        yield db
+        return
+    with open_db(db) as opened:
+        yield opened
 
 
 def this_machine_id(device: str | None = None) -> str:

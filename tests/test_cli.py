@@ -12,10 +12,9 @@ from typer.testing import CliRunner
 
 import storage
 import xlstm_kernels as xk
-from flows import tasks
-from flows.cli import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_SERVER, EXIT_USAGE, _PUBLISH_FN, _TUNE_FN, app
-from flows.lock import machine_lock
+from flows.cli import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_SERVER, EXIT_USAGE, app
 from flows.server import free_port
+from tuner import machine_lock
 
 runner = CliRunner()
 from flow_helpers import GOOD  # the real tuner on a two-candidate space
@@ -47,14 +46,16 @@ def test_every_command_has_help(command):
     assert "Usage" in result.output and len(result.output.splitlines()) > 3
 
 
-def test_cli_seams_match_the_tasks():
-    assert (_TUNE_FN, _PUBLISH_FN) == (tasks.TUNE_FN, tasks.PUBLISH_FN)
-
-
 def test_seams_default_to_the_real_tuner_and_publisher():
-    import tuner
+    import inspect
 
-    assert tasks.resolve(_TUNE_FN) is tuner.tune_workload and tasks.resolve(_PUBLISH_FN) is tuner.publish_entries
+    import tuner
+    from flows.flows import autotune
+
+    lib = inspect.signature(tuner.autotune).parameters
+    assert lib["tune_fn"].default is tuner.tune_workload and lib["publish_fn"].default is tuner.publish_entries
+    flow = inspect.signature(autotune.fn).parameters  # a deployment's JSON parameters leave them None: the defaults
+    assert flow["tune_fn"].default is None and flow["publish_fn"].default is None
 
 
 def test_tune_bad_workload_is_usage_error(home):

@@ -14,9 +14,6 @@ from pathlib import Path
 import pytest
 
 from flow_helpers import GOOD, UNBANDABLE  # the real tuner on a two-candidate space
-from flows.lock import TuneLocked, lock_path, machine_lock, read_holder
-from flows.outcome import AutotuneResult, WorkloadOutcome, summary_markdown, winners_table
-from flows.schedule import PublishedEntry, Remeasurement, decide, needs_remeasure
 from flows.server import (
     ServerInfo,
     ServerUnavailable,
@@ -26,6 +23,9 @@ from flows.server import (
     select_api,
     state_path,
 )
+from tuner import AutotuneResult, PublishedEntry, Remeasurement, TuneLocked, WorkloadOutcome, decide
+from tuner import lock_path, machine_lock, needs_remeasure, read_holder, winners_table
+from tuner import run_summary_markdown as summary_markdown
 
 REPO = Path(__file__).resolve().parent.parent
 FAILING = UNBANDABLE
@@ -36,7 +36,7 @@ def _holder_script(home: Path, seconds: float) -> str:
         f"""
         import sys, time
         sys.path.insert(0, {str(REPO)!r})
-        from flows.lock import machine_lock
+        from tuner import machine_lock
         with machine_lock({str(home)!r}):
             print("locked", flush=True)
             time.sleep({seconds})
@@ -350,13 +350,41 @@ def test_autotune_flow_real_tuner_end_to_end_then_revalidates(prefect_harness, t
 
 
 def test_autotune_flow_fails_cleanly_when_publish_fails(prefect_harness, tuner_home):
+    import functools
+
+    import tuner
     from flows.flows import autotune
 
-    state = autotune(workloads=[GOOD], quick=True, publish_fn="tuner:no_such_function", return_state=True)
+    unwritable = functools.partial(tuner.publish_entries, path=tuner_home)  # a directory: the profile cannot be written
+    state = autotune(workloads=[GOOD], quick=True, publish_fn=unwritable, return_state=True)
     assert state.is_failed() and "publish" in state.message
     result = state.result(raise_on_failure=False)
     assert [o.workload for o in result.outcomes] == [GOOD] and result.profile_path is None
-    assert "no_such_function" in result.failed["publish"]
+    assert "ProfileWriteError" in result.failed["publish"] and str(tuner_home) in result.failed["publish"]
+
+
+def test_autotune_library_runs_each_step_without_prefect(tuner_home):
+    """``tuner.autotune`` is the whole run: every step through the ``step`` seam, the tuned entry published as is."""
+    import storage
+    import tuner
+    import xlstm_kernels as xk
+
+    steps: list[tuple[str, str]] = []
+
+    def record(step, label, fn):
+        steps.append((step, label))
+        return fn()
+
+    result = tuner.autotune([GOOD, FAILING], quick=True, report=False, step=record)
+    assert steps == [("fingerprint", "fingerprint"), ("tune-workload", f"tune {GOOD}"),
+                     ("tune-workload", f"tune {FAILING}"), ("publish-profile", "publish-profile")]
+    assert list(result.failed) == [FAILING] and "UnbandableWorkload" in result.failed[FAILING]
+    assert result.status_message() == f"1 failed ({FAILING}); 1 tuned" and result.report_path is None
+    [won] = result.outcomes
+    [entry] = xk.load_profile(result.profile_path).entries
+    assert entry == won.entry and entry.median_s == won.median_ms / 1e3  # converted once, published as is
+    with storage.open_db(tuner_home / "tuning.db") as db:
+        assert [(r["id"], r["status"]) for r in db.runs()] == [(result.run_id, "completed")]
 
 
 def test_scheduled_run_takes_the_machine_lock(prefect_harness, tuner_home):
@@ -389,7 +417,7 @@ def _published(tmp_path: Path, name: str, entries, **fp_changes):
 
 def test_revalidate_decisions_with_the_real_evaluator(tmp_path):
     import xlstm_kernels as xk
-    from flows.revalidate import revalidate
+    from tuner import revalidate
 
     fp = xk.fingerprint("cpu")
     settings = xk.Settings(tune_repeats=3, tune_warmup=1)

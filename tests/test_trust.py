@@ -304,16 +304,16 @@ def test_busy_machine_warns_at_tune_start_and_scheduled_runs_wait_bounded(monkey
     waited = tuner.wait_for_quiet(settings, max_wait_s=0.3)
     assert not waited.quiet and 0.3 <= waited.waited_s < 0.3 + 5 and "load average" in waited.reason
     assert time.monotonic() - t0 < 10
-    got = CliRunner().invoke(app, ["tune", "-w", "1,2,16,8,8,float32", "--tune-fn", "tuner:no_such_function"])
+    got = CliRunner().invoke(app, ["tune", "-w", "1,2,16,8"])
     assert "warning: machine busy (load average" in got.stderr and got.exit_code != 0
     quiet = _settings(monkeypatch, BUSY_LOAD_PER_CORE="1e9")
     assert tuner.busy_now(quiet) is None and tuner.wait_for_quiet(quiet, max_wait_s=60).waited_s < 1
-    got = CliRunner().invoke(app, ["tune", "-w", "1,2,16,8,8,float32", "--tune-fn", "tuner:no_such_function"])
+    got = CliRunner().invoke(app, ["tune", "-w", "1,2,16,8"])
     assert "machine busy" not in got.stderr
 
 
 def test_revalidation_compares_speedups_of_fresh_paired_rounds():
-    from flows.schedule import PublishedEntry, Remeasurement, decide
+    from tuner import PublishedEntry, Remeasurement, decide
 
     sw = {"torch": "2.13"}
     pub = {w: PublishedEntry(w, {}, 10.0, sw, speedup=2.0) for w in ("slowed", "same", "busy", "doubtless", "old")}
@@ -337,7 +337,7 @@ def test_revalidation_compares_speedups_of_fresh_paired_rounds():
 
 def test_the_flow_outcome_carries_the_interval_and_the_busy_mark():
     """The flow publishes through ``WorkloadOutcome``: the optional entry fields survive the round trip."""
-    from flows.outcome import WorkloadOutcome
+    from tuner import WorkloadOutcome
 
     entry = xk.ProfileEntry(workload=str(WL), config=REC_T1.to_dict(), t_inner_requested=1, t_inner_effective=1,
                             median_s=1e-3, tokens_per_s=16e3, speedup_vs_default=1.8, equivalence_error=1e-7,

@@ -2,6 +2,10 @@
 
 Entry points (see their docstrings):
 
+    from tuner import autotune
+    outcome = autotune(["1,4,512,64,64,float32"], quick=True)  # a whole run: tune, publish, report
+    outcome.outcomes[0].config, outcome.profile_path, outcome.report_path, outcome.failed
+
     from tuner import run_tuning, tune_workload, RichProgress
     with RichProgress() as progress:
         result = run_tuning(["1,4,512,64,64,float32"], quick=True, progress=progress)
@@ -34,12 +38,13 @@ from ._publish import (
     build_profile,
     check_recordable,
     profile_entry,
-    profile_path_for,
     publish_entries,
     publish_profile_file,
     record_published,
 )
 from ._fleet import FleetBest, FleetMisconfigured, FleetStorageUnavailable, fleet_best, node_name, open_fleet_storage
+from ._lock import LockHolder, LockUnwritable, TuneLocked, lock_path, machine_lock, read_holder
+from ._outcome import AutotuneResult, WorkloadOutcome, config_short, run_summary_markdown, winners_table
 from ._preflight import check_workloads
 from ._report import render_report, write_report, write_run_report, write_study_report
 from ._report_data import (
@@ -54,6 +59,9 @@ from ._report_data import (
     study_report,
     summary_markdown,
 )
+from ._revalidate import Revalidation, published_entries, remeasure, revalidate
+from ._run import PublishFn, StepRunner, TuneFn, autotune, call_step
+from ._schedule import Decision, PublishedEntry, Remeasurement, decide, needs_remeasure, software_diff
 from ._space import SearchSpace, effective_key, effective_t_inner, parse_workload, probe_key
 from ._space import thread_choices
 from ._model_bench import GenerateResult, GenerateRow, generate_side_by_side
@@ -92,17 +100,18 @@ from ._study import (
     optuna_storage_url,
     run_tuning,
     study_name_for,
-    study_summary,
     tune_workload,
     tuning_run,
 )
 
 __all__ = [
+    "AutotuneResult",
     "BenchResult",
     "BenchSide",
     "Candidate",
     "CandidateFailed",
     "CompileProbe",
+    "Decision",
     "Evaluation",
     "Evaluator",
     "FamilyLanding",
@@ -114,6 +123,8 @@ __all__ = [
     "Interval",
     "KernelRunner",
     "LoadMeter",
+    "LockHolder",
+    "LockUnwritable",
     "MachineLoad",
     "ModelCandidate",
     "ModelEvaluation",
@@ -129,30 +140,42 @@ __all__ = [
     "ProfileRecordError",
     "Progress",
     "ProgressEvent",
+    "PublishFn",
+    "PublishedEntry",
     "QuietWait",
     "Rejected",
+    "Remeasurement",
     "ReportError",
     "ReportFile",
+    "Revalidation",
     "RichProgress",
     "RunReport",
     "RunResult",
     "SearchSpace",
+    "StepRunner",
     "TargetPlan",
     "Timing",
+    "TuneFn",
+    "TuneLocked",
     "TunerError",
     "UnbandableWorkload",
     "UnknownModel",
     "UnknownWorkload",
+    "WorkloadOutcome",
     "WorkloadPlan",
     "WorkloadResult",
+    "autotune",
     "bench",
     "build_profile",
     "busy_now",
+    "call_step",
     "candidates_for",
     "check_recordable",
     "check_workloads",
     "collect_run_report",
     "compile_once",
+    "config_short",
+    "decide",
     "effective_key",
     "effective_t_inner",
     "existing_storage_url",
@@ -160,11 +183,14 @@ __all__ = [
     "generate_side_by_side",
     "instability",
     "load_report_study",
+    "lock_path",
     "logits_error",
     "machine_load",
+    "machine_lock",
     "median_interval",
     "model_profile_entry",
     "model_workload_for",
+    "needs_remeasure",
     "node_name",
     "open_fleet_storage",
     "optuna_storage",
@@ -176,19 +202,23 @@ __all__ = [
     "probe_key",
     "profile_choice",
     "profile_entry",
-    "profile_path_for",
     "publish_entries",
     "publish_profile_file",
+    "published_entries",
     "ratchet_probe",
+    "read_holder",
     "record_published",
     "rel_error",
+    "remeasure",
     "render_report",
     "report_path",
+    "revalidate",
     "run_config_key",
     "run_kernel",
+    "run_summary_markdown",
+    "software_diff",
     "study_name_for",
     "study_report",
-    "study_summary",
     "summary_markdown",
     "thread_choices",
     "time_callable",
@@ -196,6 +226,7 @@ __all__ = [
     "tune_workload",
     "tuning_run",
     "wait_for_quiet",
+    "winners_table",
     "write_report",
     "write_run_report",
     "write_study_report",

@@ -29,7 +29,7 @@ from typing import Any
 import optuna
 import torch
 
-from storage import TuningDB, kernel_winners, record_model_result, record_model_trial
+from storage import TuningDB, kernel_winners, record_model_result, record_model_trial, using_db
 from xlstm_kernels.kernels.config import KernelConfig
 from xlstm_kernels.device import default_device
 from xlstm_kernels.models.presets import ModelSpecError, build_model, head_shape, resolve_model_config
@@ -42,7 +42,7 @@ from ._errors import CandidateFailed, TunerError
 from ._model_evaluate import ModelEvaluation, ModelEvaluator, RunnerFactory, default_runner_factory, timing_of
 from ._model_space import ModelSpace, run_config_key
 from ._progress import Progress, ProgressEvent
-from ._study import _finished, _open, optuna_storage, software_tag, tuning_run
+from ._study import _finished, optuna_storage, software_tag, tuning_run
 
 
 class UnknownModel(TunerError, ValueError):
@@ -139,9 +139,9 @@ def prefill_candidates(db: TuningDB, machine_id: str, fields: dict[str, Any], dt
     found = [KernelConfig.from_dict(c) for c in kernel_winners(db, machine_id, NH=NH, DHQK=DHQK, DHV=DHV, dtype=dtype)]
     profile = None
     with contextlib.suppress(ProfileError):
-        from ._publish import profile_path_for
+        from xlstm_kernels.profiles.profile import default_profile_path
 
-        profile = load_profile(profile_path_for(machine_id, settings))
+        profile = load_profile(default_profile_path(machine_id))
     if profile is not None and profile.machine_id == machine_id:
         for e in profile.entries:
             w, cfg = e.parsed_workload, e.kernel_config
@@ -189,17 +189,13 @@ def tune_model(
     settings = settings or get_settings()
     fields, wl = model_workload_for(model, batch_size, prompt_len, dtype)
     dev = torch.device(device) if device is not None else default_device()
-    tdb, owned = _open(db)
-    try:
+    with using_db(db) as tdb:
         if run_id is None:
             with tuning_run(tdb, dev, quick, settings) as (rid, _mid):
                 return _tune_model(fields, wl, tdb, dev, rid, n_trials, time_budget_s, progress, quick,
                                    space, runner_factory, settings)
         return _tune_model(fields, wl, tdb, dev, run_id, n_trials, time_budget_s, progress, quick, space,
                            runner_factory, settings)
-    finally:
-        if owned:
-            tdb.close()
 
 
 def _tune_model(fields: dict[str, Any], wl: ModelWorkload, db: TuningDB, dev: torch.device, run_id: int,

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from storage import TuningDB, open_db
+from storage import TuningDB, using_db
 from xlstm_kernels.profiles.fingerprint import Fingerprint
 from xlstm_kernels.profiles.profile import (
     ModelProfileEntry,
@@ -25,13 +25,13 @@ from xlstm_kernels.profiles.profile import (
     PublishResult,
     TuningRun,
     check_profile_matches,
+    default_profile_path,
     load_profile,
-    machine_profile_path,
     parse_profile,
     publish_profile,
     read_profile_text,
 )
-from xlstm_kernels.settings import Settings, get_settings
+from xlstm_kernels.settings import Settings
 
 from ._errors import TunerError
 from ._study import WorkloadResult
@@ -70,14 +70,6 @@ def profile_entry(result: WorkloadResult) -> ProfileEntry:
         speedup_confidence=iv.confidence if iv else None,
         busy_reason=result.busy_reason,
     )
-
-
-def profile_path_for(machine_id: str, settings: Settings | None = None) -> Path:
-    """Where ``machine_id``'s profile is published: settings' profile_path, else HOME/profiles/<id>.json."""
-    s = settings or get_settings()
-    if s.profile_path is not None:
-        return Path(s.profile_path).expanduser()
-    return machine_profile_path(s.resolved_home(), machine_id)
 
 
 def build_profile(
@@ -148,7 +140,7 @@ def check_recordable(fingerprint: Fingerprint | dict[str, Any], db: TuningDB, pa
     fpd = fingerprint.to_dict() if isinstance(fingerprint, Fingerprint) else dict(fingerprint)
     mid = str(fpd["machine_id"])
     known: Fingerprint | str = mid
-    if not db.db["machines"].count_where("id = ?", [mid]):
+    if not db.has_machine(mid):
         try:
             known = Fingerprint.from_dict(fpd)
         except TypeError as exc:
@@ -165,15 +157,6 @@ def check_recordable(fingerprint: Fingerprint | dict[str, Any], db: TuningDB, pa
     return known
 
 
-@contextlib.contextmanager
-def _db(db: TuningDB | str | Path | None):  # noqa: ANN202 - private helper
-    if isinstance(db, TuningDB):
-        yield db
-        return
-    with open_db(db) as opened:
-        yield opened
-
-
 def publish_entries(
     fingerprint: Fingerprint | dict[str, Any],
     entries: Sequence[ProfileEntry],
@@ -188,15 +171,15 @@ def publish_entries(
     """Build this machine's profile from ``entries`` (and ``model_entries``), publish it atomically,
     record it in the DB.
 
-    ``path`` defaults to ``profile_path_for(machine_id)``; ``db`` to the settings' tuning DB (created if
+    ``path`` defaults to ``xlstm_kernels.profiles.profile.default_profile_path(machine_id)``; ``db`` to the settings' tuning DB (created if
     absent). Entries of the currently published profile for other workloads are kept (``build_profile``).
     """
     fp = fingerprint if isinstance(fingerprint, Fingerprint) else Fingerprint.from_dict(fingerprint)
-    target = Path(path).expanduser() if path is not None else profile_path_for(fp.machine_id, settings)
+    target = Path(path).expanduser() if path is not None else default_profile_path(fp.machine_id)
     previous = None
     with contextlib.suppress(ProfileError):
         previous = load_profile(target)
-    with _db(db if db is not None else (settings.resolved_db_path() if settings else None)) as tdb:
+    with using_db(db if db is not None else (settings.resolved_db_path() if settings else None)) as tdb:
         if started_at is None and run_id is not None:  # provenance: when the tuning run began
             started_at = datetime.fromisoformat(tdb.run(run_id)["started_at"])
         profile = build_profile(fp, entries, run_id=run_id, started_at=started_at, previous=previous,
@@ -219,15 +202,15 @@ def publish_profile_file(
     """
     source = Path(source)
     profile = parse_profile(read_profile_text(source), str(source))
-    target = Path(path).expanduser() if path is not None else profile_path_for(profile.machine_id)
+    target = Path(path).expanduser() if path is not None else default_profile_path(profile.machine_id)
     rid = profile.tuning_run.run_id
-    with _db(db) as tdb:
+    with using_db(db) as tdb:
         try:
             result = publish_profile(profile, target, before_write=lambda p, v, c: check_recordable(
                 profile.fingerprint, tdb, p, v, c))
         except ProfileRecordError as exc:
             raise ProfileRecordError(f"nothing was published: {exc}") from None
-        linked = int(rid) if rid is not None and rid.isdigit() and _run_of(tdb, int(rid), profile.machine_id) else None
+        linked = int(rid) if rid is not None and rid.isdigit() and tdb.is_run_of(int(rid), profile.machine_id) else None
         try:
             record_published(result, profile.fingerprint, tdb, linked)
         except ProfileRecordError as exc:
@@ -235,7 +218,3 @@ def publish_profile_file(
                                      f"in the tuning DB: {exc}") from None
     return result
 
-
-def _run_of(db: TuningDB, run_id: int, machine_id: str) -> bool:
-    """True when this DB holds run ``run_id`` and it is a run of ``machine_id`` (a provenance link is safe)."""
-    return bool(list(db.db.query("SELECT 1 FROM runs WHERE id = ? AND machine_id = ?", [run_id, machine_id])))

@@ -1,4 +1,7 @@
-"""Optuna studies per (machine, workload): the tuner's entry points ``tune_workload`` and ``run_tuning``.
+"""Optuna studies per (machine, workload): ``tune_workload`` (one study) and ``run_tuning`` (studies only).
+
+A whole tuning run - studies, then the published profile and the report - is ``tuner.autotune``
+(``tuner._run``), which calls ``tune_workload`` per workload.
 
 Study storage: Optuna's RDB storage at ``settings.optuna_storage`` or, by default, an SQLite file
 beside the tuning DB (``<db stem>.optuna.db``; Optuna's own ``trials`` table would clash with ours in
@@ -32,7 +35,7 @@ import optuna
 import torch
 
 import xlstm_kernels as xk
-from storage import TuningDB, open_db, pid_alive
+from storage import TuningDB, pid_alive, using_db
 from xlstm_kernels.profiles.fingerprint import triton_version
 from xlstm_kernels.kernels.config import KernelConfig, Workload
 from xlstm_kernels.device import default_device
@@ -169,12 +172,6 @@ def optuna_storage(db: TuningDB, settings: Settings) -> optuna.storages.BaseStor
     return _STORAGES[cache_key]
 
 
-def _open(db: TuningDB | str | Path | None) -> tuple[TuningDB, bool]:
-    if isinstance(db, TuningDB):
-        return db, False
-    return open_db(db), True
-
-
 @contextlib.contextmanager
 def tuning_run(db: TuningDB, device: torch.device | str, quick: bool = False,
                settings: Settings | None = None) -> Iterator[tuple[int, str]]:
@@ -298,17 +295,13 @@ def tune_workload(
     dev = torch.device(device) if device is not None else default_device()
     space = space or SearchSpace.from_settings(wl, dev, settings)
     check_workload_memory(wl, dev, settings.validate_max_s, settings)  # before any input is allocated
-    tdb, owned = _open(db)
-    try:
+    with using_db(db) as tdb:
         if run_id is None:
             with tuning_run(tdb, dev, quick, settings) as (rid, _mid):
                 return _tune(wl, tdb, dev, rid, n_trials, time_budget_s, progress, quick, space,
                              sampler, runner, probe, settings)
         return _tune(wl, tdb, dev, run_id, n_trials, time_budget_s, progress, quick, space,
                      sampler, runner, probe, settings)
-    finally:
-        if owned:
-            tdb.close()
 
 
 def run_tuning(
@@ -325,7 +318,7 @@ def run_tuning(
     probe: CompileProbe | None = None,
     settings: Settings | None = None,
 ) -> RunResult:
-    """One tuning run over ``workloads`` on this machine; the entry point for flows and the CLI.
+    """One run of studies over ``workloads`` (no profile published, no report; ``tuner.autotune`` does both).
 
     Every workload is parsed and its space built before anything is written (bad input raises
     ``UnknownWorkload`` / ``UnbandableWorkload`` and leaves the DB untouched). Then one run row is
@@ -338,9 +331,8 @@ def run_tuning(
     dev = torch.device(device) if device is not None else default_device()
     wls = [parse_workload(w) for w in workloads]
     built = {str(w): (spaces or {}).get(str(w)) or SearchSpace.from_settings(w, dev, settings) for w in wls}
-    tdb, owned = _open(db)
     t0 = time.perf_counter()
-    try:
+    with using_db(db) as tdb:
         with tuning_run(tdb, dev, quick, settings) as (run_id, machine_id):
             result = RunResult(run_id, machine_id, "running")
             for w in wls:
@@ -349,9 +341,6 @@ def run_tuning(
         result.status = "completed"
         result.elapsed_s = time.perf_counter() - t0
         return result
-    finally:
-        if owned:
-            tdb.close()
 
 
 def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: int | None,
@@ -667,12 +656,3 @@ def _paired_speedup(winner: Candidate, default: Candidate, evaluator: Evaluator,
 
     return fresh(winner, win_s), fresh(default, def_s), interval, why
 
-
-def study_summary(study_name: str, db: TuningDB, settings: Settings | None = None) -> dict[str, Any]:
-    """Counts of a stored study's trials by Optuna state (for flows and diagnostics)."""
-    st = optuna.load_study(study_name=study_name, storage=optuna_storage(db, settings or get_settings()))
-    counts: dict[str, int] = {}
-    for t in st.get_trials(deepcopy=False):
-        counts[t.state.name] = counts.get(t.state.name, 0) + 1
-    return {"study_name": study_name, "trials": counts,
-            "best": json.loads(json.dumps(st.best_trial.user_attrs.get("config"))) if counts.get("COMPLETE") else None}

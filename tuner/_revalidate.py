@@ -1,5 +1,5 @@
 """Re-validation of a published profile (scheduled runs): re-check and re-time each published winner,
-then apply the rule of ``flows.schedule.decide``. Prefect-free: the flow's task calls ``revalidate``.
+then apply the rule of ``tuner._schedule.decide``. Prefect-free: the flow's task calls ``revalidate``.
 
 A winner is re-checked with the tuner's own ``Evaluator`` (quick mode): compiled, validated against the
 float64 reference on fresh inputs, and - only when valid - timed. Then it is timed against the default
@@ -21,7 +21,7 @@ from xlstm_kernels.profiles.fingerprint import Fingerprint
 from xlstm_kernels.profiles.profile import Profile, ProfileEntry, ProfileError, load_profile
 from xlstm_kernels.settings import Settings
 
-from .schedule import Decision, PublishedEntry, Remeasurement, decide, needs_remeasure
+from ._schedule import Decision, PublishedEntry, Remeasurement, decide, needs_remeasure
 
 
 @dataclass

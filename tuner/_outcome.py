@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from xlstm_kernels.kernels.config import KernelConfig
+from xlstm_kernels.kernels.config import KernelConfig, Workload
 
 if TYPE_CHECKING:
-    from tuner import WorkloadResult
     from xlstm_kernels.profiles.profile import ProfileEntry
+
+    from ._study import WorkloadResult
 
 
 def _config_dict(config: Any) -> dict[str, Any]:
@@ -61,6 +62,8 @@ class WorkloadOutcome:
     speedup_high: float | None = None
     speedup_confidence: float | None = None
     busy_reason: str | None = None
+    # the profile entry this outcome was read from (tuned or kept): published as is, never rebuilt
+    entry: ProfileEntry | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("median_ms", "speedup", "equiv_err"):
@@ -70,11 +73,12 @@ class WorkloadOutcome:
 
     def config_short(self) -> str:
         """The winner in compact form."""
-        return config_short(self.config, "decode" if self.workload.endswith(",decode") else "prefill")
+        return config_short(self.config, Workload.parse(self.workload).mode)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
-        d = asdict(self)
+        """Plain-JSON form (without the profile entry it was read from)."""
+        d = asdict(replace(self, entry=None))
+        del d["entry"]
         d["rejected"] = [{"config": c, "reason": r} for c, r in self.rejected]
         return d
 
@@ -94,13 +98,13 @@ class WorkloadOutcome:
             speedup=entry.speedup_vs_default, equiv_err=entry.equivalence_error, rejected=list(rejected or []),
             t_inner_requested=entry.t_inner_requested, tokens_per_s=entry.tokens_per_s, study_name=study_name,
             action=action, reason=reason, speedup_low=entry.speedup_low, speedup_high=entry.speedup_high,
-            speedup_confidence=entry.speedup_confidence, busy_reason=entry.busy_reason,
+            speedup_confidence=entry.speedup_confidence, busy_reason=entry.busy_reason, entry=entry,
         )
 
     @classmethod
     def from_result(cls, result: WorkloadResult) -> WorkloadOutcome:
         """The outcome of ``tuner.tune_workload``; ``tuner.NoWinner`` when no candidate validated."""
-        from tuner import profile_entry
+        from ._publish import profile_entry
 
         entry = profile_entry(result)
         rejected = [(r.config.to_dict(), f"{r.status}: {r.reason}") for r in result.rejected]
@@ -109,9 +113,11 @@ class WorkloadOutcome:
                                      f"{result.n_candidates} candidate(s)")
 
     def to_profile_entry(self) -> ProfileEntry:
-        """This winner as a profile entry (requires the tuner's fields: t_inner_requested, tokens_per_s)."""
+        """This winner as a profile entry: the one it was read from, else built from the tuner's fields."""
         from xlstm_kernels.profiles.profile import ProfileEntry
 
+        if self.entry is not None:
+            return self.entry
         if self.t_inner_requested is None or self.tokens_per_s is None:
             raise ValueError(f"{self.workload}: outcome lacks t_inner_requested/tokens_per_s (not from the tuner)")
         return ProfileEntry(
@@ -158,9 +164,10 @@ class WorkloadOutcome:
 
 @dataclass(frozen=True)
 class AutotuneResult:
-    """What one autotune flow run produced: winners, failed workloads (with why), profile and report.
+    """What one tuning run (``tuner.autotune``) produced: winners, failed workloads (with why), profile, report.
 
-    ``decisions``: the re-validation decisions (workload, action, reason) of a ``revalidate`` run.
+    ``decisions``: the re-validation decisions (workload, action, reason) of a ``revalidate`` run;
+    ``report_summary``: the report's markdown summary (for the flow's artifact; not in ``to_dict``).
     """
 
     machine_id: str
@@ -172,11 +179,20 @@ class AutotuneResult:
     profile_checksum: str | None = None
     report_path: str | None = None
     decisions: list[dict[str, str]] = field(default_factory=list)
+    report_summary: str | None = None
 
     @property
     def ok(self) -> bool:
         """True when every workload produced a winner."""
         return not self.failed
+
+    def status_message(self) -> str:
+        """One line for the run's final state: what failed, how many were tuned and kept."""
+        n_kept = sum(o.action == "kept" for o in self.outcomes)
+        done = f"{len(self.outcomes) - n_kept} tuned" + (f", {n_kept} kept" if n_kept else "")
+        if self.failed:
+            return f"{len(self.failed)} failed ({', '.join(self.failed)}); {done}"
+        return f"{len(self.outcomes)} workload(s): {done}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
@@ -212,7 +228,7 @@ def _md_cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def summary_markdown(result: AutotuneResult) -> str:
+def run_summary_markdown(result: AutotuneResult) -> str:
     """The run summary artifact: winners, failed workloads, rejected candidates with their reasons."""
     lines = [f"# Autotune run on machine `{result.machine_id}`", ""]
     n_ok, n_failed = len(result.outcomes), len(result.failed)
