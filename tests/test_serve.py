@@ -25,8 +25,8 @@ import pytest
 import xlstm_kernels as xk
 from flow_helpers import GOOD, NARROW_ENV
 from flows.flows import artifact_key
-from tuner import machine_lock
 from flows.server import attach_local_server, scheduling_server, state_path
+from tuner import machine_lock
 from xlstm_kernels.profiles.profile import machine_profile_path
 
 REPO = Path(__file__).resolve().parent.parent
