@@ -121,7 +121,7 @@ def test_decode_space_has_only_compile_mode():
 
 def test_bad_workload_writes_nothing(db_path):
     with pytest.raises(UnknownWorkload):
-        tuner.run_tuning([str(WL), "1,2,16,8"], db=db_path, device="cpu")
+        tuner.autotune([str(WL), "1,2,16,8"], db=db_path, device="cpu")
     with pytest.raises(UnknownWorkload, match="float64"):
         tuner.tune_workload("1,2,16,8,8,float64", db=db_path, device="cpu")
     assert not db_path.exists()
@@ -133,10 +133,7 @@ def test_study_end_to_end_rejects_the_wrong_variant(db_path, fast):
     runner = CountingRunner(wrong=True)
     out = io.StringIO()
     with tuner.RichProgress(Console(file=out, width=200, force_terminal=False)) as progress:
-        res = tuner.run_tuning([WL], db=db_path, device="cpu", runner=runner, progress=progress,
-                               spaces={str(WL): _space()})
-    assert res.status == "completed"
-    (wr,) = res.workloads
+        wr = tuner.tune_workload(WL, db=db_path, device="cpu", runner=runner, progress=progress, space=_space())
     assert wr.sampler == "grid" and wr.n_trials == 3 == wr.n_candidates
     bad = xk.KernelConfig("recurrent", chunk_size=16, heads_per_band=2, t_inner=2)
     # rejected with its reason, and never timed: one probe/compile call and one validation call
@@ -152,8 +149,9 @@ def test_study_end_to_end_rejects_the_wrong_variant(db_path, fast):
     assert "best" in out.getvalue() and "3/3" in out.getvalue()
 
     with storage.TuningDB(db_path) as db:
-        assert db.run(res.run_id)["status"] == "completed"
-        rows = db.trials(run_id=res.run_id)
+        assert db.run(wr.run_id)["status"] == "completed"
+        mid = db.run(wr.run_id)["machine_id"]
+        rows = db.trials(run_id=wr.run_id)
         assert [r["is_default"] for r in rows] == [1, 0, 0]  # the baseline is enqueued first
         by_status = {r["status"]: r for r in rows}
         rej = by_status["rejected"]
@@ -163,8 +161,8 @@ def test_study_end_to_end_rejects_the_wrong_variant(db_path, fast):
                 assert r["compile_s"] > 0 and r["median_ms"] > 0 and r["spread_ms"] >= 0
                 assert r["tokens_per_s"] == pytest.approx(16 / (r["median_ms"] / 1e3))
                 assert r["validation_shape"] == "B=1,NH=2,S=16,DHQK=8,DHV=8,float32"
-        best = db.best(WL, res.machine_id)
-        assert best.source == "result" and best.config == wr.winner.config and best.run_id == res.run_id
+        best = db.best(WL, mid)
+        assert best.source == "result" and best.config == wr.winner.config and best.run_id == wr.run_id
     study = optuna.load_study(study_name=wr.study_name, storage=tuner.optuna_storage(storage.open_db(db_path), xk.get_settings()))
     rejected = [t for t in study.trials if t.user_attrs.get("status") == "rejected"]
     assert len(rejected) == 1 and rejected[0].constraints["equivalence"] > 0 and math.isinf(rejected[0].value)
@@ -173,17 +171,17 @@ def test_study_end_to_end_rejects_the_wrong_variant(db_path, fast):
 
     # the best command answers from this run
     cli = CliRunner()
-    got = cli.invoke(app, ["best", "--workload", str(WL), "--machine", res.machine_id, "--db", str(db_path), "--json"])
+    got = cli.invoke(app, ["best", "--workload", str(WL), "--machine", mid, "--db", str(db_path), "--json"])
     assert got.exit_code == 0, got.output
     data = json.loads(got.stdout)
-    assert data["config"] == wr.winner.config.to_dict() and data["run_id"] == res.run_id
+    assert data["config"] == wr.winner.config.to_dict() and data["run_id"] == wr.run_id
     assert data["speedup"] == pytest.approx(wr.speedup)
-    got = cli.invoke(app, ["best", "--workload", "1,2,32,8,8,float32", "--machine", res.machine_id, "--db", str(db_path)])
+    got = cli.invoke(app, ["best", "--workload", "1,2,32,8,8,float32", "--machine", mid, "--db", str(db_path)])
     assert got.exit_code == 1 and "no tuned config" in got.stderr
 
     # running again on the same DB continues the finished study: nothing re-evaluated, re-timed again
     again = tuner.tune_workload(WL, db=db_path, device="cpu", runner=runner, space=_space())
-    assert again.n_trials == 0 and again.winner is not None and again.run_id != res.run_id
+    assert again.n_trials == 0 and again.winner is not None and again.run_id != wr.run_id
 
 
 def test_ctrl_c_keeps_finished_trials_and_the_next_run_resumes(db_path, fast, monkeypatch):
@@ -258,9 +256,8 @@ def test_tpe_tries_the_one_block_seeds_right_after_the_default(db_path, fast):
 
 def test_decode_workload(db_path, fast):
     events = []
-    res = tuner.run_tuning(["1,2,1,8,8,float32,decode"], db=db_path, device="cpu", progress=events.append)
+    wr = tuner.tune_workload("1,2,1,8,8,float32,decode", db=db_path, device="cpu", progress=events.append)
     assert events and all(e.config.startswith("step ") and e.best_config.startswith("step ") for e in events)
-    (wr,) = res.workloads
     assert wr.winner is not None and wr.speedup == 1.0
     assert _matches_reference(wr.winner.config, xk.Workload.parse("1,2,1,8,8,float32,decode")) < 1e-4
     assert wr.winner.tokens_per_s > 0

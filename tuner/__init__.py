@@ -6,12 +6,12 @@ Entry points (see their docstrings):
     outcome = autotune(["1,4,512,64,64,float32"], quick=True)  # a whole run: tune, publish, report
     outcome.outcomes[0].config, outcome.profile_path, outcome.report_path, outcome.failed
 
-    from tuner import run_tuning, tune_workload, RichProgress
-    with RichProgress() as progress:
-        result = run_tuning(["1,4,512,64,64,float32"], quick=True, progress=progress)
-    result.workloads[0].winner, result.workloads[0].speedup, result.workloads[0].rejected
+    from tuner import tune_workload, RichProgress
+    with RichProgress() as progress:                           # one study, under a run of its own
+        result = tune_workload("1,4,512,64,64,float32", quick=True, progress=progress)
+    result.winner, result.speedup, result.rejected
 
-    entry = profile_entry(result.workloads[0])                # winner -> xk.ProfileEntry (NoWinner if none)
+    entry = profile_entry(result)                              # winner -> xk.ProfileEntry (NoWinner if none)
     publish_entries(fingerprint, [entry], run_id=result.run_id)  # atomic, versioned, recorded in the DB
     bench("1,4,512,64,64,float32")                             # profile's pick vs the default, side by side
 """
@@ -94,11 +94,9 @@ from ._timing import (
 from ._study import (
     Candidate,
     Rejected,
-    RunResult,
     WorkloadResult,
     optuna_storage,
     optuna_storage_url,
-    run_tuning,
     study_name_for,
     tune_workload,
     tuning_run,
@@ -150,7 +148,6 @@ __all__ = [
     "Revalidation",
     "RichProgress",
     "RunReport",
-    "RunResult",
     "SearchSpace",
     "StepRunner",
     "TargetPlan",

@@ -34,6 +34,7 @@ from ._publish import publish_entries
 from ._report import write_run_report
 from ._report_data import ReportFile
 from ._revalidate import Revalidation, revalidate as revalidate_profile
+from ._space import parse_workload
 from ._study import WorkloadResult, tune_workload, tuning_run
 from ._timing import wait_for_quiet
 
@@ -88,12 +89,12 @@ def autotune(
     re-check the published winners first and tune only what the re-validation rule
     (``tuner._schedule.decide``) sends to (re-)tuning. ``lock_wait_s``: take the machine lock, waiting
     up to that long, then wait (bounded) for a quiet machine (scheduled runs); None when the caller
-    holds the lock. ``report``: write the run's HTML report. Bad workloads raise ``ValueError``
-    subclasses before anything is written; a held lock raises ``TuneLocked``.
+    holds the lock. ``report``: write the run's HTML report. Bad workloads raise ``UnknownWorkload``
+    before anything is written; a held lock raises ``TuneLocked``.
     """
     settings = settings or get_settings()
     log = log or logging.getLogger("tuner.run")
-    names = [str(Workload.parse(w) if isinstance(w, str) else w) for w in (workloads or settings.workloads)]
+    names = [str(parse_workload(w)) for w in (workloads or settings.workloads)]
     if lock_wait_s is None:
         return _run(names, db, device, revalidate, quick, trials, time_budget_s, progress, tune_fn, publish_fn,
                     report, step, log, settings)

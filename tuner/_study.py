@@ -1,4 +1,4 @@
-"""Optuna studies per (machine, workload): ``tune_workload`` (one study) and ``run_tuning`` (studies only).
+"""Optuna studies per (machine, workload): ``tune_workload`` runs one (``tuner.autotune`` runs a whole tuning run).
 
 A whole tuning run - studies, then the published profile and the report - is ``tuner.autotune``
 (``tuner._run``), which calls ``tune_workload`` per workload.
@@ -128,22 +128,6 @@ class WorkloadResult:
                 "confidence": self.speedup_interval.confidence, "rounds": self.speedup_interval.n},
             "trusted": self.trusted, "busy_reason": self.busy_reason, "skipped": self.skipped,
         }
-
-
-@dataclass
-class RunResult:
-    """One tuning run over several workloads."""
-
-    run_id: int
-    machine_id: str
-    status: str
-    workloads: list[WorkloadResult] = field(default_factory=list)
-    elapsed_s: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
-        return {"run_id": self.run_id, "machine_id": self.machine_id, "status": self.status,
-                "elapsed_s": self.elapsed_s, "workloads": [w.to_dict() for w in self.workloads]}
 
 
 # -- plumbing ------------------------------------------------------------------------------------
@@ -302,45 +286,6 @@ def tune_workload(
                              sampler, runner, probe, settings)
         return _tune(wl, tdb, dev, run_id, n_trials, time_budget_s, progress, quick, space,
                      sampler, runner, probe, settings)
-
-
-def run_tuning(
-    workloads: Sequence[Workload | str],
-    *,
-    db: TuningDB | str | Path | None = None,
-    device: torch.device | str | None = None,
-    quick: bool = False,
-    n_trials: int | None = None,
-    time_budget_s: float | None = None,
-    progress: Progress | None = None,
-    spaces: dict[str, SearchSpace] | None = None,
-    runner: KernelRunner = run_kernel,
-    probe: CompileProbe | None = None,
-    settings: Settings | None = None,
-) -> RunResult:
-    """One run of studies over ``workloads`` (no profile published, no report; ``tuner.autotune`` does both).
-
-    Every workload is parsed and its space built before anything is written (bad input raises
-    ``UnknownWorkload`` / ``UnbandableWorkload`` and leaves the DB untouched). Then one run row is
-    opened (machine fingerprint recorded, stale runs of dead processes marked interrupted) and
-    ``tune_workload`` runs per workload under it. ``time_budget_s`` is per workload. ``spaces``
-    maps ``str(workload)`` to a narrowed ``SearchSpace``. On Ctrl-C the run is marked interrupted
-    and KeyboardInterrupt propagates; the next run resumes each study.
-    """
-    settings = settings or get_settings()
-    dev = torch.device(device) if device is not None else default_device()
-    wls = [parse_workload(w) for w in workloads]
-    built = {str(w): (spaces or {}).get(str(w)) or SearchSpace.from_settings(w, dev, settings) for w in wls}
-    t0 = time.perf_counter()
-    with using_db(db) as tdb:
-        with tuning_run(tdb, dev, quick, settings) as (run_id, machine_id):
-            result = RunResult(run_id, machine_id, "running")
-            for w in wls:
-                result.workloads.append(_tune(w, tdb, dev, run_id, n_trials, time_budget_s, progress,
-                                              quick, built[str(w)], "auto", runner, probe, settings))
-        result.status = "completed"
-        result.elapsed_s = time.perf_counter() - t0
-        return result
 
 
 def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: int | None,
