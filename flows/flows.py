@@ -22,7 +22,7 @@ from prefect.logging import get_run_logger
 from prefect.states import Completed, Failed, State
 
 from xlstm_kernels.config import Workload
-from xlstm_kernels.settings import Settings
+from flows.settings import FlowSettings
 
 from .outcome import AutotuneResult, WorkloadOutcome, summary_markdown, winners_table
 from .tasks import (
@@ -92,22 +92,22 @@ def autotune(
     (``xlstm-autotune tune``) already holds it.
     """
     if lock_wait_s is not None:
-        from xlstm_kernels.settings import get_settings
+        from flows.settings import get_flow_settings
 
         from .lock import machine_lock
 
-        with machine_lock(get_settings().resolved_home(), "tune", wait_s=lock_wait_s):
+        with machine_lock(get_flow_settings().resolved_home(), "tune", wait_s=lock_wait_s):
             _wait_for_quiet()
             return autotune.fn(workloads, trials, time_budget_s, quick, device, revalidate, show_progress,
                                tune_fn, publish_fn, None)
     from storage import open_db
     from tuner import profile_path_for, tuning_run
     from xlstm_kernels.device import default_device
-    from xlstm_kernels.settings import get_settings, reset_settings
+    from flows.settings import get_flow_settings, reset_flow_settings
 
     logger = get_run_logger()
-    reset_settings()  # read XLSTM_AUTOTUNE_* afresh for every run (a served deployment lives long)
-    settings = get_settings()
+    reset_flow_settings()  # read XLSTM_AUTOTUNE_* afresh for every run (a served deployment lives long)
+    settings = get_flow_settings()
     names = [str(Workload.parse(w)) for w in (workloads or settings.workloads)]
     dev = str(device or settings.device or default_device())
     fp = fingerprint_task(dev)
@@ -245,10 +245,10 @@ def get_run_logger_safe() -> Any:
 def _wait_for_quiet() -> None:
     """A scheduled run waits (bounded) for a quiet machine before timing, and logs what it found."""
     from tuner import wait_for_quiet
-    from xlstm_kernels.settings import get_settings
+    from flows.settings import get_flow_settings
 
     logger = get_run_logger_safe()
-    waited = wait_for_quiet(get_settings())
+    waited = wait_for_quiet(get_flow_settings())
     if waited.quiet:
         logger.info("machine quiet after %.0f s; timing", waited.waited_s)
     else:
@@ -288,7 +288,7 @@ def run_autotune(
     from .server import select_api, use_api
     from .tasks import resolve
 
-    settings = Settings()
+    settings = FlowSettings()
     names = [str(w) for w in check_workloads(workloads, device or settings.device, settings)]
     TuningDB(settings.resolved_db_path(), busy_timeout_s=settings.db_busy_timeout_s).close()
     resolve(tune_fn)

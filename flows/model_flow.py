@@ -104,10 +104,10 @@ def model_autotune(model: str, batch_size: int = 1, prompt_len: int = 2048, dtyp
     from storage import open_db
     from tuner import tuning_run
     from xlstm_kernels.device import default_device
-    from xlstm_kernels.settings import get_settings, reset_settings
+    from flows.settings import get_flow_settings, reset_flow_settings
 
-    reset_settings()
-    settings = get_settings()
+    reset_flow_settings()
+    settings = get_flow_settings()
     dev = str(device or settings.device or default_device())
     fp = fingerprint_task(dev)
     failed: dict[str, str] = {}
@@ -151,13 +151,13 @@ def run_model_autotune(model: str, *, home: Any, batch_size: int = 1, prompt_len
 
     from storage import TuningDB
     from tuner import model_workload_for
-    from xlstm_kernels.settings import Settings
+    from flows.settings import FlowSettings
 
     from .lock import machine_lock
     from .server import select_api, use_api
 
     model_workload_for(model, batch_size, prompt_len, dtype)  # bad input fails here, before Prefect
-    settings = Settings()
+    settings = FlowSettings()
     TuningDB(settings.resolved_db_path(), busy_timeout_s=settings.db_busy_timeout_s).close()  # usable DB first
     info = select_api(no_server=no_server)
     with machine_lock(home, "tune", wait_s=wait_s), use_api(info, startup_timeout_s, home=home,

@@ -59,12 +59,12 @@ def fingerprint_task(device: str | None = None) -> dict[str, Any]:
 def revalidate_task(workloads: list[str], fingerprint: dict[str, Any], device: str, profile_path: str) -> Any:
     """Re-check and re-time the published winners; decide keep / re-tune / tune (``flows.revalidate``)."""
     from xlstm_kernels.fingerprint import Fingerprint
-    from xlstm_kernels.settings import get_settings
+    from flows.settings import get_flow_settings
 
     from .revalidate import revalidate
 
     rv = revalidate(workloads, fingerprint=Fingerprint.from_dict(fingerprint), device=device,
-                    profile_path=Path(profile_path), settings=get_settings())
+                    profile_path=Path(profile_path), settings=get_flow_settings())
     for d in rv.decisions:
         get_run_logger().info("%s: %s (%s)", d.workload, d.action, d.reason)
     return rv
@@ -121,9 +121,9 @@ def report_task(run_id: int, study_names: list[str], db: TuningDB, failed: dict[
                 profile_path: str | None) -> Any:
     """Write the run's HTML report (``tuner.write_run_report``); returns the ``tuner.ReportFile``."""
     from tuner import write_run_report
-    from xlstm_kernels.settings import get_settings
+    from flows.settings import get_flow_settings
 
-    written = write_run_report(db, run_id, study_names, settings=get_settings(), failed=failed,
+    written = write_run_report(db, run_id, study_names, settings=get_flow_settings(), failed=failed,
                                profile_path=Path(profile_path) if profile_path else None)
     get_run_logger().info("report written to %s (%.1f MB)", written.path, written.bytes / 1e6)
     return written

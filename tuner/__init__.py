@@ -82,6 +82,7 @@ from ._timing import (
     paired_ratios,
     wait_for_quiet,
 )
+from .settings import TunerSettings, get_tuner_settings, mask_url, reset_tuner_settings
 from ._study import (
     Candidate,
     Rejected,
@@ -139,6 +140,7 @@ __all__ = [
     "TargetPlan",
     "Timing",
     "TunerError",
+    "TunerSettings",
     "UnbandableWorkload",
     "UnknownModel",
     "UnknownWorkload",
@@ -157,10 +159,12 @@ __all__ = [
     "existing_storage_url",
     "fleet_best",
     "generate_side_by_side",
+    "get_tuner_settings",
     "instability",
     "load_report_study",
     "logits_error",
     "machine_load",
+    "mask_url",
     "median_interval",
     "model_profile_entry",
     "model_workload_for",
@@ -183,6 +187,7 @@ __all__ = [
     "rel_error",
     "render_report",
     "report_path",
+    "reset_tuner_settings",
     "run_config_key",
     "run_kernel",
     "study_name_for",

@@ -30,7 +30,7 @@ import xlstm_kernels as xk
 from xlstm_kernels.config import KernelConfig, Workload
 from xlstm_kernels.device import synchronize
 from xlstm_kernels.drivers import plan
-from xlstm_kernels.settings import Settings
+from .settings import TunerSettings
 
 from ._errors import CandidateFailed
 from ._space import effective_t_inner
@@ -133,7 +133,7 @@ def rel_error(out: Output, ref: Output) -> float:
     return worst
 
 
-def calls_per_sample(workload: Workload, settings: Settings) -> int:
+def calls_per_sample(workload: Workload, settings: TunerSettings) -> int:
     """Decode steps are timed in bursts, as a decode loop enqueues them; a prefill call alone."""
     return settings.tune_decode_burst if workload.mode == "decode" else 1
 
@@ -159,7 +159,7 @@ class Evaluation:
 class Evaluator:
     """Evaluates candidates of one workload on one device; caches inputs and float64 references."""
 
-    def __init__(self, workload: Workload, device: torch.device, settings: Settings, *,
+    def __init__(self, workload: Workload, device: torch.device, settings: TunerSettings, *,
                  runner: KernelRunner = run_kernel, probe: CompileProbe | None = None,
                  quick: bool = False) -> None:
         self.workload, self.device, self.settings = workload, device, settings

@@ -36,7 +36,7 @@ from xlstm_kernels.device import empty_cache, synchronize
 from xlstm_kernels.model_presets import build_model, head_shape
 from xlstm_kernels.model_workload import ModelWorkload
 from xlstm_kernels.runner import ModelRunConfig, compile_model
-from xlstm_kernels.settings import Settings
+from .settings import TunerSettings
 
 from ._evaluate import summarize
 
@@ -108,7 +108,7 @@ class ModelEvaluator:
     """
 
     def __init__(self, fields: dict[str, Any], workload: ModelWorkload, device: torch.device,
-                 settings: Settings, *, quick: bool = False,
+                 settings: TunerSettings, *, quick: bool = False,
                  runner_factory: RunnerFactory = default_runner_factory) -> None:
         self.fields, self.workload, self.device, self.settings = fields, workload, device, settings
         self.runner_factory = runner_factory

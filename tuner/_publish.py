@@ -31,7 +31,7 @@ from xlstm_kernels.profile import (
     publish_profile,
     read_profile_text,
 )
-from xlstm_kernels.settings import Settings, get_settings
+from .settings import TunerSettings, get_tuner_settings
 
 from ._errors import TunerError
 from ._study import WorkloadResult
@@ -72,9 +72,9 @@ def profile_entry(result: WorkloadResult) -> ProfileEntry:
     )
 
 
-def profile_path_for(machine_id: str, settings: Settings | None = None) -> Path:
+def profile_path_for(machine_id: str, settings: TunerSettings | None = None) -> Path:
     """Where ``machine_id``'s profile is published: settings' profile_path, else HOME/profiles/<id>.json."""
-    s = settings or get_settings()
+    s = settings or get_tuner_settings()
     if s.profile_path is not None:
         return Path(s.profile_path).expanduser()
     return machine_profile_path(s.resolved_home(), machine_id)
@@ -182,7 +182,7 @@ def publish_entries(
     db: TuningDB | str | Path | None = None,
     path: str | Path | None = None,
     started_at: datetime | None = None,
-    settings: Settings | None = None,
+    settings: TunerSettings | None = None,
     model_entries: Sequence[ModelProfileEntry] = (),
 ) -> PublishResult:
     """Build this machine's profile from ``entries`` (and ``model_entries``), publish it atomically,

@@ -51,7 +51,7 @@ from .runner import (
 )
 from .reference import validation_inputs
 from .runtime import ConfigChoice, ProfileWarning, explain_config, loaded_profile, reload_profile
-from .settings import Settings, get_settings, reset_settings
+from .settings import Settings, UnknownSetting, get_settings, reset_settings
 from .shrink import NonCanonicalWarning, run_with_shrink, tuning
 from .validation import WorkloadTooLarge
 
@@ -92,6 +92,7 @@ __all__ = [
     "StaleStateError",
     "StateMismatchError",
     "TuningRun",
+    "UnknownSetting",
     "UnsupportedModelError",
     "Workload",
     "WorkloadTooLarge",
