@@ -103,10 +103,12 @@ def autotune(
     from storage import open_db
     from tuner import profile_path_for, tuning_run
     from xlstm_kernels.device import default_device
-    from flows.settings import get_flow_settings, reset_flow_settings
+    from flows.settings import get_flow_settings
+    from tuner.settings import reset_tuner_settings
 
     logger = get_run_logger()
-    reset_flow_settings()  # read XLSTM_AUTOTUNE_* afresh for every run (a served deployment lives long)
+    reset_tuner_settings()  # tuner and flow settings read afresh for every run (a served deployment lives long);
+    # the kernel's stay, and with them the runtime's loaded profile and fast-path memo
     settings = get_flow_settings()
     names = [str(Workload.parse(w)) for w in (workloads or settings.workloads)]
     dev = str(device or settings.device or default_device())

@@ -104,9 +104,10 @@ def model_autotune(model: str, batch_size: int = 1, prompt_len: int = 2048, dtyp
     from storage import open_db
     from tuner import tuning_run
     from xlstm_kernels.device import default_device
-    from flows.settings import get_flow_settings, reset_flow_settings
+    from flows.settings import get_flow_settings
+    from tuner.settings import reset_tuner_settings
 
-    reset_flow_settings()
+    reset_tuner_settings()  # tuner and flow settings read afresh; the kernel's (and the runtime's state) stay
     settings = get_flow_settings()
     dev = str(device or settings.device or default_device())
     fp = fingerprint_task(dev)

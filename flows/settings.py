@@ -2,9 +2,10 @@
 
 ``FlowSettings`` extends ``tuner.settings.TunerSettings`` (hence the kernel's settings too) under the same
 env prefix (``XLSTM_AUTOTUNE_``) and ``.env`` file. ``get_flow_settings()`` caches one copy;
-``reset_flow_settings()`` (every flow run calls it, so a long-lived deployment reads the environment
-afresh) forgets only that copy: the tuner's and kernel's cached settings, the runtime's loaded profile
-and its fast-path memo stay. A reset of a lower layer makes this copy be read afresh too.
+``reset_flow_settings()`` forgets only that copy: the tuner's and kernel's cached settings, the runtime's
+loaded profile and its fast-path memo stay. A reset of a lower layer makes this copy be read afresh too;
+every flow run resets the tuner's (``tuner.reset_tuner_settings()``), so a long-lived deployment reads
+the tuner's and the flows' settings afresh while the kernel's runtime state stays.
 """
 
 from __future__ import annotations
