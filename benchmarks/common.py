@@ -13,7 +13,7 @@ from tuner._timing import LoadMeter, summarize, time_one
 from xlstm_kernels.device import synchronize
 from xlstm_kernels.kernels.inputs import random_inputs
 from xlstm_kernels.kernels.reference import rel_err  # noqa: F401 - the benchmark scripts import it from here
-from xlstm_kernels.settings import get_settings
+from tuner.settings import get_tuner_settings
 
 
 def make_inputs(B: int, NH: int, S: int, DHQK: int, DHV: int, dtype: torch.dtype, device: str, seed: int = 0):
@@ -31,7 +31,7 @@ def time_fn(fn: Callable[[], Any], device: str, warmup: int = 5, reps: int = 30,
     the load over the samples. The first ``warmup`` calls (compilation, CUDA-graph recording) are
     timed apart as ``first_ms``.
     """
-    settings = get_settings()
+    settings = get_tuner_settings()
     first_ms = time_one(fn, device)
     for _ in range(warmup - 1):
         fn()

@@ -51,10 +51,10 @@ def _child(a: argparse.Namespace) -> None:
 
     import tuner
     from storage import open_db
-    from xlstm_kernels.settings import get_settings
+    from tuner.settings import get_tuner_settings
 
     torch.set_num_threads(a.threads)
-    settings = get_settings()
+    settings = get_tuner_settings()
     stats = {"statements": 0, "storage_s": 0.0}
     with open_db(settings.resolved_db_path()) as db:
         storage = tuner.optuna_storage(db, settings)

@@ -28,7 +28,7 @@ from xlstm_kernels.kernels.config import T_INNER_LADDER, KernelConfig, Workload 
 from xlstm_kernels.kernels.drivers import kernel_key, plan  # noqa: E402
 from xlstm_kernels.probe.metal_codegen import block_metal_scan  # noqa: E402
 from xlstm_kernels.probe import EPS, FUSION_KNOB  # noqa: E402
-from xlstm_kernels.settings import get_settings  # noqa: E402
+from tuner.settings import get_tuner_settings  # noqa: E402
 
 SEVEN_B = "1,8,512,256,512,float32"  # xLSTM-7B: 8 heads, DHQK 256, DHV 512
 
@@ -57,7 +57,7 @@ def rows_for(wl: Workload, limit: int, knob: bool) -> list[dict]:
 
 
 def main() -> None:
-    s = get_settings()
+    s = get_tuner_settings()
     prefill = [w for w in s.workloads if Workload.parse(w).mode == "prefill"]
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--workload", action="append", help="repeatable; default: settings' prefill workloads + 7B")

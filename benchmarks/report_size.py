@@ -36,7 +36,7 @@ def main() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     home = args.out or Path(tempfile.mkdtemp(prefix="report-size-"))
-    settings = xk.Settings(home=home)
+    settings = tuner.TunerSettings(home=home)
     with storage.open_db(settings.resolved_db_path()) as db:
         machine_id = db.record_machine(xk.fingerprint("cpu"))
         run_id = db.start_run(machine_id, device="cpu", torch_version="bench", triton=None, quick=False, settings={})

@@ -141,7 +141,7 @@ def main() -> None:
         print("# WARNING: the quiet run was itself not trustworthy (another load shared the box): the "
               "comparison below is not a measurement of the competing job's effect; run on a quiet machine")
     wl = tuner.parse_workload(a.workload)
-    x = tuner.Evaluator(wl, torch.device("cpu"), xk.get_settings()).timing_inputs()
+    x = tuner.Evaluator(wl, torch.device("cpu"), tuner.get_tuner_settings()).timing_inputs()
     ratios, t_loaded, t_quiet = paired_ratios(lambda: tuner.run_kernel(wl, x, rows["loaded"]),
                                               lambda: tuner.run_kernel(wl, x, rows["quiet"]), "cpu",
                                               rounds=a.rounds, warmup=3)

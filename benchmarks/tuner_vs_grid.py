@@ -115,7 +115,7 @@ def main() -> None:
     grid_best = xk.KernelConfig.from_dict(grid["winner"]["config"])
     tuned = xk.KernelConfig.from_dict(cold["winner"]["config"])
     wl = tuner.parse_workload(a.workload)
-    ev = tuner.Evaluator(wl, torch.device("cpu"), xk.get_settings())
+    ev = tuner.Evaluator(wl, torch.device("cpu"), tuner.get_tuner_settings())
     inputs = ev.timing_inputs()
     fns = {"tuned": lambda: xk.mlstm(*inputs, config=tuned), "grid_best": lambda: xk.mlstm(*inputs, config=grid_best)}
     for fn in fns.values():

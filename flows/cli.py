@@ -117,17 +117,17 @@ def tune(
         tune_model_command(model, batch=batch, prompt=prompt, dtype=dtype, trials=trials,
                            time_budget=time_budget, quick=quick, no_server=no_server, wait=wait,
                            json_out=json_out)
-    from xlstm_kernels.settings import Settings
+    from flows.settings import FlowSettings
 
     if target is not None:
         from .commands_probe import plan_target_command
 
-        plan_target_command(list(workload or Settings().workloads), target, json_out)
+        plan_target_command(list(workload or FlowSettings().workloads), target, json_out)
 
     from .flows import run_autotune
     from .progress import progress_wanted
 
-    settings = Settings()
+    settings = FlowSettings()
     texts = list(workload or settings.workloads)
     from tuner import busy_now
 
@@ -172,14 +172,14 @@ def serve(
 ) -> None:
     """Register this machine's deployment (named after the machine) and run it on schedule until Ctrl-C."""
     from xlstm_kernels.profiles.fingerprint import fingerprint
-    from xlstm_kernels.settings import Settings
+    from flows.settings import FlowSettings
 
     from .flows import deployment_name, serve_deployment
     from .server import ServerStartError, ServerUnavailable, scheduling_server
 
     if cron is not None and interval is not None:
         raise error_exit("give --cron or --interval, not both", EXIT_USAGE)
-    settings = Settings()
+    settings = FlowSettings()
     try:
         flow_obj = _load_flow(flow_path)
     except FlowMissing as exc:
@@ -213,10 +213,10 @@ def report(
     """Write a self-contained HTML report of a study: summary, heatmap, speedup, compile vs run time."""
     from tuner import ReportError, write_study_report
     from xlstm_kernels.paths import PathEscapeError
-    from xlstm_kernels.settings import Settings
+    from flows.settings import FlowSettings
 
     try:
-        written = write_study_report(study, settings=Settings(), storage=storage, out=out)
+        written = write_study_report(study, settings=FlowSettings(), storage=storage, out=out)
     except PathEscapeError as exc:
         raise error_exit(str(exc), EXIT_USAGE) from None
     except ReportError as exc:

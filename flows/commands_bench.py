@@ -27,12 +27,12 @@ def bench(
     """Time the profile's config for a workload (or --config) against the default config, side by side."""
     from tuner import CandidateFailed, bench as run_bench
     from xlstm_kernels.kernels.config import KernelConfig
-    from xlstm_kernels.settings import get_settings
+    from flows.settings import get_flow_settings
     from xlstm_kernels.kernels.validation import WorkloadTooLarge
 
     try:
         cfg = KernelConfig.from_dict(json.loads(config)) if config is not None else None
-        result = run_bench(workload, cfg, device=device or get_settings().device, rounds=rounds)
+        result = run_bench(workload, cfg, device=device or get_flow_settings().device, rounds=rounds)
     except json.JSONDecodeError as exc:
         raise error_exit(f"--config is not JSON: {exc}", EXIT_USAGE) from None
     except CandidateFailed as exc:

@@ -18,12 +18,12 @@ def dashboard(
 ) -> None:
     """Open optuna-dashboard, a live view of the tuning studies, on 127.0.0.1; Ctrl-C stops it."""
     from tuner import NoStorage, existing_storage_url
-    from xlstm_kernels.settings import Settings
+    from flows.settings import FlowSettings
 
     from .viewers import ViewerError, serve_dashboard
 
     try:
-        url = existing_storage_url(Settings(), storage)
+        url = existing_storage_url(FlowSettings(), storage)
         serve_dashboard(url, port, on_ready=lambda u: typer.echo(f"optuna-dashboard of {_shown(url)} at {u}"
                                                                  " (Ctrl-C stops it)"))
     except (NoStorage, ViewerError) as exc:
@@ -36,11 +36,11 @@ def db(
     port: int = typer.Option(0, "--port", min=0, max=65535, help="Port on 127.0.0.1 (default: a free one)."),
 ) -> None:
     """Browse the tuning DB (HOME/tuning.db) read-only in Datasette, tables and columns described; Ctrl-C stops it."""
-    from xlstm_kernels.settings import Settings
+    from flows.settings import FlowSettings
 
     from .viewers import ViewerError, serve_datasette
 
-    path = Settings().resolved_db_path()
+    path = FlowSettings().resolved_db_path()
     try:
         serve_datasette(path, port, on_ready=lambda u: typer.echo(f"Datasette of {path} at {u} (Ctrl-C stops it)"))
     except ViewerError as exc:

@@ -16,14 +16,14 @@ fleet_app = typer.Typer(
 )
 
 
-def _settings():  # noqa: ANN202 - xlstm_kernels.settings.Settings
-    from xlstm_kernels.settings import Settings
+def _settings():  # noqa: ANN202 - flows.settings.FlowSettings
+    from flows.settings import FlowSettings
 
-    return Settings()
+    return FlowSettings()
 
 
 def _require_api() -> str:
-    from xlstm_kernels.settings import mask_url
+    from tuner.settings import mask_url
 
     from .server import api_healthy, current_api_url
 
@@ -36,7 +36,7 @@ def _require_api() -> str:
     return url
 
 
-def _require_storage(settings) -> None:  # noqa: ANN001 - Settings
+def _require_storage(settings) -> None:  # noqa: ANN001 - FlowSettings
     from tuner import FleetMisconfigured, FleetStorageUnavailable, open_fleet_storage
 
     if not settings.fleet:

@@ -22,12 +22,12 @@ def tune_model_command(model: str, *, batch: int, prompt: int, dtype: str, trial
                        json_out: bool) -> None:
     """The ``tune --model`` path of ``tune``: one model tuning run, then its winner and profile."""
     from tuner import UnknownModel
-    from xlstm_kernels.settings import Settings
+    from flows.settings import FlowSettings
 
     from .model_flow import run_model_autotune
     from .progress import progress_wanted
 
-    settings = Settings()
+    settings = FlowSettings()
     try:
         info, state, result = run_model_autotune(
             model, home=settings.resolved_home(), batch_size=batch, prompt_len=prompt, dtype=dtype,
@@ -77,11 +77,11 @@ def generate(
 ) -> None:
     """Generate with a model (random weights): native eager vs the runner (default and tuned), side by side."""
     from tuner import UnknownModel, generate_side_by_side
-    from xlstm_kernels.settings import get_settings
+    from flows.settings import get_flow_settings
 
     try:
         res = generate_side_by_side(model, batch_size=batch, prompt_len=prompt_len, new_tokens=new_tokens,
-                                    dtype=dtype, device=get_settings().device, rounds=rounds)
+                                    dtype=dtype, device=get_flow_settings().device, rounds=rounds)
     except (UnknownModel, ValueError) as exc:
         raise error_exit(f"bad input: {exc}", EXIT_USAGE) from None
     if as_json:

@@ -21,7 +21,7 @@ from prefect.states import Completed, Failed, State
 
 import tuner
 from tuner import AutotuneResult, WorkloadOutcome, run_summary_markdown, winners_table
-from xlstm_kernels.settings import Settings
+from flows.settings import FlowSettings
 
 from .tasks import as_task
 
@@ -74,7 +74,7 @@ def autotune(
     ``tune_fn`` / ``publish_fn``: a ``tuner.TuneFn`` / ``tuner.PublishFn`` for in-process callers (tests);
     None (a deployment's JSON parameters) is the real ``tuner.tune_workload`` / ``tuner.publish_entries``.
     """
-    from xlstm_kernels.settings import reset_settings
+    from tuner.settings import reset_tuner_settings
 
     from .progress import terminal_progress
 
@@ -201,7 +201,7 @@ def run_autotune(
 
     from .server import select_api, use_api
 
-    settings = Settings()
+    settings = FlowSettings()
     names = [str(w) for w in check_workloads(workloads, device or settings.device, settings)]
     TuningDB(settings.resolved_db_path(), busy_timeout_s=settings.db_busy_timeout_s).close()
     info = select_api(no_server=no_server)

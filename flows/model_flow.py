@@ -104,11 +104,11 @@ def model_autotune(model: str, batch_size: int = 1, prompt_len: int = 2048, dtyp
     from storage import open_db
     from tuner import tuning_run
     from xlstm_kernels.device import default_device
-    from xlstm_kernels.profiles.fingerprint import fingerprint
-    from xlstm_kernels.settings import get_settings, reset_settings
+    from flows.settings import get_flow_settings
+    from tuner.settings import reset_tuner_settings
 
-    reset_settings()
-    settings = get_settings()
+    reset_tuner_settings()  # tuner and flow settings read afresh; the kernel's (and the runtime's state) stay
+    settings = get_flow_settings()
     dev = str(device or settings.device or default_device())
     fp = as_task("fingerprint", "fingerprint", lambda: fingerprint(dev).to_dict())
     get_run_logger().info("machine %s: %s (%s), torch %s", fp["machine_id"], fp["device_name"], fp["device_type"],
@@ -154,13 +154,13 @@ def run_model_autotune(model: str, *, home: Any, batch_size: int = 1, prompt_len
 
     from storage import TuningDB
     from tuner import model_workload_for
-    from xlstm_kernels.settings import Settings
+    from flows.settings import FlowSettings
 
     from tuner import machine_lock
     from .server import select_api, use_api
 
     model_workload_for(model, batch_size, prompt_len, dtype)  # bad input fails here, before Prefect
-    settings = Settings()
+    settings = FlowSettings()
     TuningDB(settings.resolved_db_path(), busy_timeout_s=settings.db_busy_timeout_s).close()  # usable DB first
     info = select_api(no_server=no_server)
     with machine_lock(home, "tune", wait_s=wait_s), use_api(info, startup_timeout_s, home=home,

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from uuid import UUID
 
-from xlstm_kernels.settings import Settings, mask_url
+from flows.settings import FlowSettings
+from tuner.settings import mask_url
 
 FLOW_ENTRYPOINT = "flows.flows:autotune"  # the installed package: no code to pull on the workers
 
@@ -46,24 +47,24 @@ class ClassDeployment:
         return asdict(self)
 
 
-def pool_name(machine_class: str, settings: Settings) -> str:
+def pool_name(machine_class: str, settings: FlowSettings) -> str:
     """The work pool of a class in this fleet, e.g. ``xlstm-default-cpu-3f2a9c1b7d04``."""
     return re.sub(r"[^a-z0-9-]+", "-", f"xlstm-{settings.fleet_name}-{machine_class}".lower())
 
 
-def deployment_name(machine_class: str, settings: Settings) -> str:
+def deployment_name(machine_class: str, settings: FlowSettings) -> str:
     """The class's deployment of the ``autotune`` flow in this fleet, e.g. ``default-cpu-3f2a9c1b7d04``."""
     return f"{settings.fleet_name}-{machine_class}"
 
 
-def this_class(settings: Settings) -> str:
+def this_class(settings: FlowSettings) -> str:
     """This machine's class id (``xlstm_kernels.machine_class`` of its fingerprint)."""
     from xlstm_kernels.profiles.fingerprint import fingerprint, machine_class
 
     return machine_class(fingerprint(settings.device))
 
 
-async def ensure_class_deployment(machine_class: str, settings: Settings,
+async def ensure_class_deployment(machine_class: str, settings: FlowSettings,
                                   parameters: dict[str, Any] | None = None) -> ClassDeployment:
     """Create the class's process work pool and scheduled deployment when missing; never change them.
 
@@ -128,12 +129,12 @@ async def run_worker(pool: str, node: str, run_once: bool = False) -> None:
         await worker.start(run_once=run_once)
 
 
-def prepare(settings: Settings) -> ClassDeployment:
+def prepare(settings: FlowSettings) -> ClassDeployment:
     """This machine's class, with its work pool and deployment created when missing."""
     return asyncio.run(ensure_class_deployment(this_class(settings), settings))
 
 
-def serve_worker(setup: ClassDeployment, settings: Settings, run_once: bool = False) -> None:
+def serve_worker(setup: ClassDeployment, settings: FlowSettings, run_once: bool = False) -> None:
     """Take the class's flow runs on this machine until Ctrl-C / SIGTERM (one poll with ``run_once``)."""
     from tuner import node_name
 

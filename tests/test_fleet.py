@@ -30,7 +30,7 @@ from flows.cli import app
 from storage import open_db
 from tuner._fleet import claim_of
 from xlstm_kernels.profiles.fingerprint import Fingerprint, machine_class, os_major
-from xlstm_kernels.settings import Settings, mask_url
+from tuner.settings import TunerSettings, mask_url
 
 from flow_helpers import GOOD, NARROW_ENV
 from fleet_servers import PG_PASSWORD, pg_bindir, postgres, prefect_server, wait_for
@@ -56,7 +56,7 @@ def test_machine_class_groups_comparable_machines():
 def test_credentials_are_masked_in_dumped_settings():
     url = "postgresql+psycopg://fleet:p@ss/w0rd@10.0.0.5:5432/optuna"
     assert mask_url(url) == "postgresql+psycopg://fleet:***@10.0.0.5:5432/optuna"
-    dumped = json.dumps(Settings(optuna_storage=url).model_dump(mode="json"))  # what a run row stores
+    dumped = json.dumps(TunerSettings(optuna_storage=url).model_dump(mode="json"))  # what a run row stores
     assert "w0rd" not in dumped and "fleet:***@10.0.0.5" in dumped
     assert mask_url("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
 
@@ -64,9 +64,9 @@ def test_credentials_are_masked_in_dumped_settings():
 def test_fleet_mode_needs_a_shared_storage(tmp_path):
     with open_db(tmp_path / "t.db") as db:
         with pytest.raises(tuner.FleetMisconfigured, match="XLSTM_AUTOTUNE_OPTUNA_STORAGE"):
-            tuner.optuna_storage(db, Settings(fleet=True))
+            tuner.optuna_storage(db, TunerSettings(fleet=True))
         with pytest.raises(tuner.FleetStorageUnavailable) as err:
-            tuner.optuna_storage(db, Settings(fleet=True, optuna_storage="postgresql+psycopg://u:topsecret@127.0.0.1:1/x"))
+            tuner.optuna_storage(db, TunerSettings(fleet=True, optuna_storage="postgresql+psycopg://u:topsecret@127.0.0.1:1/x"))
     assert "topsecret" not in str(err.value) and "u:***@" in str(err.value)
 
 
@@ -98,13 +98,13 @@ def test_embedded_default_still_works_without_servers(tmp_path, monkeypatch):
     try:
         res = tuner.tune_workload(GOOD, db=tmp_path / "t.db", device="cpu")
         with open_db(tmp_path / "t.db") as db:
-            storage = tuner.optuna_storage(db, xk.get_settings())
+            storage = tuner.optuna_storage(db, tuner.get_tuner_settings())
     finally:
         xk.reset_settings()
     assert res.winner is not None and res.study_name.startswith(xk.fingerprint("cpu").machine_id + "/")
     assert storage.get_heartbeat_interval() is None and str(storage.engine.url).startswith("sqlite")
     trials = optuna.load_study(study_name=res.study_name, storage=storage).get_trials()
-    assert {t.user_attrs["node"] for t in trials} == {tuner.node_name(xk.get_settings())}
+    assert {t.user_attrs["node"] for t in trials} == {tuner.node_name(tuner.get_tuner_settings())}
 
 
 # -- real servers --------------------------------------------------------------------------------------

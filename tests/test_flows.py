@@ -418,9 +418,10 @@ def _published(tmp_path: Path, name: str, entries, **fp_changes):
 def test_revalidate_decisions_with_the_real_evaluator(tmp_path):
     import xlstm_kernels as xk
     from tuner import revalidate
+    from tuner.settings import TunerSettings
 
     fp = xk.fingerprint("cpu")
-    settings = xk.Settings(tune_repeats=3, tune_warmup=1)
+    settings = TunerSettings(tune_repeats=3, tune_warmup=1)
     wl = xk.Workload.parse(GOOD)
     cfg = xk.KernelConfig("recurrent", chunk_size=16, heads_per_band=2, t_inner=1)  # in the narrowed space
 
@@ -439,7 +440,7 @@ def test_revalidate_decisions_with_the_real_evaluator(tmp_path):
     slow = run(_published(tmp_path, "slow", [entry(1e-9)]))
     assert slow.to_tune() == [GOOD] and "slowed" in slow.decisions[0].reason
 
-    strict = xk.Settings(tune_repeats=3, tune_warmup=1, tol_fp32=1e-30)  # nothing passes this gate
+    strict = TunerSettings(tune_repeats=3, tune_warmup=1, tol_fp32=1e-30)  # nothing passes this gate
     equiv = run(_published(tmp_path, "equiv", [entry(10.0)]), s=strict)
     assert equiv.to_tune() == [GOOD] and "equivalence" in equiv.decisions[0].reason
     assert equiv.fresh[GOOD].median_ms is None  # an invalid winner is never timed

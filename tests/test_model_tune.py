@@ -277,7 +277,7 @@ def test_prefill_candidates_are_this_machines_winners_for_the_head_shape(home, f
                             t_inner_requested=4, t_inner_effective=4, median_s=1e-3, tokens_per_s=1e5,
                             speedup_vs_default=1.2, equivalence_error=1e-6)
     xk.publish_profile(xk.Profile.for_machine(fp, [entry]))
-    settings = xk.get_settings().model_copy(update={"tune_model_prefill_winners": 3})
+    settings = tuner.get_tuner_settings().model_copy(update={"tune_model_prefill_winners": 3})
     found = tuner.prefill_candidates(fresh_db, mid, fields, "float32", settings)
     assert found == [won["db"], in_profile]  # DB results first, then the profile; other shapes left out
     assert tuner.prefill_candidates(fresh_db, mid, fields, "bfloat16", settings) == []

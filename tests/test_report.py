@@ -68,7 +68,7 @@ def run_report(tmp_path_factory):
     """A tuning run in a real tuning DB with its studies in the tuner's Optuna storage beside it:
     a 30-candidate prefill study (re-timed winner recorded), a one-candidate decode study, a model study."""
     home = tmp_path_factory.mktemp("report-home")
-    settings = xk.Settings(home=home)
+    settings = tuner.TunerSettings(home=home)
     with storage.open_db(settings.resolved_db_path()) as db:
         machine_id = db.record_machine(xk.fingerprint("cpu"))
         run_id = db.start_run(machine_id, device="cpu", torch_version="2.x", triton=None, quick=True, settings={})

@@ -26,11 +26,11 @@ WL = xk.Workload.parse("1,2,16,8,8,float32")
 REC_T1 = xk.KernelConfig("recurrent", chunk_size=16, heads_per_band=2, t_inner=1)
 
 
-def _settings(monkeypatch, **env: str) -> xk.Settings:
+def _settings(monkeypatch, **env: str) -> tuner.TunerSettings:
     for k, v in {**dict(TUNE_REPEATS="4", TUNE_WARMUP="1", TUNE_RETIME_ROUNDS="3"), **env}.items():
         monkeypatch.setenv(f"XLSTM_AUTOTUNE_{k}", v)
     xk.reset_settings()
-    return xk.get_settings()
+    return tuner.get_tuner_settings()
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +93,7 @@ while time.monotonic() < end:      # comes and goes: busy for a second, idle for
 """
 
 
-def _quiet_ratios(num, den, settings: xk.Settings, tries: int = 8) -> list[float]:
+def _quiet_ratios(num, den, settings: tuner.TunerSettings, tries: int = 8) -> list[float]:
     """Paired ratios of a batch whose both sides are stable (the quiet value), the last batch otherwise."""
     for _ in range(tries):
         ratios, a, b = paired_ratios(num, den, "cpu", rounds=31, warmup=2)

@@ -163,7 +163,7 @@ def test_study_end_to_end_rejects_the_wrong_variant(db_path, fast):
                 assert r["validation_shape"] == "B=1,NH=2,S=16,DHQK=8,DHV=8,float32"
         best = db.best(WL, mid)
         assert best.source == "result" and best.config == wr.winner.config and best.run_id == wr.run_id
-    study = optuna.load_study(study_name=wr.study_name, storage=tuner.optuna_storage(storage.open_db(db_path), xk.get_settings()))
+    study = optuna.load_study(study_name=wr.study_name, storage=tuner.optuna_storage(storage.open_db(db_path), tuner.get_tuner_settings()))
     rejected = [t for t in study.trials if t.user_attrs.get("status") == "rejected"]
     assert len(rejected) == 1 and rejected[0].constraints["equivalence"] > 0 and math.isinf(rejected[0].value)
     feasible = [t for t in study.trials if t.user_attrs.get("status") == "ok"]
@@ -194,7 +194,7 @@ def test_ctrl_c_keeps_finished_trials_and_the_next_run_resumes(db_path, fast, mo
         first = db.trials()
         assert len(first) == 1 and first[0]["is_default"] == 1
         machine_id = run["machine_id"]
-    st = tuner.optuna_storage(storage.open_db(db_path), xk.get_settings())
+    st = tuner.optuna_storage(storage.open_db(db_path), tuner.get_tuner_settings())
     name = tuner.study_name_for(machine_id, WL, _space())
     assert torch.__version__ in name  # a software change starts a new study
     study = optuna.load_study(study_name=name, storage=st)
@@ -214,7 +214,7 @@ def test_ctrl_c_keeps_finished_trials_and_the_next_run_resumes(db_path, fast, mo
     assert res.n_trials == 2  # only the two unfinished candidates
     # the default finished before Ctrl-C: only warmed up and re-timed now (1 + 3 calls), not re-evaluated,
     # then (when another config won) warmed up and timed in the fresh paired rounds of the speedup
-    paired = 0 if res.winner.config == _space().default else 1 + xk.get_settings().tune_speedup_rounds
+    paired = 0 if res.winner.config == _space().default else 1 + tuner.get_tuner_settings().tune_speedup_rounds
     assert runner.calls[_space().default.short()] == 1 + 3 + paired
     with storage.TuningDB(db_path) as db:
         assert [r["status"] for r in db.runs()] == ["completed", "interrupted"]
@@ -266,7 +266,7 @@ def test_decode_workload(db_path, fast):
 def test_decode_samples_time_bursts_of_back_to_back_steps():
     from tuner._evaluate import calls_per_sample
 
-    settings = xk.get_settings()
+    settings = tuner.get_tuner_settings()
     assert calls_per_sample(xk.Workload.parse("1,2,1,8,8,float32,decode"), settings) == settings.tune_decode_burst > 1
     assert calls_per_sample(WL, settings) == 1
     calls = []

@@ -91,6 +91,7 @@ from ._timing import (
     paired_ratios,
     wait_for_quiet,
 )
+from .settings import TunerSettings, get_tuner_settings, mask_url, reset_tuner_settings
 from ._study import (
     Candidate,
     Rejected,
@@ -155,6 +156,7 @@ __all__ = [
     "TuneFn",
     "TuneLocked",
     "TunerError",
+    "TunerSettings",
     "UnbandableWorkload",
     "UnknownModel",
     "UnknownWorkload",
@@ -178,12 +180,14 @@ __all__ = [
     "existing_storage_url",
     "fleet_best",
     "generate_side_by_side",
+    "get_tuner_settings",
     "instability",
     "load_report_study",
     "lock_path",
     "logits_error",
     "machine_load",
     "machine_lock",
+    "mask_url",
     "median_interval",
     "model_profile_entry",
     "model_workload_for",
@@ -209,6 +213,7 @@ __all__ = [
     "remeasure",
     "render_report",
     "report_path",
+    "reset_tuner_settings",
     "revalidate",
     "run_config_key",
     "run_kernel",

@@ -18,13 +18,13 @@ import torch
 import xlstm_kernels as xk
 from xlstm_kernels.kernels.config import DEFAULT_CONFIG, KernelConfig, Workload
 from xlstm_kernels.device import default_device
-from xlstm_kernels.settings import Settings, get_settings
 from xlstm_kernels.kernels.validation import check_workload_memory
 
 from ._errors import CandidateFailed
 from ._evaluate import Evaluation, Evaluator, calls_per_sample
 from ._timing import Interval, LoadMeter, MachineLoad, median_interval, paired_ratios, summarize
 from ._space import parse_workload
+from .settings import TunerSettings, get_tuner_settings
 
 
 @dataclass(frozen=True)
@@ -114,14 +114,14 @@ def bench(
     *,
     device: torch.device | str | None = None,
     rounds: int | None = None,
-    settings: Settings | None = None,
+    settings: TunerSettings | None = None,
 ) -> BenchResult:
     """Time ``config`` (default: what this machine's profile picks) against the default config, side by side.
 
     Raises ``UnknownWorkload`` for a bad workload and ``CandidateFailed`` when either config fails to
     compile/run or fails the equivalence check (it is then not timed).
     """
-    settings = settings or get_settings()
+    settings = settings or get_tuner_settings()
     wl = parse_workload(workload)
     dev = torch.device(device) if device is not None else default_device()
     if config is None:

@@ -30,10 +30,11 @@ from xlstm_kernels.device import synchronize
 from xlstm_kernels.kernels.drivers import effective_t_inner, plan
 from xlstm_kernels.kernels.inputs import random_inputs
 from xlstm_kernels.kernels.reference import max_rel_err as rel_error  # re-exported as tuner.rel_error
-from xlstm_kernels.settings import Settings
+
 
 from ._errors import CandidateFailed
 from ._timing import Timing, interleaved_samples, summarize, time_callable, time_one  # noqa: F401 - re-exported
+from .settings import TunerSettings
 
 Inputs = tuple[torch.Tensor, ...]
 Output = tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -119,7 +120,7 @@ def _reference(workload: Workload, inputs: Inputs) -> Output:
     return xk.mlstm_reference(*inputs)
 
 
-def calls_per_sample(workload: Workload, settings: Settings) -> int:
+def calls_per_sample(workload: Workload, settings: TunerSettings) -> int:
     """Decode steps are timed in bursts, as a decode loop enqueues them; a prefill call alone."""
     return settings.tune_decode_burst if workload.mode == "decode" else 1
 
@@ -145,7 +146,7 @@ class Evaluation:
 class Evaluator:
     """Evaluates candidates of one workload on one device; caches inputs and float64 references."""
 
-    def __init__(self, workload: Workload, device: torch.device, settings: Settings, *,
+    def __init__(self, workload: Workload, device: torch.device, settings: TunerSettings, *,
                  runner: KernelRunner = run_kernel, probe: CompileProbe | None = None,
                  quick: bool = False) -> None:
         self.workload, self.device, self.settings = workload, device, settings

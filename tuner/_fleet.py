@@ -28,9 +28,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from xlstm_kernels.kernels.config import KernelConfig
-from xlstm_kernels.settings import Settings, mask_url
 
 from ._errors import TunerError
+from .settings import TunerSettings, mask_url
 
 FLEET_PREFIX = "fleet"  # fleet study names: fleet/<fleet name>/<class>/<workload>/<space>/<software>
 
@@ -43,17 +43,17 @@ class FleetStorageUnavailable(TunerError):
     """The shared Optuna storage cannot be opened (server down, bad credentials, driver missing)."""
 
 
-def node_name(settings: Settings) -> str:
+def node_name(settings: TunerSettings) -> str:
     """This machine's name on the trials it times (``fleet_node``, default the host name)."""
     return settings.fleet_node or socket.gethostname().split(".")[0]
 
 
-def study_owner(machine_id: str, machine_class: str, settings: Settings) -> str:
+def study_owner(machine_id: str, machine_class: str, settings: TunerSettings) -> str:
     """The first part of a study name: the machine id, or in fleet mode ``fleet/<fleet>/<class>``."""
     return f"{FLEET_PREFIX}/{settings.fleet_name}/{machine_class}" if settings.fleet else machine_id
 
 
-def storage_url(default_url: str, settings: Settings) -> str:
+def storage_url(default_url: str, settings: TunerSettings) -> str:
     """The Optuna storage URL; fleet mode requires ``optuna_storage`` (``FleetMisconfigured``)."""
     if settings.fleet and not settings.optuna_storage:
         raise FleetMisconfigured(
@@ -63,7 +63,7 @@ def storage_url(default_url: str, settings: Settings) -> str:
     return settings.optuna_storage or default_url
 
 
-def make_storage(url: str, settings: Settings) -> optuna.storages.RDBStorage:
+def make_storage(url: str, settings: TunerSettings) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage at ``url``; in fleet mode with heartbeats and retry of stale trials.
 
     ``FleetStorageUnavailable`` (URL masked) when it cannot be opened.
@@ -126,7 +126,7 @@ def claim_of(trials: list[FrozenTrial], number: int, key: str,
     return None
 
 
-def wait_for_fleet(study: optuna.Study, settings: Settings, deadline: float | None,
+def wait_for_fleet(study: optuna.Study, settings: TunerSettings, deadline: float | None,
                    own: Callable[[], None]) -> None:
     """Until the study is idle (no WAITING or RUNNING trial): fail stale trials, run re-queued ones.
 
@@ -196,7 +196,7 @@ def fleet_best(storage: optuna.storages.BaseStorage, fleet_name: str | None = No
     return sorted(out, key=lambda b: (b.fleet, b.machine_class, b.workload, b.study_name))
 
 
-def open_fleet_storage(settings: Settings) -> optuna.storages.RDBStorage:
+def open_fleet_storage(settings: TunerSettings) -> optuna.storages.RDBStorage:
     """The shared storage named by the settings (``FleetMisconfigured`` when none is set)."""
     if not settings.optuna_storage:
         raise FleetMisconfigured("no shared Optuna storage: set XLSTM_AUTOTUNE_OPTUNA_STORAGE "

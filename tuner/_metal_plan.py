@@ -25,9 +25,9 @@ from storage import TuningDB, open_db
 from xlstm_kernels.kernels.config import KernelConfig, Workload
 from xlstm_kernels.device import default_device
 from xlstm_kernels.probe import TARGETS, ProbeResult, probe, resolve_max_buffers
-from xlstm_kernels.settings import Settings, get_settings
 
 from ._space import SearchSpace, effective_key, parse_workload
+from .settings import TunerSettings, get_tuner_settings
 
 
 @dataclass(frozen=True)
@@ -131,9 +131,9 @@ class TargetPlan:
         return "\n".join(lines)
 
 
-def candidates_for(workload: Workload, target: str, settings: Settings | None = None) -> list[KernelConfig]:
+def candidates_for(workload: Workload, target: str, settings: TunerSettings | None = None) -> list[KernelConfig]:
     """The configs a tuning run on ``target`` would try for ``workload`` (its search space, tune_* settings)."""
-    return SearchSpace.from_settings(workload, torch.device(target), settings or get_settings()).candidates()
+    return SearchSpace.from_settings(workload, torch.device(target), settings or get_tuner_settings()).candidates()
 
 
 def plan_target(
@@ -142,7 +142,7 @@ def plan_target(
     *,
     target: str = "mps",
     fusion_knob: bool = True,
-    settings: Settings | None = None,
+    settings: TunerSettings | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> TargetPlan:
     """Probe every candidate of ``workloads`` for ``target`` without timing, store the outcomes, return the plan.
@@ -152,7 +152,7 @@ def plan_target(
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {list(TARGETS)}, got {target!r}")
-    settings = settings or get_settings()
+    settings = settings or get_tuner_settings()
     wls = [parse_workload(w) for w in workloads]
     t0 = time.perf_counter()
     limit = resolve_max_buffers("auto", torch.device(target))
@@ -167,7 +167,7 @@ def plan_target(
                       workloads=tuple(plans), db_path=str(database.path), seconds=time.perf_counter() - t0)
 
 
-def _plan(wls: list[Workload], database: TuningDB, target: str, fusion_knob: bool, settings: Settings,
+def _plan(wls: list[Workload], database: TuningDB, target: str, fusion_knob: bool, settings: TunerSettings,
           progress: Callable[[str], None] | None) -> list[WorkloadPlan]:
     host = torch.device(settings.device or default_device())
     machine_id = database.record_machine(xk.fingerprint(host))

@@ -36,9 +36,9 @@ from xlstm_kernels.device import empty_cache, synchronize
 from xlstm_kernels.models.presets import build_model, head_shape
 from xlstm_kernels.models.workload import ModelWorkload
 from xlstm_kernels.runner import ModelRunConfig, compile_model
-from xlstm_kernels.settings import Settings
 
 from ._evaluate import summarize
+from .settings import TunerSettings
 
 RunnerFactory = Callable[[torch.nn.Module, ModelRunConfig, int, int], Any]
 
@@ -108,7 +108,7 @@ class ModelEvaluator:
     """
 
     def __init__(self, fields: dict[str, Any], workload: ModelWorkload, device: torch.device,
-                 settings: Settings, *, quick: bool = False,
+                 settings: TunerSettings, *, quick: bool = False,
                  runner_factory: RunnerFactory = default_runner_factory) -> None:
         self.fields, self.workload, self.device, self.settings = fields, workload, device, settings
         self.runner_factory = runner_factory

@@ -32,7 +32,7 @@ from xlstm_kernels.kernels.config import KernelConfig
 from xlstm_kernels.device import supports_cuda_graphs
 from xlstm_kernels.models.workload import ModelWorkload, run_config_to_dict
 from xlstm_kernels.runner import ModelRunConfig
-from xlstm_kernels.settings import Settings
+from .settings import TunerSettings
 
 STEP_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
 DEFAULT_STEP_MODES: tuple[str, ...] = ("default", "max-autotune-no-cudagraphs")
@@ -113,7 +113,7 @@ class ModelSpace:
         return cls(workload, dims, default)
 
     @classmethod
-    def from_settings(cls, workload: ModelWorkload, device: torch.device | str, settings: Settings,
+    def from_settings(cls, workload: ModelWorkload, device: torch.device | str, settings: TunerSettings,
                       prefills: Sequence[KernelConfig | None] = ()) -> ModelSpace:
         """The space narrowed by the ``tune_model_*`` settings."""
         return cls.build(workload, device, step_modes=settings.tune_model_step_modes,

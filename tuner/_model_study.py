@@ -36,13 +36,13 @@ from xlstm_kernels.models.presets import ModelSpecError, build_model, head_shape
 from xlstm_kernels.models.workload import ModelWorkload, run_config_from_dict, run_config_short, run_config_to_dict
 from xlstm_kernels.profiles.profile import ModelProfileEntry, ProfileError, load_profile
 from xlstm_kernels.runner import ModelRunConfig, model_key
-from xlstm_kernels.settings import Settings, get_settings
 
 from ._errors import CandidateFailed, TunerError
 from ._model_evaluate import ModelEvaluation, ModelEvaluator, RunnerFactory, default_runner_factory, timing_of
 from ._model_space import ModelSpace, run_config_key
 from ._progress import Progress, ProgressEvent
 from ._study import _finished, optuna_storage, software_tag, tuning_run
+from .settings import TunerSettings, get_tuner_settings
 
 
 class UnknownModel(TunerError, ValueError):
@@ -131,7 +131,7 @@ def model_workload_for(model: str | Path | dict[str, Any], batch_size: int, prom
 
 
 def prefill_candidates(db: TuningDB, machine_id: str, fields: dict[str, Any], dtype: str,
-                       settings: Settings) -> list[KernelConfig]:
+                       settings: TunerSettings) -> list[KernelConfig]:
     """This machine's kernel winners for the model's head shape: tuning-DB results, then profile
     entries (prefill, same DHQK/DHV/dtype, heads_per_band dividing NH), at most
     ``tune_model_prefill_winners``."""
@@ -172,7 +172,7 @@ def tune_model(
     run_id: int | None = None,
     space: ModelSpace | None = None,
     runner_factory: RunnerFactory = default_runner_factory,
-    settings: Settings | None = None,
+    settings: TunerSettings | None = None,
 ) -> ModelWorkloadResult:
     """Tune a model on this machine: Optuna study -> re-time the best side by side -> winner.
 
@@ -186,7 +186,7 @@ def tune_model(
     runner_factory: builds the runner of a candidate (default ``xk.compile_model``); a seam for
         putting another runner - in tests a deliberately wrong one - under the gate.
     """
-    settings = settings or get_settings()
+    settings = settings or get_tuner_settings()
     fields, wl = model_workload_for(model, batch_size, prompt_len, dtype)
     dev = torch.device(device) if device is not None else default_device()
     with using_db(db) as tdb:
@@ -201,7 +201,7 @@ def tune_model(
 def _tune_model(fields: dict[str, Any], wl: ModelWorkload, db: TuningDB, dev: torch.device, run_id: int,
                 n_trials: int | None, time_budget_s: float | None, progress: Progress | None, quick: bool,
                 space: ModelSpace | None, runner_factory: RunnerFactory,
-                settings: Settings) -> ModelWorkloadResult:
+                settings: TunerSettings) -> ModelWorkloadResult:
     t0 = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     machine_id = db.run(run_id)["machine_id"]
@@ -325,7 +325,7 @@ def _candidate(t: optuna.trial.FrozenTrial, B: int) -> ModelCandidate:
 
 
 def _finish(fields: dict[str, Any], wl: ModelWorkload, db: TuningDB, run_id: int, machine_id: str,
-            study_name: str, evaluator: ModelEvaluator, settings: Settings, progress: Progress | None,
+            study_name: str, evaluator: ModelEvaluator, settings: TunerSettings, progress: Progress | None,
             evaluated: int, n_candidates: int, sampler: str, default_key: str, t0: float,
             done: dict[str, optuna.trial.FrozenTrial]) -> ModelWorkloadResult:
     """Re-time the top candidates and the default interleaved; store and return the winner."""
@@ -363,7 +363,7 @@ def _finish(fields: dict[str, Any], wl: ModelWorkload, db: TuningDB, run_id: int
     return result
 
 
-def _retime(cands: list[ModelCandidate], evaluator: ModelEvaluator, settings: Settings) -> list[ModelCandidate]:
+def _retime(cands: list[ModelCandidate], evaluator: ModelEvaluator, settings: TunerSettings) -> list[ModelCandidate]:
     """Interleaved rounds (rotating order) of one request per candidate; medians per candidate."""
     runners = []
     for c in cands:  # a candidate of an earlier process compiles here, outside the rounds

@@ -31,10 +31,10 @@ from xlstm_kernels.profiles.profile import (
     publish_profile,
     read_profile_text,
 )
-from xlstm_kernels.settings import Settings
 
 from ._errors import TunerError
 from ._study import WorkloadResult
+from .settings import TunerSettings
 
 
 class NoWinner(TunerError):
@@ -165,7 +165,7 @@ def publish_entries(
     db: TuningDB | str | Path | None = None,
     path: str | Path | None = None,
     started_at: datetime | None = None,
-    settings: Settings | None = None,
+    settings: TunerSettings | None = None,
     model_entries: Sequence[ModelProfileEntry] = (),
 ) -> PublishResult:
     """Build this machine's profile from ``entries`` (and ``model_entries``), publish it atomically,

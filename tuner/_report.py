@@ -33,7 +33,7 @@ from ._report_plots import report_figures
 
 if TYPE_CHECKING:
     from storage import TuningDB
-    from xlstm_kernels.settings import Settings
+    from .settings import TunerSettings
 
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+-;<=>?@^_`{|}~"
 _SAFE = str.maketrans("<>", ".,")  # no '<' inside the <script> that holds the bundle: no "</script", no "<!--"
@@ -140,7 +140,7 @@ def write_report(report: RunReport, path: Path) -> ReportFile:
     return ReportFile(path, len(text.encode("utf-8")), summary_markdown(report, path))
 
 
-def write_study_report(study_name: str, *, settings: Settings, storage: str | None = None,
+def write_study_report(study_name: str, *, settings: TunerSettings, storage: str | None = None,
                        out: Path | None = None) -> ReportFile:
     """Write the report of one study (default storage: the tuner's; default HOME/reports/<study>.html)."""
     study = load_report_study(study_name, existing_storage_url(settings, storage))
@@ -152,7 +152,7 @@ def write_run_report(
     run_id: int,
     study_names: Sequence[str],
     *,
-    settings: Settings,
+    settings: TunerSettings,
     failed: Mapping[str, str] | None = None,
     profile_path: Path | None = None,
     out: Path | None = None,

@@ -27,7 +27,7 @@ import optuna
 
 if TYPE_CHECKING:
     from storage import TuningDB
-    from xlstm_kernels.settings import Settings
+    from .settings import TunerSettings
 
 REASON_CHARS = 240  # hover text and summary lines cut reasons (compile errors run to pages) to this
 
@@ -132,7 +132,7 @@ class NoStorage(ReportError):
     """The tuning storage named does not exist yet (no run has written studies there)."""
 
 
-def existing_storage_url(settings: Settings, storage: str | None = None) -> str:
+def existing_storage_url(settings: TunerSettings, storage: str | None = None) -> str:
     """``storage``, else the tuner's storage rule for the settings' DB; ``NoStorage`` (nothing created) when
     it is an SQLite file that does not exist."""
     from ._study import optuna_storage_url

@@ -19,7 +19,7 @@ import torch
 from xlstm_kernels.kernels.config import DEFAULT_CONFIG, Workload
 from xlstm_kernels.profiles.fingerprint import Fingerprint
 from xlstm_kernels.profiles.profile import Profile, ProfileEntry, ProfileError, load_profile
-from xlstm_kernels.settings import Settings
+from tuner.settings import TunerSettings
 
 from ._schedule import Decision, PublishedEntry, Remeasurement, decide, needs_remeasure
 
@@ -51,7 +51,7 @@ def published_entries(profile: Profile) -> dict[str, PublishedEntry]:
             for e in profile.entries}
 
 
-def remeasure(entry: ProfileEntry, device: torch.device | str, settings: Settings) -> Remeasurement:
+def remeasure(entry: ProfileEntry, device: torch.device | str, settings: TunerSettings) -> Remeasurement:
     """Quick re-check of a published winner with the tuner's Evaluator: compile, validate, time."""
     from tuner import Evaluator
 
@@ -84,7 +84,7 @@ def revalidate(
     fingerprint: Fingerprint,
     device: torch.device | str,
     profile_path: Path,
-    settings: Settings,
+    settings: TunerSettings,
 ) -> Revalidation:
     """Decide keep / re-tune / tune per workload against the profile published at ``profile_path``.
 

@@ -25,7 +25,6 @@ from xlstm_kernels.kernels.config import Workload
 from xlstm_kernels.device import default_device
 from xlstm_kernels.profiles.fingerprint import Fingerprint, fingerprint
 from xlstm_kernels.profiles.profile import ProfileEntry, PublishResult, default_profile_path
-from xlstm_kernels.settings import Settings, get_settings
 
 from ._lock import machine_lock
 from ._outcome import AutotuneResult, WorkloadOutcome
@@ -37,6 +36,7 @@ from ._revalidate import Revalidation, revalidate as revalidate_profile
 from ._space import parse_workload
 from ._study import WorkloadResult, tune_workload, tuning_run
 from ._timing import wait_for_quiet
+from .settings import TunerSettings, get_tuner_settings
 
 T = TypeVar("T")
 
@@ -81,7 +81,7 @@ def autotune(
     lock_wait_s: float | None = None,
     step: StepRunner = call_step,
     log: logging.Logger | logging.LoggerAdapter | None = None,
-    settings: Settings | None = None,
+    settings: TunerSettings | None = None,
 ) -> AutotuneResult:
     """Tune ``workloads`` (default: settings' workloads) on this machine in one run; publish and report.
 
@@ -92,7 +92,7 @@ def autotune(
     holds the lock. ``report``: write the run's HTML report. Bad workloads raise ``UnknownWorkload``
     before anything is written; a held lock raises ``TuneLocked``.
     """
-    settings = settings or get_settings()
+    settings = settings or get_tuner_settings()
     log = log or logging.getLogger("tuner.run")
     names = [str(parse_workload(w)) for w in (workloads or settings.workloads)]
     if lock_wait_s is None:
@@ -113,7 +113,7 @@ def autotune(
 def _run(names: list[str], db: TuningDB | str | Path | None, device: str | None, revalidate: bool, quick: bool,
          trials: int | None, time_budget_s: float | None, progress: Progress | None, tune_fn: TuneFn,
          publish_fn: PublishFn, report: bool, step: StepRunner, log: logging.Logger | logging.LoggerAdapter,
-         settings: Settings) -> AutotuneResult:
+         settings: TunerSettings) -> AutotuneResult:
     dev = str(device or settings.device or default_device())
     fp = step("fingerprint", "fingerprint", lambda: _fingerprint(dev, log))
     profile_path = default_profile_path(fp.machine_id)
@@ -172,7 +172,7 @@ def _fingerprint(device: str, log: logging.Logger | logging.LoggerAdapter) -> Fi
     return fp
 
 
-def _revalidate(names: list[str], fp: Fingerprint, device: str, profile_path: Path, settings: Settings,
+def _revalidate(names: list[str], fp: Fingerprint, device: str, profile_path: Path, settings: TunerSettings,
                 log: logging.Logger | logging.LoggerAdapter) -> Revalidation:
     rv = revalidate_profile(names, fingerprint=fp, device=device, profile_path=profile_path, settings=settings)
     for d in rv.decisions:
@@ -200,7 +200,7 @@ def _publish(publish_fn: PublishFn, fp: Fingerprint, entries: list[ProfileEntry]
     return published
 
 
-def _report(db: TuningDB, run_id: int, studies: list[str], settings: Settings, failed: dict[str, str],
+def _report(db: TuningDB, run_id: int, studies: list[str], settings: TunerSettings, failed: dict[str, str],
             profile_path: Path | None, log: logging.Logger | logging.LoggerAdapter) -> ReportFile:
     written = write_run_report(db, run_id, studies, settings=settings, failed=failed, profile_path=profile_path)
     log.info("report written to %s (%.1f MB)", written.path, written.bytes / 1e6)

@@ -39,7 +39,6 @@ from storage import TuningDB, pid_alive, using_db
 from xlstm_kernels.profiles.fingerprint import triton_version
 from xlstm_kernels.kernels.config import KernelConfig, Workload
 from xlstm_kernels.device import default_device
-from xlstm_kernels.settings import Settings, get_settings
 from xlstm_kernels.kernels.validation import check_workload_memory
 
 from ._attrs import display_attrs
@@ -50,6 +49,7 @@ from ._fleet import claim_of, heartbeat_enabled, make_storage, node_name, storag
 from ._timing import Interval, LoadMeter, instability, median_interval, paired_ratios
 from ._progress import Progress, ProgressEvent
 from ._space import SearchSpace, effective_key, effective_t_inner, parse_workload, probe_key
+from .settings import TunerSettings, get_tuner_settings
 
 SamplerChoice = Literal["auto", "grid", "tpe"]
 
@@ -135,14 +135,14 @@ class WorkloadResult:
 _STORAGES: dict[str, optuna.storages.BaseStorage] = {}
 
 
-def optuna_storage_url(db_path: Path, settings: Settings) -> str:
+def optuna_storage_url(db_path: Path, settings: TunerSettings) -> str:
     """Where the studies of the tuning DB at ``db_path`` live: settings.optuna_storage, else SQLite beside it
     (fleet mode requires the former: ``FleetMisconfigured``)."""
     db_path = Path(db_path)
     return storage_url(f"sqlite:///{db_path.with_name(db_path.stem + '.optuna.db')}", settings)
 
 
-def optuna_storage(db: TuningDB, settings: Settings) -> optuna.storages.BaseStorage:
+def optuna_storage(db: TuningDB, settings: TunerSettings) -> optuna.storages.BaseStorage:
     """Optuna storage for ``db`` (``optuna_storage_url``); cached.
 
     Fleet mode (``settings.fleet``) needs ``optuna_storage`` (``FleetMisconfigured``) and adds Optuna's
@@ -158,14 +158,14 @@ def optuna_storage(db: TuningDB, settings: Settings) -> optuna.storages.BaseStor
 
 @contextlib.contextmanager
 def tuning_run(db: TuningDB, device: torch.device | str, quick: bool = False,
-               settings: Settings | None = None) -> Iterator[tuple[int, str]]:
+               settings: TunerSettings | None = None) -> Iterator[tuple[int, str]]:
     """A run row from start to its final status; yields ``(run_id, machine_id)``.
 
     Records the machine's fingerprint, marks runs of dead processes interrupted, opens the run;
     on exit closes it ``completed``, on Ctrl-C ``interrupted``, on an error ``failed`` (re-raised).
     For flows that call ``tune_workload(..., run_id=run_id)`` per workload themselves.
     """
-    settings = settings or get_settings()
+    settings = settings or get_tuner_settings()
     device = torch.device(device)
     fp = xk.fingerprint(device)
     machine_id = db.record_machine(fp)
@@ -216,7 +216,7 @@ def _waiting_keys(study: optuna.Study, space: SearchSpace) -> set[str]:
 def _candidate(t: optuna.trial.FrozenTrial, wl: Workload) -> Candidate:
     cfg = KernelConfig.from_dict(t.user_attrs["config"])
     # a trial timed by another fleet node has its trial id in that node's DB, not ours
-    local = t.user_attrs.get("node") in (None, node_name(get_settings()))
+    local = t.user_attrs.get("node") in (None, node_name(get_tuner_settings()))
     return Candidate(cfg, effective_t_inner(cfg, wl), float(t.value), t.user_attrs["spread_ms"],
                      t.user_attrs["tokens_per_s"], t.user_attrs["equivalence_error"],
                      t.user_attrs.get("compile_s"), t.user_attrs.get("trial_id") if local else None)
@@ -254,7 +254,7 @@ def tune_workload(
     sampler: SamplerChoice = "auto",
     runner: KernelRunner = run_kernel,
     probe: CompileProbe | None = None,
-    settings: Settings | None = None,
+    settings: TunerSettings | None = None,
 ) -> WorkloadResult:
     """Tune one workload on this machine: Optuna study -> re-time the best side by side -> winner.
 
@@ -274,7 +274,7 @@ def tune_workload(
     Returns a ``WorkloadResult``; Ctrl-C keeps the finished trials, marks an own run interrupted and
     re-raises; calling again resumes the study.
     """
-    settings = settings or get_settings()
+    settings = settings or get_tuner_settings()
     wl = parse_workload(workload)
     dev = torch.device(device) if device is not None else default_device()
     space = space or SearchSpace.from_settings(wl, dev, settings)
@@ -291,7 +291,7 @@ def tune_workload(
 def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: int | None,
           time_budget_s: float | None, progress: Progress | None, quick: bool, space: SearchSpace,
           sampler: SamplerChoice, runner: KernelRunner, probe: CompileProbe,
-          settings: Settings) -> WorkloadResult:
+          settings: TunerSettings) -> WorkloadResult:
     t0 = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     machine_id = db.run(run_id)["machine_id"]
@@ -469,7 +469,7 @@ def _record(db: TuningDB, run_id: int, wl: Workload, machine_id: str, study_name
 
 def _finish(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, machine_id: str,
             study_name: str, study: optuna.Study, space: SearchSpace, evaluator: Evaluator,
-            settings: Settings, progress: Progress | None, evaluated: int, n_candidates: int,
+            settings: TunerSettings, progress: Progress | None, evaluated: int, n_candidates: int,
             sampler: str, t0: float) -> WorkloadResult:
     """Re-time the top candidates interleaved, pick the winner among the stable ones, then time the
     speedup over the default in fresh paired rounds; store and return the result."""
@@ -531,7 +531,7 @@ def _finish(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, machine_
 
 
 def _retime(cands: list[Candidate], evaluator: Evaluator, dev: torch.device,
-            settings: Settings) -> list[Candidate]:
+            settings: TunerSettings) -> list[Candidate]:
     """Interleaved rounds (rotating order) of one sample per candidate; median per candidate.
 
     While some candidate's samples are unstable, all are re-timed in new rounds after a back-off
@@ -557,7 +557,7 @@ def _retime(cands: list[Candidate], evaluator: Evaluator, dev: torch.device,
 
 
 def _paired_speedup(winner: Candidate, default: Candidate, evaluator: Evaluator, dev: torch.device,
-                    settings: Settings) -> tuple[Candidate, Candidate, Interval, list[str]]:
+                    settings: TunerSettings) -> tuple[Candidate, Candidate, Interval, list[str]]:
     """The winner's speedup over the default from FRESH paired rounds (not the samples that chose it).
 
     A batch of ``tune_speedup_rounds`` rounds times both back to back (order alternating); the speedup
@@ -601,3 +601,12 @@ def _paired_speedup(winner: Candidate, default: Candidate, evaluator: Evaluator,
 
     return fresh(winner, win_s), fresh(default, def_s), interval, why
 
+
+def study_summary(study_name: str, db: TuningDB, settings: TunerSettings | None = None) -> dict[str, Any]:
+    """Counts of a stored study's trials by Optuna state (for flows and diagnostics)."""
+    st = optuna.load_study(study_name=study_name, storage=optuna_storage(db, settings or get_tuner_settings()))
+    counts: dict[str, int] = {}
+    for t in st.get_trials(deepcopy=False):
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    return {"study_name": study_name, "trials": counts,
+            "best": json.loads(json.dumps(st.best_trial.user_attrs.get("config"))) if counts.get("COMPLETE") else None}

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from xlstm_kernels.device import synchronize
-from xlstm_kernels.settings import Settings
+from .settings import TunerSettings
 
 PROC_STAT = Path("/proc/stat")
 
@@ -77,7 +77,7 @@ class MachineLoad:
         """Load average over cores."""
         return None if self.load_avg is None else self.load_avg / self.cores
 
-    def busy_reason(self, settings: Settings) -> str | None:
+    def busy_reason(self, settings: TunerSettings) -> str | None:
         """Why the machine counts as busy (load per core or steal over the settings' limits), else None."""
         why = []
         lpc = self.load_per_core
@@ -94,7 +94,7 @@ def machine_load() -> MachineLoad:
     return MachineLoad(load_average(), cpu_count())
 
 
-def busy_now(settings: Settings) -> str | None:
+def busy_now(settings: TunerSettings) -> str | None:
     """Why the machine is busy right now (load average per core over the settings' limit), else None."""
     return machine_load().busy_reason(settings)
 
@@ -108,7 +108,7 @@ class QuietWait:
     reason: str | None
 
 
-def wait_for_quiet(settings: Settings, *, max_wait_s: float | None = None) -> QuietWait:
+def wait_for_quiet(settings: TunerSettings, *, max_wait_s: float | None = None) -> QuietWait:
     """Wait (bounded: ``serve_quiet_wait_s``, polling every ``serve_quiet_poll_s``) until the machine is
     not busy; scheduled runs call it before timing so a backup or a build does not decide a winner."""
     limit = settings.serve_quiet_wait_s if max_wait_s is None else max_wait_s
@@ -163,7 +163,7 @@ class Timing:
         return self.instability is not None
 
 
-def instability(samples_ms: list[float] | tuple[float, ...], settings: Settings) -> str | None:
+def instability(samples_ms: list[float] | tuple[float, ...], settings: TunerSettings) -> str | None:
     """Why these samples cannot be trusted (spread or tail over the settings' limits), else None."""
     s = sorted(samples_ms)
     med, lo = statistics.median(s), s[0]
@@ -185,7 +185,7 @@ def _iqr(s: list[float]) -> float:
     return s[-1] - s[0]
 
 
-def summarize(samples_ms: list[float], settings: Settings | None = None) -> Timing:
+def summarize(samples_ms: list[float], settings: TunerSettings | None = None) -> Timing:
     """Median, interquartile spread and min of timing samples (and their instability, given settings)."""
     s = sorted(samples_ms)
     why = instability(s, settings) if settings is not None else None
@@ -229,7 +229,7 @@ def interleaved_samples(fns: list[Callable[[], Any]], device: torch.device | str
 
 
 def time_callable(fn: Callable[[], Any], device: torch.device | str, *, warmup: int, repeats: int,
-                  budget_s: float, calls: int = 1, settings: Settings | None = None) -> Timing:
+                  budget_s: float, calls: int = 1, settings: TunerSettings | None = None) -> Timing:
     """Warm up (untimed), then take up to ``repeats`` samples within ``budget_s`` (at least 3).
 
     With ``settings``, unstable samples are re-measured: up to ``tune_remeasure_max`` more batches

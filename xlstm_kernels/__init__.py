@@ -52,7 +52,7 @@ from .runner import (
 )
 from .kernels.reference import validation_inputs
 from .profiles.runtime import ConfigChoice, ProfileWarning, explain_config, loaded_profile, reload_profile
-from .settings import Settings, get_settings, reset_settings
+from .settings import Settings, UnknownSetting, get_settings, reset_settings
 from .kernels.shrink import NonCanonicalWarning, run_with_shrink, tuning
 from .kernels.validation import WorkloadTooLarge
 from .threads import use_threads
@@ -94,6 +94,7 @@ __all__ = [
     "StaleStateError",
     "StateMismatchError",
     "TuningRun",
+    "UnknownSetting",
     "UnsupportedModelError",
     "Workload",
     "WorkloadTooLarge",
