@@ -21,8 +21,8 @@ from prefect.states import Completed, Failed, State
 
 import tuner
 from tuner import AutotuneResult, WorkloadOutcome, run_summary_markdown, winners_table
-from flows.settings import FlowSettings
 
+from .settings import FlowSettings
 from .tasks import as_task
 
 __all__ = [
@@ -78,7 +78,8 @@ def autotune(
 
     from .progress import terminal_progress
 
-    reset_settings()  # read XLSTM_AUTOTUNE_* afresh for every run (a served deployment lives long)
+    reset_tuner_settings()  # tuner and flow settings read afresh for every run (a served deployment lives long);
+    # the kernel's stay, and with them the runtime's loaded profile and fast-path memo
     with terminal_progress(show_progress) as progress:
         result = tuner.autotune(workloads, device=device, revalidate=revalidate, quick=quick, trials=trials,
                                 time_budget_s=time_budget_s, progress=progress,
