@@ -10,11 +10,10 @@ the tuner's and the flows' settings afresh while the kernel's runtime state stay
 
 from __future__ import annotations
 
-import threading
-
 from pydantic import Field
 
 from tuner.settings import TunerSettings, get_tuner_settings
+from xlstm_kernels.settings import LayerCache
 
 
 class FlowSettings(TunerSettings):
@@ -44,22 +43,14 @@ class FlowSettings(TunerSettings):
     )
 
 
-_CACHE: tuple[TunerSettings, FlowSettings] | None = None  # (the tuner settings it was read with, the copy)
-_LOCK = threading.Lock()
+_LAYER = LayerCache(FlowSettings, get_tuner_settings)
 
 
 def get_flow_settings() -> FlowSettings:
     """The process-wide flow settings, read once (again after this layer's reset or a lower layer's)."""
-    global _CACHE
-    base = get_tuner_settings()
-    with _LOCK:
-        if _CACHE is None or _CACHE[0] is not base:
-            _CACHE = (base, FlowSettings())
-        return _CACHE[1]
+    return _LAYER.get()
 
 
 def reset_flow_settings() -> None:
     """Forget the cached flow settings only; the tuner's and kernel's settings and the runtime's state stay."""
-    global _CACHE
-    with _LOCK:
-        _CACHE = None
+    _LAYER.reset()

@@ -10,11 +10,10 @@ kernel's settings (``xlstm_kernels.reset_settings()``) makes this copy be read a
 from __future__ import annotations
 
 import re
-import threading
 
 from pydantic import Field, field_serializer
 
-from xlstm_kernels.settings import Settings, get_settings
+from xlstm_kernels.settings import LayerCache, Settings, get_settings
 
 
 class TunerSettings(Settings):
@@ -214,22 +213,14 @@ def mask_url(url: str) -> str:
     return re.sub(r"(://[^:/@]*):.*@", r"\1:***@", url)  # to the last @: over-masking is safe
 
 
-_CACHE: tuple[Settings, TunerSettings] | None = None  # (the kernel settings it was read with, the copy)
-_LOCK = threading.Lock()
+_LAYER = LayerCache(TunerSettings, get_settings)
 
 
 def get_tuner_settings() -> TunerSettings:
     """The process-wide tuner settings, read once (again after either reset: this layer's or the kernel's)."""
-    global _CACHE
-    base = get_settings()
-    with _LOCK:
-        if _CACHE is None or _CACHE[0] is not base:
-            _CACHE = (base, TunerSettings())
-        return _CACHE[1]
+    return _LAYER.get()
 
 
 def reset_tuner_settings() -> None:
     """Forget the cached tuner settings only; the kernel's settings and the runtime's state stay."""
-    global _CACHE
-    with _LOCK:
-        _CACHE = None
+    _LAYER.reset()

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -146,3 +148,29 @@ def reset_settings() -> None:
     tuner's and the flows' cached settings are rebuilt on their next read (they key on it as well).
     """
     get_settings.cache_clear()
+
+
+S = TypeVar("S", bound=Settings)
+
+
+class LayerCache(Generic[S]):
+    """An upper layer's settings (``cls``, a subclass of the layer below's), read once and read again
+    after this layer's ``reset()`` or after the layer below (``below``) was re-read."""
+
+    def __init__(self, cls: type[S], below: Callable[[], Settings]) -> None:
+        self._cls, self._below = cls, below
+        self._cached: tuple[Settings, S] | None = None  # (the lower settings it was read with, the copy)
+        self._lock = threading.Lock()
+
+    def get(self) -> S:
+        """The cached copy, re-read when the layer below has been re-read since."""
+        base = self._below()
+        with self._lock:
+            if self._cached is None or self._cached[0] is not base:
+                self._cached = (base, self._cls())
+            return self._cached[1]
+
+    def reset(self) -> None:
+        """Forget this layer's copy only; the layers below (and the runtime's state) stay."""
+        with self._lock:
+            self._cached = None

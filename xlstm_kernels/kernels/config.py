@@ -40,6 +40,13 @@ def _check_positive_int(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def check_fields(cls: type, data: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming the keys of ``data`` that are not fields of the dataclass ``cls``."""
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+
+
 @dataclass(frozen=True)
 class KernelConfig:
     """How the mLSTM is executed; validated on construction.
@@ -113,9 +120,7 @@ class KernelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> KernelConfig:
         """Inverse of ``to_dict``; unknown keys are an error."""
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown KernelConfig fields: {sorted(unknown)}")
+        check_fields(cls, data)
         return cls(**data)
 
     def bands(self, num_heads: int) -> int:

@@ -8,7 +8,7 @@ from typing import Any, Literal, get_args
 
 import torch
 
-from ..kernels.config import KernelConfig
+from ..kernels.config import KernelConfig, check_fields
 
 StepCompileMode = Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"]
 StateDtype = Literal["float32", "bfloat16"]
@@ -79,9 +79,7 @@ class ModelRunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelRunConfig:
         """Inverse of ``to_dict``; unknown keys are an error."""
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown ModelRunConfig fields: {sorted(unknown)}")
+        check_fields(cls, data)
         data = dict(data)
         if isinstance(data.get("prefill"), dict):
             data["prefill"] = KernelConfig.from_dict(data["prefill"])
