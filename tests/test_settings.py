@@ -12,7 +12,8 @@ from profile_fixtures import entry, home, make_profile  # noqa: F401 - fixture
 import xlstm_kernels as xk
 from flows.settings import FlowSettings, get_flow_settings, reset_flow_settings
 from tuner.settings import TunerSettings, get_tuner_settings, reset_tuner_settings
-from xlstm_kernels import api, fastpath
+from xlstm_kernels import api
+from xlstm_kernels.kernels import fastpath
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
 LAYERS = {"kernel": xk.Settings, "tuner": TunerSettings, "flows": FlowSettings}
