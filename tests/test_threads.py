@@ -97,7 +97,7 @@ def test_tuned_cpu_study_records_the_thread_count(db_path, monkeypatch):
                TUNE_T_INNERS="[1]", TUNE_THREADS="[1]", TUNE_REPEATS="4", TUNE_WARMUP="1",
                TUNE_RETIME_ROUNDS="3", TUNE_SPEEDUP_ROUNDS="3")
     with settings_env(monkeypatch, env):
-        settings = xk.get_settings()
+        settings = tuner.get_tuner_settings()
         space = tuner.SearchSpace.from_settings(WL, "cpu", settings)
         assert space.dims["threads"] == ((1,) if torch.get_num_threads() != 1 else ())
         res = tuner.tune_workload(WL, db=db_path, device="cpu", settings=settings)
