@@ -600,13 +600,3 @@ def _paired_speedup(winner: Candidate, default: Candidate, evaluator: Evaluator,
                          c.instability)
 
     return fresh(winner, win_s), fresh(default, def_s), interval, why
-
-
-def study_summary(study_name: str, db: TuningDB, settings: TunerSettings | None = None) -> dict[str, Any]:
-    """Counts of a stored study's trials by Optuna state (for flows and diagnostics)."""
-    st = optuna.load_study(study_name=study_name, storage=optuna_storage(db, settings or get_tuner_settings()))
-    counts: dict[str, int] = {}
-    for t in st.get_trials(deepcopy=False):
-        counts[t.state.name] = counts.get(t.state.name, 0) + 1
-    return {"study_name": study_name, "trials": counts,
-            "best": json.loads(json.dumps(st.best_trial.user_attrs.get("config"))) if counts.get("COMPLETE") else None}
