@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
@@ -21,26 +21,6 @@ app = typer.Typer(
 app.add_typer(profile_app, name="profile")
 
 # The flow `serve` schedules, by its deployment entry point (a hidden option serves another, for tests).
-_SERVE_FLOW = "flows.flows:autotune"
-
-
-class FlowMissing(ImportError):
-    """The flow named by ``serve --flow`` (``"package.module:flow"``) cannot be imported."""
-
-
-def _load_flow(entrypoint: str) -> Any:
-    """The Prefect flow at ``"package.module:flow"`` (a deployment's entry point); ``FlowMissing`` if absent."""
-    import importlib
-
-    module_name, sep, attr = entrypoint.partition(":")
-    if not sep or not module_name or not attr:
-        raise FlowMissing(f"expected 'package.module:flow', got {entrypoint!r}")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ModuleNotFoundError, AttributeError) as exc:
-        raise FlowMissing(f"{entrypoint}: {exc}") from None
-
-
 def _profile_note(result) -> str:  # noqa: ANN001 - AutotuneResult
     if result.profile_path and result.profile_version is not None:
         return f"profile v{result.profile_version} published to {result.profile_path} ({result.profile_checksum})"
@@ -117,7 +97,7 @@ def tune(
         tune_model_command(model, batch=batch, prompt=prompt, dtype=dtype, trials=trials,
                            time_budget=time_budget, quick=quick, no_server=no_server, wait=wait,
                            json_out=json_out)
-    from flows.settings import FlowSettings
+    from .settings import FlowSettings
 
     if target is not None:
         from .commands_probe import plan_target_command
@@ -168,22 +148,17 @@ def tune(
 def serve(
     cron: Optional[str] = typer.Option(None, "--cron", help='Cron schedule, e.g. "0 3 * * *" (default: setting SERVE_CRON).'),
     interval: Optional[float] = typer.Option(None, "--interval", min=1.0, help="Run every SECONDS instead of on a cron."),
-    flow_path: str = typer.Option(_SERVE_FLOW, "--flow", hidden=True),
 ) -> None:
     """Register this machine's deployment (named after the machine) and run it on schedule until Ctrl-C."""
     from xlstm_kernels.profiles.fingerprint import fingerprint
-    from flows.settings import FlowSettings
 
-    from .flows import deployment_name, serve_deployment
+    from .flows import autotune, deployment_name, serve_deployment
     from .server import ServerStartError, ServerUnavailable, scheduling_server
+    from .settings import FlowSettings
 
     if cron is not None and interval is not None:
         raise error_exit("give --cron or --interval, not both", EXIT_USAGE)
     settings = FlowSettings()
-    try:
-        flow_obj = _load_flow(flow_path)
-    except FlowMissing as exc:
-        raise error_exit(f"serve: cannot load {exc}", EXIT_USAGE) from None
     name = deployment_name(fingerprint(settings.device).machine_id)
     schedule = f"every {interval:g} s" if interval is not None else f"cron {cron or settings.serve_cron!r}"
     try:
@@ -191,10 +166,10 @@ def serve(
             settings.resolved_home(), settings.prefect_port, settings.server_startup_timeout_s
         ) as info:
             typer.echo(info.describe())
-            typer.echo(f"serving deployment {flow_obj.name}/{name} ({schedule}); Ctrl-C stops it")
+            typer.echo(f"serving deployment {autotune.name}/{name} ({schedule}); Ctrl-C stops it")
             # scheduled runs re-validate, and queue behind a manual `tune` on the machine lock
-            params = {"revalidate": True, "lock_wait_s": settings.serve_lock_wait_s} if flow_path == _SERVE_FLOW else {}
-            serve_deployment(flow_obj, name, cron=None if interval else (cron or settings.serve_cron),
+            params = {"revalidate": True, "lock_wait_s": settings.serve_lock_wait_s}
+            serve_deployment(autotune, name, cron=None if interval else (cron or settings.serve_cron),
                              interval=interval, parameters=params)
     except (ServerUnavailable, ServerStartError) as exc:
         raise error_exit(str(exc), EXIT_SERVER) from None
@@ -213,7 +188,7 @@ def report(
     """Write a self-contained HTML report of a study: summary, heatmap, speedup, compile vs run time."""
     from tuner import ReportError, write_study_report
     from xlstm_kernels.paths import PathEscapeError
-    from flows.settings import FlowSettings
+    from .settings import FlowSettings
 
     try:
         written = write_study_report(study, settings=FlowSettings(), storage=storage, out=out)

@@ -27,8 +27,9 @@ def bench(
     """Time the profile's config for a workload (or --config) against the default config, side by side."""
     from tuner import CandidateFailed, bench as run_bench
     from xlstm_kernels.kernels.config import KernelConfig
-    from flows.settings import get_flow_settings
     from xlstm_kernels.kernels.validation import WorkloadTooLarge
+
+    from .settings import get_flow_settings
 
     try:
         cfg = KernelConfig.from_dict(json.loads(config)) if config is not None else None

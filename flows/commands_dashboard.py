@@ -18,7 +18,7 @@ def dashboard(
 ) -> None:
     """Open optuna-dashboard, a live view of the tuning studies, on 127.0.0.1; Ctrl-C stops it."""
     from tuner import NoStorage, existing_storage_url
-    from flows.settings import FlowSettings
+    from .settings import FlowSettings
 
     from .viewers import ViewerError, serve_dashboard
 
@@ -36,7 +36,7 @@ def db(
     port: int = typer.Option(0, "--port", min=0, max=65535, help="Port on 127.0.0.1 (default: a free one)."),
 ) -> None:
     """Browse the tuning DB (HOME/tuning.db) read-only in Datasette, tables and columns described; Ctrl-C stops it."""
-    from flows.settings import FlowSettings
+    from .settings import FlowSettings
 
     from .viewers import ViewerError, serve_datasette
 

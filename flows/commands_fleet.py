@@ -17,7 +17,7 @@ fleet_app = typer.Typer(
 
 
 def _settings():  # noqa: ANN202 - flows.settings.FlowSettings
-    from flows.settings import FlowSettings
+    from .settings import FlowSettings
 
     return FlowSettings()
 

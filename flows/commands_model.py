@@ -22,7 +22,7 @@ def tune_model_command(model: str, *, batch: int, prompt: int, dtype: str, trial
                        json_out: bool) -> None:
     """The ``tune --model`` path of ``tune``: one model tuning run, then its winner and profile."""
     from tuner import UnknownModel
-    from flows.settings import FlowSettings
+    from .settings import FlowSettings
 
     from .model_flow import run_model_autotune
     from .progress import progress_wanted
@@ -77,7 +77,7 @@ def generate(
 ) -> None:
     """Generate with a model (random weights): native eager vs the runner (default and tuned), side by side."""
     from tuner import UnknownModel, generate_side_by_side
-    from flows.settings import get_flow_settings
+    from .settings import get_flow_settings
 
     try:
         res = generate_side_by_side(model, batch_size=batch, prompt_len=prompt_len, new_tokens=new_tokens,

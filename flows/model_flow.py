@@ -103,9 +103,10 @@ def model_autotune(model: str, batch_size: int = 1, prompt_len: int = 2048, dtyp
     """Tune ``model`` (preset or config JSON) at B, S, dtype on this machine in one run; publish the winner."""
     from storage import open_db
     from tuner import tuning_run
-    from xlstm_kernels.device import default_device
-    from flows.settings import get_flow_settings
     from tuner.settings import reset_tuner_settings
+    from xlstm_kernels.device import default_device
+
+    from .settings import get_flow_settings
 
     reset_tuner_settings()  # tuner and flow settings read afresh; the kernel's (and the runtime's state) stay
     settings = get_flow_settings()
@@ -154,7 +155,7 @@ def run_model_autotune(model: str, *, home: Any, batch_size: int = 1, prompt_len
 
     from storage import TuningDB
     from tuner import model_workload_for
-    from flows.settings import FlowSettings
+    from .settings import FlowSettings
 
     from tuner import machine_lock
     from .server import select_api, use_api

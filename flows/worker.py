@@ -21,8 +21,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from uuid import UUID
 
-from flows.settings import FlowSettings
 from tuner.settings import mask_url
+
+from .settings import FlowSettings
 
 FLOW_ENTRYPOINT = "flows.flows:autotune"  # the installed package: no code to pull on the workers
 

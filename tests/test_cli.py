@@ -158,7 +158,7 @@ def test_serve_rejects_cron_and_interval_together(home):
 
 
 def test_serve_unreachable_server_exits_3(home, dead_api):
-    result = runner.invoke(app, ["serve", "--interval", "60", "--flow", "serve_target:touch_flow"])
+    result = runner.invoke(app, ["serve", "--interval", "60"])
     assert result.exit_code == EXIT_SERVER
     assert dead_api in result.output and "tune --no-server" in result.output
 
