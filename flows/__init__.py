@@ -2,7 +2,8 @@
 
 Modules (imported on demand, so ``xlstm-autotune --help`` stays fast and nothing here loads Prefect
 before it is needed): ``flows.flows`` (the ``autotune`` flow over ``tuner.autotune``, ``run_autotune``,
-``serve_deployment``), ``flows.tasks`` (``as_task``: each step of a run as a Prefect task run),
+``serve_deployment``), ``flows.model_flow`` (the ``model-autotune`` flow over ``tuner.autotune_model``),
+``flows.tasks`` (``as_task``: each step of a run as a Prefect task run),
 ``flows.server`` (which Prefect API; the local server of ``serve``), ``flows.exits`` (exit codes and the
-one error printer), ``flows.cli``.
+one error printer), ``flows.settings`` (the flows' settings: schedule, server, lock waits), ``flows.cli``.
 """

@@ -21,6 +21,7 @@ os.environ["XLSTM_AUTOTUNE_DEVICE"] = "cpu"
 # The suite's kernel spaces keep their candidates: no CPU thread-count dimension unless a test sets it
 # (tests/test_threads.py does); each thread count is another compile of every kernel.
 os.environ.setdefault("XLSTM_AUTOTUNE_TUNE_THREADS", "[]")
+os.environ.setdefault("XLSTM_AUTOTUNE_TUNE_SPEEDUP_SPAN_S", "0")  # unpaced paired rounds (test_trust paces its own)
 
 import xlstm_kernels as xk  # noqa: E402
 from xlstm_kernels import rel_err  # noqa: E402, F401 - the suite's tests import it from here

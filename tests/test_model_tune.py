@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -94,11 +95,16 @@ class WrongTokens:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    """The tiny model's study into a temporary HOME (DB, Optuna storage, profile), run once."""
+def study(tmp_path_factory, prefect_harness):
+    """The tiny model's tuning run into a temporary HOME (DB, Optuna storage, profile), run once through
+    the ``model-autotune`` flow (``tuner.autotune_model``: study, then the winner published):
+    (home, the study's ``ModelWorkloadResult``, the flow's final state)."""
+    from flows.model_flow import model_autotune
+
     home = tmp_path_factory.mktemp("model-home")
     mp = pytest.MonkeyPatch()
     compiled: dict[str, object] = {}
+    studies: list[tuner.ModelWorkloadResult] = []
 
     def factory(model, config, B, max_len):
         if config.state_dtype not in compiled:  # threads do not change the graphs: share them
@@ -108,17 +114,34 @@ def study(tmp_path_factory):
             return WrongTokens(runner, xk.models.presets.PRESETS["tiny"]["vocab_size"])
         return runner
 
-    with settings_env(mp, {"HOME": str(home), **FAST}):
+    def tune(model, **kwargs):  # the real tuner, with the factory above under the gate
+        studies.append(tuner.tune_model(model, runner_factory=factory, **kwargs))
+        return studies[-1]
+
+    with settings_env(mp, {"HOME": str(home), "DEVICE": "cpu", **FAST}):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", xk.ProfileWarning)  # no kernel profile in this HOME
-            result = tuner.tune_model("tiny", batch_size=1, prompt_len=PROMPT, device="cpu",
-                                      runner_factory=factory)
-        yield home, result
+            state = model_autotune(model="tiny", batch_size=1, prompt_len=PROMPT, tune_fn=tune, return_state=True)
+        yield home, studies[0], state
     mp.undo()
 
 
+def test_the_run_publishes_the_winner_as_a_model_entry(study):
+    """The flow over ``tuner.autotune_model``: one run, its study's winner published as the profile's
+    only entry, the summary artifact's content."""
+    home, result, state = study
+    assert state.is_completed(), state.message
+    run = state.result()
+    assert run.failed == {} and run.run_id == result.run_id and run.result == result.to_dict()
+    profile = xk.load_profile(run.profile_path)
+    assert Path(run.profile_path).parent == home / "profiles" and run.profile_version == profile.publication.version == 1
+    assert profile.entries == [] and profile.model_entries == [tuner.model_profile_entry(result)]
+    md = run.summary_markdown()
+    assert f"winner `{result.winner.config.short()}`" in md and "version 1" in md and md.count("| rejected |") == 3
+
+
 def test_study_picks_the_only_candidate_that_passes(study):
-    _, result = study
+    _, result, _ = study
     assert result.n_candidates == 4 and result.sampler == "grid" and result.n_trials == 4
     assert result.winner is not None and result.winner.config == xk.ModelRunConfig()
     assert result.speedup == pytest.approx(1.0)  # the default is the winner: re-timed once
@@ -127,7 +150,7 @@ def test_study_picks_the_only_candidate_that_passes(study):
 
 
 def test_gate_rejects_wrong_state_dtype_and_wrong_tokens(study):
-    _, result = study
+    _, result, _ = study
     by = {(r.config.state_dtype, r.config.threads): r for r in result.rejected}
     assert set(by) == {("bfloat16", None), ("bfloat16", 1), ("float32", 1)}
     assert all(r.status == "rejected" for r in by.values())
@@ -137,7 +160,7 @@ def test_gate_rejects_wrong_state_dtype_and_wrong_tokens(study):
 
 
 def test_study_lands_in_the_db(study):
-    home, result = study
+    home, result, _ = study
     with storage.open_db(home / "tuning.db") as db:
         rows = storage.model_trials(db, run_id=result.run_id)
         assert len(rows) == 4 and {r["workload"] for r in rows} == {str(result.workload)}
@@ -166,7 +189,7 @@ def home(tmp_path, monkeypatch):
 
 
 def test_profile_round_trip_picks_the_entry(home, study):
-    _, result = study
+    _, result, _ = study
     model = xk.build_model("tiny")
     tuned = xk.ModelRunConfig(step_compile_mode="max-autotune-no-cudagraphs", threads=1)
     wl = xk.ModelWorkload(xk.model_key(model), 1, 256, "float32")

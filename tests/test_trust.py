@@ -112,7 +112,8 @@ def _space(default: xk.KernelConfig = REC_T1) -> tuner.SearchSpace:
 
 def test_study_under_bursty_load_keeps_its_promises(db_path, monkeypatch):
     settings = _settings(monkeypatch, TUNE_SPEEDUP_ROUNDS="15", TUNE_SPEEDUP_CONFIDENCE="0.99",
-                         TUNE_REMEASURE_MAX="4", TUNE_REMEASURE_BACKOFF_S="0.3", TUNE_RETIME_ROUNDS="7")
+                         TUNE_REMEASURE_MAX="4", TUNE_REMEASURE_BACKOFF_S="0.3", TUNE_RETIME_ROUNDS="7",
+                         TUNE_SPEEDUP_SPAN_S="4")  # two of the load's on/off cycles per paired batch
     space = _space()
     ev = tuner.Evaluator(WL, torch.device("cpu"), settings)
     x = ev.timing_inputs()

@@ -67,6 +67,7 @@ from ._space import thread_choices
 from ._model_bench import GenerateResult, GenerateRow, generate_side_by_side
 from ._model_evaluate import ModelEvaluation, ModelEvaluator, ModelTiming, logits_error
 from ._model_space import ModelSpace, run_config_key
+from ._model_run import ModelAutotuneResult, ModelTuneFn, autotune_model
 from ._model_study import (
     ModelCandidate,
     ModelRejected,
@@ -125,12 +126,14 @@ __all__ = [
     "LockHolder",
     "LockUnwritable",
     "MachineLoad",
+    "ModelAutotuneResult",
     "ModelCandidate",
     "ModelEvaluation",
     "ModelEvaluator",
     "ModelRejected",
     "ModelSpace",
     "ModelTiming",
+    "ModelTuneFn",
     "ModelWorkloadResult",
     "NoModelWinner",
     "NoStorage",
@@ -164,6 +167,7 @@ __all__ = [
     "WorkloadPlan",
     "WorkloadResult",
     "autotune",
+    "autotune_model",
     "bench",
     "build_profile",
     "busy_now",

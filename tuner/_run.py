@@ -61,7 +61,8 @@ def call_step(step: str, label: str, fn: Callable[[], T], /) -> T:
     return fn()
 
 
-def _failure(exc: BaseException) -> str:
+def failure(exc: BaseException) -> str:
+    """How a failed step is recorded in a run's ``failed``: the exception's type and message."""
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -115,7 +116,7 @@ def _run(names: list[str], db: TuningDB | str | Path | None, device: str | None,
          publish_fn: PublishFn, report: bool, step: StepRunner, log: logging.Logger | logging.LoggerAdapter,
          settings: TunerSettings) -> AutotuneResult:
     dev = str(device or settings.device or default_device())
-    fp = step("fingerprint", "fingerprint", lambda: _fingerprint(dev, log))
+    fp = fingerprint_step(step, dev, log)
     profile_path = default_profile_path(fp.machine_id)
     outcomes: list[WorkloadOutcome] = []
     failed: dict[str, str] = {}
@@ -137,7 +138,7 @@ def _run(names: list[str], db: TuningDB | str | Path | None, device: str | None,
             try:
                 outcomes.append(step("tune-workload", f"tune {name}", tune_one))
             except Exception as exc:  # noqa: BLE001 - one workload's failure is reported, the others go on
-                failed[name] = _failure(exc)
+                failed[name] = failure(exc)
                 log.error("workload %s failed: %s", name, failed[name])
         tuned = [o for o in outcomes if o.action == "tuned"]
         if tuned:
@@ -146,7 +147,7 @@ def _run(names: list[str], db: TuningDB | str | Path | None, device: str | None,
                 published = step("publish-profile", "publish-profile",
                                  lambda: _publish(publish_fn, fp, entries, run_id, tdb, log))
             except Exception as exc:  # noqa: BLE001 - the winners stay in the result and the DB
-                failed["publish"] = _failure(exc)
+                failed["publish"] = failure(exc)
             studies = [o.study_name for o in tuned if o.study_name]
             if report and studies:
                 pub_path = published.path if published is not None else None
@@ -155,7 +156,7 @@ def _run(names: list[str], db: TuningDB | str | Path | None, device: str | None,
                                    lambda: _report(tdb, run_id, studies, settings, dict(failed), pub_path, log))
                     report_path, report_summary = str(written.path), written.summary
                 except Exception as exc:  # noqa: BLE001 - a report that cannot be written fails the run, not its data
-                    failed["report"] = _failure(exc)
+                    failed["report"] = failure(exc)
     if published is not None:
         path, version, checksum = str(published.path), published.version, published.checksum
     else:  # nothing re-tuned: the published profile stands unchanged
@@ -166,10 +167,14 @@ def _run(names: list[str], db: TuningDB | str | Path | None, device: str | None,
                           report_summary=report_summary)
 
 
-def _fingerprint(device: str, log: logging.Logger | logging.LoggerAdapter) -> Fingerprint:
-    fp = fingerprint(device)
-    log.info("machine %s: %s (%s), torch %s", fp.machine_id, fp.device_name, fp.device_type, fp.torch)
-    return fp
+def fingerprint_step(step: StepRunner, device: str, log: logging.Logger | logging.LoggerAdapter) -> Fingerprint:
+    """This machine's fingerprint for ``device``, as a run's first step (logged)."""
+    def run() -> Fingerprint:
+        fp = fingerprint(device)
+        log.info("machine %s: %s (%s), torch %s", fp.machine_id, fp.device_name, fp.device_type, fp.torch)
+        return fp
+
+    return step("fingerprint", "fingerprint", run)
 
 
 def _revalidate(names: list[str], fp: Fingerprint, device: str, profile_path: Path, settings: TunerSettings,

@@ -576,7 +576,7 @@ def _paired_speedup(winner: Candidate, default: Candidate, evaluator: Evaluator,
             ratios, def_s, win_s = paired_ratios(lambda: run(wl, inputs, default.config),
                                                  lambda: run(wl, inputs, winner.config), dev,
                                                  rounds=settings.tune_speedup_rounds, calls=calls,
-                                                 warmup=1 if extra == 0 else 0)
+                                                 warmup=1 if extra == 0 else 0, span_s=settings.tune_speedup_span_s)
             interval = median_interval(ratios, settings.tune_speedup_confidence)
             why = [f"{label} unstable in the paired rounds: {w}" for label, w in
                    (("winner", instability(win_s, settings)), ("default", instability(def_s, settings))) if w]

@@ -263,17 +263,24 @@ def _batch(fn: Callable[[], Any], device: torch.device | str, repeats: int, budg
 # -- paired ratios and their interval ------------------------------------------------------------
 
 def paired_ratios(numerator: Callable[[], Any], denominator: Callable[[], Any], device: torch.device | str, *,
-                  rounds: int, calls: int = 1, warmup: int = 1) -> tuple[list[float], list[float], list[float]]:
+                  rounds: int, calls: int = 1, warmup: int = 1,
+                  span_s: float = 0.0) -> tuple[list[float], list[float], list[float]]:
     """``rounds`` fresh rounds, each timing both callables back to back (order alternating per round).
 
     Returns (ratios numerator/denominator per round, numerator samples, denominator samples), in ms.
-    Load that comes and goes hits one round's pair alike, or one round only, so the median ratio holds.
+    Load that comes and goes hits one round's pair alike, or some rounds only, so the median ratio holds;
+    ``span_s`` paces round r to start no earlier than r * span_s / rounds seconds in, so a batch of fast
+    calls is not over before a burst of load has come and gone (all of it inside one burst, or none).
     """
     for fn in (numerator, denominator):
         for _ in range(warmup):
             fn()
     ratios, num, den = [], [], []
+    t0 = time.monotonic()
     for r in range(rounds):
+        wait = t0 + r * span_s / rounds - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
         if r % 2 == 0:
             a = time_one(numerator, device, calls)
             b = time_one(denominator, device, calls)

@@ -175,6 +175,10 @@ class TunerSettings(Settings):
         default=0.9, gt=0, lt=1, description="Confidence level of the speedup's interval (order "
         "statistics of the per-round ratios: distribution-free, at least this coverage)."
     )
+    tune_speedup_span_s: float = Field(
+        default=2.0, ge=0, description="The paired rounds of the published speedup are paced to span at "
+        "least this many seconds, so load that comes and goes hits some rounds rather than a whole batch."
+    )
     tune_speedup_max_width: float = Field(
         default=0.5, gt=0, description="A speedup interval wider than this fraction of the speedup "
         "means 'machine busy: results not trustworthy': the run does not replace a published winner."
