@@ -20,6 +20,7 @@ from storage import TuningDB, using_db
 from xlstm_kernels.device import default_device
 from xlstm_kernels.profiles.fingerprint import Fingerprint
 from xlstm_kernels.profiles.profile import PublishResult
+from xlstm_kernels.runner import ModelRunConfig
 
 from ._model_study import ModelWorkloadResult, model_profile_entry, tune_model
 from ._progress import Progress
@@ -56,7 +57,7 @@ class ModelAutotuneResult:
         r = self.result or {}
         if r.get("winner"):
             w = r["winner"]
-            lines += [f"Workload `{r['workload']}`: winner `{w['config']}`, TTFT {w['ttft_ms']:.2f} ms, decode "
+            lines += [f"Workload `{r['workload']}`: winner `{_short(w['config'])}`, TTFT {w['ttft_ms']:.2f} ms, decode "
                       f"{w['decode_tokens_per_s']:.1f} tok/s, request {w['objective_ms']:.2f} ms"
                       + (f", {r['speedup']:.2f}x over ModelRunConfig()." if r.get("speedup") else "."), ""]
         if self.profile_version is not None:
@@ -65,9 +66,14 @@ class ModelAutotuneResult:
             lines.append(f"- failed `{what}`: {msg}")
         if r.get("rejected"):
             lines += ["", "| config | status | reason |", "|---|---|---|"]
-            lines += [f"| `{x['config']}` | {x['status']} | {str(x['reason']).replace('|', '/')} |"
+            lines += [f"| `{_short(x['config'])}` | {x['status']} | {str(x['reason']).replace('|', '/')} |"
                       for x in r["rejected"]]
         return "\n".join(lines) + "\n"
+
+
+def _short(config: dict[str, Any] | str) -> str:
+    """A model run config's label (a config dict of the study's JSON)."""
+    return ModelRunConfig.from_dict(config).short() if isinstance(config, dict) else str(config)
 
 
 def autotune_model(
