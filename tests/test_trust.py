@@ -110,6 +110,30 @@ def _space(default: xk.KernelConfig = REC_T1) -> tuner.SearchSpace:
                                           heads_per_band=[2], t_inners=[1], default=default)
 
 
+def test_a_stable_winner_beside_an_unstable_rival_is_marked(db_path, monkeypatch):
+    """The default stays stable while the other candidate stalls on most calls: the default wins (a marked
+    candidate never decides), but the pick was made without a rival that was not ruled out, so the
+    result is marked busy and would not replace a published winner."""
+    settings = _settings(monkeypatch, TUNE_REMEASURE_MAX="1", TUNE_REMEASURE_BACKOFF_S="0.01", TUNE_RETIME_ROUNDS="7",
+                         TUNE_UNSTABLE_SPREAD="0.6")  # the rival is unstable by its 4x tail, the default not
+    space = _space()
+    rival = next(c for c in space.candidates() if c != space.default)
+    calls = {"n": 0}
+
+    def stalls(workload, inputs, config):
+        if config == rival:
+            calls["n"] += 1
+            t = time.perf_counter()
+            while calls["n"] % 3 and time.perf_counter() - t < 0.01:  # spin: a sleep would let the next call go cold
+                pass
+        return tuner.run_kernel(workload, inputs, config)
+
+    res = tuner.tune_workload(WL, db=db_path, device="cpu", space=space, settings=settings, runner=stalls)
+    assert res.winner.config == space.default and res.winner.instability is None
+    assert [c.config for c in res.retimed if c.instability is not None] == [rival]
+    assert not res.trusted and "stayed unstable, so the winner was picked without them" in res.busy_reason
+
+
 def test_study_under_bursty_load_keeps_its_promises(db_path, monkeypatch):
     settings = _settings(monkeypatch, TUNE_SPEEDUP_ROUNDS="15", TUNE_SPEEDUP_CONFIDENCE="0.99",
                          TUNE_REMEASURE_MAX="4", TUNE_REMEASURE_BACKOFF_S="0.3", TUNE_RETIME_ROUNDS="7",

@@ -499,6 +499,10 @@ def _finish(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, machine_
         busy: list[str] = []
         if stable:
             winner = min(stable, key=lambda c: c.median_ms)
+            unsure = [c for c in retimed if c.instability is not None]
+            if unsure:  # never a winner, but not ruled out either: the pick among the best is incomplete
+                busy.append("re-timed candidate(s) " + ", ".join(c.config.short(wl.mode) for c in unsure)
+                            + " stayed unstable, so the winner was picked without them")
         else:  # no candidate may decide: keep the baseline when it validated
             winner = default or min(retimed, key=lambda c: c.median_ms)
             busy.append("every re-timed candidate stayed unstable")

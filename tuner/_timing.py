@@ -270,17 +270,19 @@ def paired_ratios(numerator: Callable[[], Any], denominator: Callable[[], Any], 
     Returns (ratios numerator/denominator per round, numerator samples, denominator samples), in ms.
     Load that comes and goes hits one round's pair alike, or some rounds only, so the median ratio holds;
     ``span_s`` paces round r to start no earlier than r * span_s / rounds seconds in, so a batch of fast
-    calls is not over before a burst of load has come and gone (all of it inside one burst, or none).
+    calls is not over before a burst of load has come and gone (all of it inside one burst, or none);
+    the gaps are filled with untimed calls of both, alternately, so every timed call stays warm (an idle
+    gap lets threads sleep and caches go cold, which slows and scatters the call after it).
     """
     for fn in (numerator, denominator):
         for _ in range(warmup):
             fn()
     ratios, num, den = [], [], []
-    t0 = time.monotonic()
+    t0, filler = time.monotonic(), 0
     for r in range(rounds):
-        wait = t0 + r * span_s / rounds - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
+        while time.monotonic() < t0 + r * span_s / rounds:
+            (numerator if filler % 2 == 0 else denominator)()
+            filler += 1
         if r % 2 == 0:
             a = time_one(numerator, device, calls)
             b = time_one(denominator, device, calls)
