@@ -15,6 +15,7 @@ passes one that runs every step as a task run of its own (logs, retries, per-wor
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -96,17 +97,17 @@ def autotune(
     settings = settings or get_tuner_settings()
     log = log or logging.getLogger("tuner.run")
     names = [str(parse_workload(w)) for w in (workloads or settings.workloads)]
-    if lock_wait_s is None:
-        return _run(names, db, device, revalidate, quick, trials, time_budget_s, progress, tune_fn, publish_fn,
-                    report, step, log, settings)
-    with machine_lock(settings.resolved_home(), "tune", wait_s=lock_wait_s):
-        waited = wait_for_quiet(settings)
-        if waited.quiet:
-            log.info("machine quiet after %.0f s; timing", waited.waited_s)
-        else:
-            log.warning("machine still busy after %.0f s (%s); tuning anyway: a run whose speedup interval "
-                        "is too wide is marked and does not replace a published winner",
-                        waited.waited_s, waited.reason)
+    held = contextlib.nullcontext() if lock_wait_s is None else \
+        machine_lock(settings.resolved_home(), "tune", wait_s=lock_wait_s)
+    with held:
+        if lock_wait_s is not None:  # a scheduled run: wait (bounded) for a quiet machine before timing
+            waited = wait_for_quiet(settings)
+            if waited.quiet:
+                log.info("machine quiet after %.0f s; timing", waited.waited_s)
+            else:
+                log.warning("machine still busy after %.0f s (%s); tuning anyway: a run whose speedup interval "
+                            "is too wide is marked and does not replace a published winner",
+                            waited.waited_s, waited.reason)
         return _run(names, db, device, revalidate, quick, trials, time_budget_s, progress, tune_fn, publish_fn,
                     report, step, log, settings)
 
