@@ -51,7 +51,8 @@ def profile_kernels(fn, label: str, top: int = 25) -> None:
 
 
 def row(name, impl, stats, err, compile_s=None, **extra):
-    r = {"workload": name, "impl": impl, **{k: round(v, 4) for k, v in stats.items()}, "rel_err": err}
+    r = {"workload": name, "impl": impl, **{k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()},
+         "rel_err": err}
     if compile_s is not None:
         r["compile_s"] = round(compile_s, 2)
     r.update(extra)

@@ -9,7 +9,8 @@ built directly on the GPU. Rows, side by side in one process on the same weights
 * ``runner``         ``xk.compile_model(model)``: the whole decode step as one compiled graph over static
                      state (CUDA graphs), prefill through compiled block pieces around our kernel;
                      ``runner+fused``: with ``fuse_projections`` (one matmul for q/k/v/o/i/f per block),
-                     ``+mixed``: the prefill kernel with ``precision="mixed"`` (bf16 intra-chunk matmuls).
+                     ``+mixed``: the prefill kernel with ``precision="mixed"`` (bf16 intra-chunk matmuls),
+                     ``+graphs``: with ``prefill_graphs`` (the whole prefill replayed as one CUDA graph).
 
 TTFT = prefill of the prompt + the first greedy token (the eager rows compute all positions' logits,
 as the model does; the runner only the last). Decode tok/s = B * N / wall time of N greedy steps
@@ -211,7 +212,7 @@ def main() -> None:
                         restore_native_kernels(model)
             else:
                 if name not in runners:
-                    cfg = rcfg.replace(fuse_projections="+fused" in name,
+                    cfg = rcfg.replace(fuse_projections="+fused" in name, prefill_graphs="+graphs" in name,
                                        prefill=kcfg.replace(precision="mixed") if "+mixed" in name else kcfg)
                     runners[name] = xk.compile_model(model, config=cfg, max_batch_size=max(args.batch),
                                                      max_seq_len=args.prompt + 4 * args.new + 8)

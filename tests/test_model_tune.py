@@ -57,6 +57,25 @@ def test_model_workload_bad_input(text, needle):
     assert needle in str(info.value)
 
 
+def test_graph_dimensions_are_tuned_on_cuda_only():
+    """CUDA graphs of the step and of the prefill are dimensions on CUDA (both values) and fixed to the
+    default's elsewhere, where asking for them is an error; every candidate is a distinct config."""
+    w = xk.ModelWorkload.parse("model:3f2a9c1b7d04e5f6,1,64,float32")
+    cuda = tuner.ModelSpace.build(w, "cuda", state_dtypes=["float32"], fuse_projections=[False])
+    assert cuda.dims["prefill_graphs"] == (False, True) and cuda.dims["cuda_graphs"] == (True, False)
+    keys = [tuner.run_config_key(c) for c in cuda.candidates()]
+    assert len(keys) == len(set(keys)) == 2 * 2 * 2  # step modes x cuda_graphs x prefill_graphs
+    assert {c.prefill_graphs for c in cuda.candidates()} == {False, True}
+    cpu = tuner.ModelSpace.build(w, "cpu", state_dtypes=["float32"], fuse_projections=[False], threads=[1])
+    assert cpu.dims["prefill_graphs"] == (False,) and not any(c.prefill_graphs for c in cpu.candidates())
+    for kwargs, needle in ((dict(prefill_graphs=[True]), "prefill_graphs is tuned on CUDA only"),
+                           (dict(cuda_graphs=[False]), "cuda_graphs is tuned on CUDA only")):
+        with pytest.raises(ValueError, match=needle):
+            tuner.ModelSpace.build(w, "cpu", **kwargs)
+    with pytest.raises(ValueError, match="prefill_graphs choices must be booleans"):
+        tuner.ModelSpace.build(w, "cuda", prefill_graphs=["yes"])
+
+
 def test_model_spec_errors(tmp_path):
     with pytest.raises(tuner.UnknownModel, match="neither a preset"):
         tuner.model_workload_for("no-such-model", 1, 8, "float32")

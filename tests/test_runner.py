@@ -297,12 +297,15 @@ def test_graph_break_names_the_module():
 # -- config and model key --------------------------------------------------------------------------------
 def test_model_run_config_validates_and_round_trips():
     cfg = xk.ModelRunConfig(step_compile_mode="max-autotune-no-cudagraphs", cuda_graphs=False, prefill=PREFILL_CFG,
-                            threads=2, state_dtype="bfloat16", fuse_projections=True)
+                            threads=2, state_dtype="bfloat16", fuse_projections=True, prefill_graphs=True)
     assert xk.ModelRunConfig.from_dict(cfg.to_dict()) == cfg
+    assert "prefill-graphs" in cfg.short() and "prefill-graphs" not in xk.ModelRunConfig().short()
+    assert cfg.uses_prefill_graphs(torch.device("cuda")) and not cfg.uses_prefill_graphs(torch.device("cpu"))
     assert xk.ModelRunConfig() == xk.ModelRunConfig.from_dict(xk.ModelRunConfig().to_dict())
     for bad, match in ((dict(step_compile_mode="fast"), "step_compile_mode must be one of"),
                        (dict(state_dtype="float16"), "state_dtype must be one of"),
                        (dict(threads=0), "threads must be a positive integer"),
+                       (dict(prefill_graphs=1), "prefill_graphs must be a bool"),
                        (dict(prefill={"chunk_size": 8}), "prefill must be a KernelConfig")):
         with pytest.raises(ValueError, match=match):
             xk.ModelRunConfig(**bad)
@@ -351,3 +354,44 @@ def test_cuda_graph_decode_matches_eager():
     graphs = runner.compiled_graphs()
     runner.generate(prompt, STEPS + 1)
     assert runner.compiled_graphs() == graphs
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_prefill_graphs_match_eager(monkeypatch):
+    """With ``prefill_graphs`` a fresh prefill replays one CUDA graph per (B, S, last_only): its logits,
+    the decode steps after it and the state they leave match the eager model; a second call of a shape
+    replays (no new capture, no recompile); a prefill from a state runs uncaptured and continues like
+    the eager model; the settings' bound drops the least recently used graph."""
+    monkeypatch.setenv("XLSTM_AUTOTUNE_RUNNER_PREFILL_GRAPHS", "1")
+    xk.reset_settings()
+    model = build("xlstm_large").cuda()
+    prompt, second = _prompt().cuda(), _prompt(seed=2).cuda()
+    logits_eager, toks_eager, states_eager, eager_state = eager_steps(model, "xlstm_large", prompt)
+    states_eager = [tuple(x.clone() for x in st) for st in states_eager]  # the continuation updates them in place
+    continued = eager_steps(model, "xlstm_large", second, state=eager_state)[0][0]
+    # the kernel's own graph-capture mode, which the captured prefill must not nest
+    cfg = xk.ModelRunConfig(prefill=PREFILL_CFG.replace(compile_mode="graph-capture"), prefill_graphs=True)
+    runner = xk.compile_model(model, config=cfg, max_seq_len=MAX_SEQ)
+    key = (1, PROMPT_LEN, False)
+    try:
+        runner.prefill(prompt)  # warm-up and capture
+        graph, compiled = runner._prefill_graphs[key], runner.compiled_graphs()
+        logits, state = runner.prefill(prompt)  # a replay
+        assert runner._prefill_graphs[key] is graph and runner.compiled_graphs() == compiled
+        errs = [_max_err(logits, logits_eager[0])]
+        for tok, ref in zip(toks_eager[0, :STEPS], logits_eager[1:]):
+            logits, state = runner.decode(tok[None], state)
+            errs.append(_max_err(logits[:, None], ref))
+        assert max(errs) < CUDA_LOGIT_ATOL, errs
+        for idx, (ours, eager) in enumerate(zip(state.layers(), states_eager)):
+            for name, a, b in zip("Cnm", ours, eager):
+                err = _max_err(a.float(), b.float()) / b.abs().max().clamp_min(1e-30).item()
+                assert err < STATE_RTOL, f"block {idx} {name}: rel err {err}"
+        logits, state = runner.prefill(second, state)  # from a state: uncaptured
+        assert _max_err(logits, continued) < CUDA_LOGIT_ATOL
+        assert list(runner._prefill_graphs) == [key]
+        assert torch.equal(runner.generate(prompt, STEPS + 1)[:, PROMPT_LEN:], toks_eager)
+        assert list(runner._prefill_graphs) == [(1, PROMPT_LEN, True)]  # bound 1: generate's graph replaced it
+    finally:
+        xk.reset_settings()

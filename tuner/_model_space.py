@@ -1,4 +1,5 @@
-"""The model search space: step compile mode x CUDA graphs x prefill kernel x threads x state dtype.
+"""The model search space: step compile mode x CUDA graphs x prefill kernel x threads x state dtype
+x fused projections x prefill graphs.
 
 Dimensions (``ModelRunConfig`` fields) and where they apply:
 * ``step_compile_mode`` — ``default`` and ``max-autotune-no-cudagraphs`` (the runner's
@@ -11,7 +12,8 @@ Dimensions (``ModelRunConfig`` fields) and where they apply:
 * ``threads`` — CPU only: ``None`` (torch's current count) and half of it (a setting's list replaces
   the half; ``None`` is always a choice);
 * ``state_dtype`` — float32 (canonical) and bfloat16 (kept only if it passes the gate);
-* ``fuse_projections`` — off/on (the decode step's six block projections as one matmul).
+* ``fuse_projections`` — off/on (the decode step's six block projections as one matmul);
+* ``prefill_graphs`` — off/on on CUDA (a fresh prefill replayed as one CUDA graph); elsewhere off.
 
 ``ModelRunConfig()`` is always a candidate and listed first. Settings ``tune_model_*`` narrow each.
 """
@@ -74,7 +76,8 @@ class ModelSpace:
               step_modes: Sequence[str] | None = None, cuda_graphs: Sequence[bool] | None = None,
               prefills: Sequence[KernelConfig | None] = (), threads: Sequence[int] | None = None,
               state_dtypes: Sequence[str] | None = None,
-              fuse_projections: Sequence[bool] | None = None) -> ModelSpace:
+              fuse_projections: Sequence[bool] | None = None,
+              prefill_graphs: Sequence[bool] | None = None) -> ModelSpace:
         """The space on ``device``; keyword lists narrow a dimension (invalid values raise ValueError)."""
         default = ModelRunConfig()
         dev = torch.device(device)
@@ -87,6 +90,12 @@ class ModelSpace:
         graphs = tuple(cuda_graphs) if cuda_graphs else ((True, False) if cuda else (default.cuda_graphs,))
         if not cuda and graphs != (default.cuda_graphs,):
             raise ValueError(f"cuda_graphs is tuned on CUDA only; {dev} has none")
+        pre_graphs = tuple(dict.fromkeys(prefill_graphs)) if prefill_graphs else (
+            (False, True) if cuda else (default.prefill_graphs,))
+        if any(not isinstance(x, bool) for x in pre_graphs):
+            raise ValueError(f"prefill_graphs choices must be booleans, got {list(pre_graphs)}")
+        if not cuda and pre_graphs != (default.prefill_graphs,):
+            raise ValueError(f"prefill_graphs is tuned on CUDA only; {dev} has none")
         if dev.type == "cpu":
             n = torch.get_num_threads()
             thr: tuple[int | None, ...] = tuple(dict.fromkeys((None, *threads))) if threads else (
@@ -109,7 +118,7 @@ class ModelSpace:
             if p not in pre:
                 pre.append(p)
         dims = {"step_compile_mode": modes, "cuda_graphs": graphs, "prefill": tuple(pre),
-                "threads": thr, "state_dtype": states, "fuse_projections": fuse}
+                "threads": thr, "state_dtype": states, "fuse_projections": fuse, "prefill_graphs": pre_graphs}
         return cls(workload, dims, default)
 
     @classmethod
@@ -119,7 +128,8 @@ class ModelSpace:
         return cls.build(workload, device, step_modes=settings.tune_model_step_modes,
                          cuda_graphs=settings.tune_model_cuda_graphs, prefills=prefills,
                          threads=settings.tune_model_threads, state_dtypes=settings.tune_model_state_dtypes,
-                         fuse_projections=settings.tune_model_fuse_projections)
+                         fuse_projections=settings.tune_model_fuse_projections,
+                         prefill_graphs=settings.tune_model_prefill_graphs)
 
     def candidates(self) -> list[ModelRunConfig]:
         """Every distinct config of the product of ``dims``, ``default`` first."""

@@ -107,6 +107,10 @@ class TunerSettings(Settings):
     tune_model_cuda_graphs: list[bool] | None = Field(
         default=None, description="Narrow the model space, CUDA only: CUDA graphs on/off (default: both)."
     )
+    tune_model_prefill_graphs: list[bool] | None = Field(
+        default=None, description="Narrow the model space, CUDA only: the runner's prefill_graphs (a fresh "
+        "prefill replayed as one CUDA graph) off/on (default: both)."
+    )
     tune_model_threads: list[int] | None = Field(
         default=None, description="Narrow the model space, CPU only: thread counts to try besides torch's "
         "own (default: half of torch's count)."

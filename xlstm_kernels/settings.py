@@ -100,6 +100,12 @@ class Settings(BaseSettings):
         "static check fails a generated Metal kernel that declares more.",
     )
 
+    runner_prefill_graphs: int = Field(
+        default=4, ge=1,
+        description="Prefill CUDA graphs a model runner keeps with prefill_graphs on (one per batch size x "
+        "prompt length; the least recently used is dropped).",
+    )
+
     # -- hardening (issue 15): profile reading, trust, memory refusal ----------------------------
     profile_max_bytes: int = Field(
         default=32 * 1024 * 1024, ge=1024,

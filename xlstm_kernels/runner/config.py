@@ -32,6 +32,11 @@ class ModelRunConfig:
         gates with ONE matmul over a concatenated copy of those weights, made at ``compile_model``
         (one weight read and launch instead of six; costs their size in memory again, and later
         in-place changes of those weights are not seen by the decode step).
+    prefill_graphs: capture the prefill of a fresh sequence (no ``state``) as one CUDA graph per
+        (batch size, prompt length, ``last_only``) at its first call and replay it afterwards (CUDA
+        only; ignored elsewhere): no per-block launch overhead. Each new shape costs two warm-up
+        prefills, the capture and the graph's memory; the settings' ``runner_prefill_graphs`` bounds
+        the shapes kept. Inside the graph the prefill kernel runs with ``compile_mode="default"``.
     """
 
     step_compile_mode: StepCompileMode = "default"
@@ -40,6 +45,7 @@ class ModelRunConfig:
     threads: int | None = None
     state_dtype: StateDtype = "float32"
     fuse_projections: bool = False
+    prefill_graphs: bool = False
 
     def __post_init__(self) -> None:
         if self.step_compile_mode not in STEP_COMPILE_MODES:
@@ -52,8 +58,9 @@ class ModelRunConfig:
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
-        if not isinstance(self.fuse_projections, bool):
-            raise ValueError(f"fuse_projections must be a bool, got {self.fuse_projections!r}")
+        for name in ("fuse_projections", "prefill_graphs"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.state_dtype not in STATE_DTYPES:
             raise ValueError(f"state_dtype must be one of {list(STATE_DTYPES)}, got {self.state_dtype!r}")
 
@@ -65,6 +72,10 @@ class ModelRunConfig:
     def uses_cuda_graphs(self, device: torch.device) -> bool:
         """Whether the decode step is replayed as a CUDA graph on ``device``."""
         return self.cuda_graphs and device.type == "cuda"
+
+    def uses_prefill_graphs(self, device: torch.device) -> bool:
+        """Whether a fresh sequence's prefill is replayed as a CUDA graph on ``device``."""
+        return self.prefill_graphs and device.type == "cuda"
 
     def replace(self, **changes: Any) -> ModelRunConfig:
         """A copy with some fields changed (validated again)."""
@@ -91,4 +102,6 @@ class ModelRunConfig:
         threads = "" if self.threads is None else f" threads={self.threads}"
         graphs = "graphs" if self.cuda_graphs else "no-graphs"
         fused = " fused" if self.fuse_projections else ""
-        return f"step {self.step_compile_mode} {graphs}{fused} prefill={pre}{threads} state={self.state_dtype}"
+        pre_graphs = " prefill-graphs" if self.prefill_graphs else ""
+        return (f"step {self.step_compile_mode} {graphs}{fused} prefill={pre}{pre_graphs}{threads} "
+                f"state={self.state_dtype}")

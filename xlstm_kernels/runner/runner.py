@@ -11,6 +11,7 @@ Notation: B batch, S prompt length, N new tokens, V vocabulary.
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,10 @@ import torch
 from torch import nn
 
 from .. import api
+from ..kernels.capture import CapturedCall
+from ..kernels.config import CUDA_ONLY_MODES, KernelConfig
+from ..profiles.runtime import config_for
+from ..settings import get_settings
 from ..threads import use_threads
 from .arch import ModelParts, model_key, model_parts
 from .config import ModelRunConfig
@@ -81,6 +86,7 @@ class ModelRunner:
         self._pre = compile_fn(self._fns["prefill_pre"], opts, dynamic=None)
         self._post = compile_fn(self._fns["prefill_post"], opts, dynamic=None)
         self._head = compile_fn(self._fns["prefill_head"], opts, dynamic=None)
+        self._prefill_graphs: OrderedDict[tuple[int, int, bool], CapturedCall] = OrderedDict()
         self._generation = 0
         self._position = 0
         self._batch = 0
@@ -157,20 +163,48 @@ class ModelRunner:
         if S < 1:
             raise ValueError("prefill needs at least one token per sequence (S >= 1)")
         self._check_length(start, S, "prefill")
-        p, eps, kcfg = self.parts, self.parts.eps, self.config.prefill
         buffers = self._slot(B).buffers
         with torch.no_grad(), use_threads(self.config.threads):
-            x = p.embedding(tokens)  # (B, S, D)
-            for idx, block in enumerate(p.blocks):
-                q, k, v, o, i, f = call_graph(self._pre, self.model, "prefill", block, x)
-                init = buffers.layer(idx, B) if state is not None else (None, None, None)
-                h, (c, n, m) = api.mlstm(q, k, v, i, f, *init, return_last_states=True, eps=eps, config=kcfg)
-                buffers.write(idx, B, c, n, m)
-                x = call_graph(self._post, self.model, "prefill", block, x, h, o)
-            logits = call_graph(self._head, self.model, "prefill", x[:, -1:] if last_only else x)
+            if state is None and self.config.uses_prefill_graphs(self.device):
+                logits = self._captured_prefill(tokens, buffers, last_only)
+            else:
+                logits = self._prefill(tokens, buffers, state is not None, last_only)
         self._generation += state is None
         self._position, self._batch = start + S, B
         return (logits[:, 0] if last_only else logits), self._live()
+
+    def _prefill(self, tokens: torch.Tensor, buffers: StateBuffers, from_state: bool, last_only: bool,
+                 in_graph: bool = False) -> torch.Tensor:
+        """The prefill's launches: every block's compiled pieces around the mLSTM kernel; the final
+        states go into ``buffers``; logits (B, S or 1, V)."""
+        p, eps, B = self.parts, self.parts.eps, tokens.shape[0]
+        x = p.embedding(tokens)  # (B, S, D)
+        for idx, block in enumerate(p.blocks):
+            q, k, v, o, i, f = call_graph(self._pre, self.model, "prefill", block, x)
+            init = buffers.layer(idx, B) if from_state else (None, None, None)
+            kcfg = self._graph_kernel_config(q, v) if in_graph else self.config.prefill
+            h, (c, n, m) = api.mlstm(q, k, v, i, f, *init, return_last_states=True, eps=eps, config=kcfg)
+            buffers.write(idx, B, c, n, m)
+            x = call_graph(self._post, self.model, "prefill", block, x, h, o)
+        return call_graph(self._head, self.model, "prefill", x[:, -1:] if last_only else x)
+
+    def _graph_kernel_config(self, q: torch.Tensor, v: torch.Tensor) -> KernelConfig:
+        """The prefill kernel's config inside a captured prefill: the configured (or profile's) one,
+        with ``compile_mode="default"`` where it would capture or replay CUDA graphs of its own."""
+        cfg = self.config.prefill or config_for(q, v, mode="prefill")
+        return cfg.replace(compile_mode="default") if cfg.compile_mode in CUDA_ONLY_MODES else cfg
+
+    def _captured_prefill(self, tokens: torch.Tensor, buffers: StateBuffers, last_only: bool) -> torch.Tensor:
+        """A fresh sequence's prefill replayed from the CUDA graph of its (B, S, last_only), captured at
+        the shape's first call (the least recently used graph dropped past the settings' bound)."""
+        key = (*tokens.shape, last_only)
+        call = self._prefill_graphs.pop(key, None)
+        if call is None:
+            while len(self._prefill_graphs) >= get_settings().runner_prefill_graphs:
+                self._prefill_graphs.popitem(last=False)
+            call = CapturedCall(lambda t: self._prefill(t, buffers, False, last_only, in_graph=True), (tokens,))
+        self._prefill_graphs[key] = call  # most recently used last
+        return call(tokens)
 
     def _advance(self, slot: _BatchSlot) -> tuple[torch.Tensor, torch.Tensor]:
         """One compiled decode step of the live state on ``slot.tokens``: (logits (B, V), next (B,)),
