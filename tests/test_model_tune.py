@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import storage
@@ -55,6 +56,18 @@ def test_model_workload_bad_input(text, needle):
     with pytest.raises(ValueError, match="model workload") as info:
         xk.ModelWorkload.parse(text)
     assert needle in str(info.value)
+
+
+def test_a_low_precision_model_runs_eagerly_with_native_kernels():
+    """The side by side's native row: a built bf16 model prefills and decodes eagerly (its states in
+    bf16: xlstm's native step refuses float32 states beside bf16 inputs); float32 models keep float32."""
+    tokens = torch.randint(0, 64, (1, PROMPT), generator=torch.Generator().manual_seed(0))
+    for dtype, want in (("bfloat16", torch.bfloat16), ("float32", torch.float32)):
+        model = xk.build_model("tiny", dtype=dtype)
+        with torch.no_grad():
+            logits, state = model(tokens)
+            logits, state = model(logits[:, -1].argmax(-1)[:, None], state)
+        assert logits.dtype == want and {x.dtype for st in state.values() for x in st} == {want}
 
 
 def test_graph_dimensions_are_tuned_on_cuda_only():
