@@ -70,6 +70,27 @@ def test_a_low_precision_model_runs_eagerly_with_native_kernels():
         assert logits.dtype == want and {x.dtype for st in state.values() for x in st} == {want}
 
 
+def test_low_precision_gate_allows_the_dtypes_own_error(monkeypatch):
+    """A bf16 model's tolerance is at least TOL_MODEL_EAGER_FACTOR times the eager bf16 model's own
+    error vs the eager float32 model (prefill and the gate's decode steps); a float32 model's is fixed."""
+    fields, wl = tuner.model_workload_for("tiny", 1, PROMPT, "bfloat16")
+    settings = tuner.TunerSettings(tol_model_low_precision=1e-6, tol_model_eager_factor=3.0, tune_model_gate_steps=3)
+    ev = tuner.ModelEvaluator(fields, wl, torch.device("cpu"), settings)
+    ref_prefill, ref_steps, ref_tokens = ev.reference()
+    with torch.no_grad():
+        logits, state = ev.model(ev.tokens)
+        errs = [tuner.logits_error(logits, ref_prefill)]
+        for t, ref in enumerate(ref_steps):
+            out, state = ev.model(ref_tokens[:, t:t + 1], state)
+            errs.append(tuner.logits_error(out[:, -1], ref))
+    assert 1e-4 < ev.eager_error == max(errs) and ev.tolerance == 3.0 * ev.eager_error
+    loose = tuner.ModelEvaluator(fields, wl, torch.device("cpu"), settings.model_copy(update={"tol_model_low_precision": 0.5}))
+    assert loose.tolerance == 0.5  # the fixed tolerance when it is the larger
+    fields32, wl32 = tuner.model_workload_for("tiny", 1, PROMPT, "float32")
+    exact = tuner.ModelEvaluator(fields32, wl32, torch.device("cpu"), settings)
+    assert exact.eager_error is None and exact.tolerance == settings.tol_model_fp32
+
+
 def test_graph_dimensions_are_tuned_on_cuda_only():
     """CUDA graphs of the step and of the prefill are dimensions on CUDA (both values) and fixed to the
     default's elsewhere, where asking for them is an error; every candidate is a distinct config."""

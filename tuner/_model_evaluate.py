@@ -7,7 +7,10 @@ candidate's ``ModelRunConfig``) must give
 
 * prefill logits ``(B, S, V)`` and the logits of ``tune_model_gate_steps`` decode steps (fed the
   reference's greedy tokens, so both see the same inputs) within the dtype's tolerance, measured as
-  max over those ``max|x - ref| / max|ref|`` (settings ``tol_model_fp32`` / ``tol_model_low_precision``);
+  max over those ``max|x - ref| / max|ref|`` (settings ``tol_model_fp32`` / ``tol_model_low_precision``;
+  a bf16/fp16 model's tolerance is at least ``tol_model_eager_factor`` times the error of the eager
+  model itself in that dtype, measured the same way: on a deep model the dtype's rounding alone can
+  exceed the fixed tolerance, and a candidate is judged against what the dtype allows);
 * for float32 models, the same greedy tokens as the reference when it generates on its own.
 
 A candidate that fails is ``rejected`` with the reason; one that does not compile or run is ``failed``.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -117,6 +121,7 @@ class ModelEvaluator:
         self.gate_steps = settings.tune_model_gate_steps
         self.decode_steps = settings.tune_model_decode_steps
         self.tolerance = settings.tol_model_fp32 if workload.dtype == "float32" else settings.tol_model_low_precision
+        self.eager_error: float | None = None  # the eager model's own error in a low-precision dtype
         seed = settings.tune_seed
         g = torch.Generator().manual_seed(seed + 1)
         self.tokens = torch.randint(0, fields["vocab_size"], (workload.B, workload.S), generator=g).to(device)
@@ -131,6 +136,13 @@ class ModelEvaluator:
             self.reference_model = None
             empty_cache(device)
             self.model = build_model(fields, dtype=workload.dtype, device=device, seed=seed)
+            try:
+                self.eager_error = self._eager_error()
+            except RuntimeError as exc:  # the eager model cannot run in this dtype: the fixed tolerance alone
+                warnings.warn(f"the eager {workload.dtype} model did not run ({type(exc).__name__}: "
+                              f"{str(exc)[:200]}); the gate uses tol_model_low_precision alone", stacklevel=2)
+            else:
+                self.tolerance = max(self.tolerance, settings.tol_model_eager_factor * self.eager_error)
 
     @property
     def max_seq_len(self) -> int:
@@ -154,6 +166,18 @@ class ModelEvaluator:
                     toks.append(tok)
             self._reference = (logits, steps, torch.stack(toks[: self.gate_steps], dim=1))
         return self._reference
+
+    def _eager_error(self) -> float:
+        """The gate's error measure for the eager model in the workload's dtype, native kernels: prefill
+        logits and the decode steps fed the reference's greedy tokens, vs the reference."""
+        ref_prefill, ref_steps, ref_tokens = self.reference()
+        with torch.no_grad():
+            logits, state = self.model(self.tokens)
+            err = logits_error(logits, ref_prefill)
+            for t, ref in enumerate(ref_steps):
+                out, state = self.model(ref_tokens[:, t : t + 1], state)
+                err = max(err, logits_error(out[:, -1], ref))
+        return err
 
     def runner_for(self, config: ModelRunConfig, key: str) -> Any:
         """The compiled runner of ``config`` (built now, or kept from its evaluation)."""
@@ -223,8 +247,10 @@ class ModelEvaluator:
             wl = self.workload
             if not ev.logits_error <= self.tolerance:
                 ev.status = "rejected"
+                own = "" if self.eager_error is None else \
+                    f"; the eager {wl.dtype} model's own error is {self.eager_error:.3g}"
                 ev.reason = (f"logits error {ev.logits_error:.3g} vs. the eager float32 model exceeds the "
-                             f"{wl.dtype} tolerance {self.tolerance:.3g}")
+                             f"{wl.dtype} tolerance {self.tolerance:.3g}{own}")
             elif wl.dtype == "float32" and not ev.greedy_match:
                 ev.status = "rejected"
                 ev.reason = (f"greedy tokens differ from the eager float32 model's within {self.gate_steps} "

@@ -129,6 +129,11 @@ class TunerSettings(Settings):
         default=1e-1, gt=0, description="Max relative logits error of a bf16/fp16 model candidate vs. the "
         "eager float32 model (its weights are the reference's, rounded)."
     )
+    tol_model_eager_factor: float = Field(
+        default=2.0, ge=1, description="A bf16/fp16 model candidate also passes within this multiple of "
+        "the eager model's own error in that dtype (its native kernels vs. the eager float32 model): a deep "
+        "model's rounding alone can exceed tol_model_low_precision."
+    )
     # -- fleet mode (issue 18): shared Optuna studies per machine class --------------------------
     fleet: bool = Field(
         default=False,
