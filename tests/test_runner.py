@@ -125,12 +125,17 @@ def test_prefill_and_decode_logits_match_eager(run):
         assert err < LOGIT_ATOL, f"{run['family']} step {step}: max |logit diff| {err}"
 
 
+def _assert_states_match(ours, eager, label: str) -> None:
+    """Per block, (C, n, m) of the runner within STATE_RTOL (relative to the max) of the eager model's."""
+    for idx, (mine, theirs) in enumerate(zip(ours, eager)):
+        for name, a, b in zip("Cnm", mine, theirs):
+            err = _max_err(a.float(), b.float()) / b.abs().max().clamp_min(1e-30).item()
+            assert err < STATE_RTOL, f"{label} block {idx} {name}: rel err {err}"
+
+
 def test_state_matches_eager(run):
     """The runner's state after prefill + STEPS decode steps is the eager model's, block by block."""
-    for idx, (ours, eager) in enumerate(zip(run["state"].layers(), run["eager"][2])):
-        for name, a, b in zip("Cnm", ours, eager):
-            err = _max_err(a.float(), b.float()) / b.abs().max().clamp_min(1e-30).item()
-            assert err < STATE_RTOL, f"{run['family']} block {idx} {name}: rel err {err}"
+    _assert_states_match(run["state"].layers(), run["eager"][2], run["family"])
 
 
 def test_greedy_tokens_equal_eager(run):
@@ -384,10 +389,7 @@ def test_cuda_prefill_graphs_match_eager(monkeypatch):
             logits, state = runner.decode(tok[None], state)
             errs.append(_max_err(logits[:, None], ref))
         assert max(errs) < CUDA_LOGIT_ATOL, errs
-        for idx, (ours, eager) in enumerate(zip(state.layers(), states_eager)):
-            for name, a, b in zip("Cnm", ours, eager):
-                err = _max_err(a.float(), b.float()) / b.abs().max().clamp_min(1e-30).item()
-                assert err < STATE_RTOL, f"block {idx} {name}: rel err {err}"
+        _assert_states_match(state.layers(), states_eager, "prefill graphs")
         logits, state = runner.prefill(second, state)  # from a state: uncaptured
         assert _max_err(logits, continued) < CUDA_LOGIT_ATOL
         assert list(runner._prefill_graphs) == [key]

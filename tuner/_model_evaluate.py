@@ -167,17 +167,26 @@ class ModelEvaluator:
             self._reference = (logits, steps, torch.stack(toks[: self.gate_steps], dim=1))
         return self._reference
 
-    def _eager_error(self) -> float:
-        """The gate's error measure for the eager model in the workload's dtype, native kernels: prefill
-        logits and the decode steps fed the reference's greedy tokens, vs the reference."""
+    def _reference_error(self, prefill: Callable[[torch.Tensor], tuple[torch.Tensor, Any]],
+                         step: Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]) -> float:
+        """The gate's error measure: max logits error of ``prefill(tokens)`` and of the decode steps
+        ``step(token (B,), state) -> (logits (B, V), state)`` fed the reference's greedy tokens."""
         ref_prefill, ref_steps, ref_tokens = self.reference()
         with torch.no_grad():
-            logits, state = self.model(self.tokens)
+            logits, state = prefill(self.tokens)
             err = logits_error(logits, ref_prefill)
             for t, ref in enumerate(ref_steps):
-                out, state = self.model(ref_tokens[:, t : t + 1], state)
-                err = max(err, logits_error(out[:, -1], ref))
+                out, state = step(ref_tokens[:, t], state)
+                err = max(err, logits_error(out, ref))
         return err
+
+    def _eager_error(self) -> float:
+        """The gate's error measure for the eager model in the workload's dtype (its native kernels)."""
+        def step(token: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+            out, state = self.model(token[:, None], state)
+            return out[:, -1], state
+
+        return self._reference_error(self.model, step)
 
     def runner_for(self, config: ModelRunConfig, key: str) -> Any:
         """The compiled runner of ``config`` (built now, or kept from its evaluation)."""
@@ -210,13 +219,9 @@ class ModelEvaluator:
 
     def gate(self, runner: Any) -> tuple[float, bool]:
         """(logits error vs the reference, greedy tokens identical) of ``runner``."""
-        ref_prefill, ref_steps, ref_tokens = self.reference()
+        ref_tokens = self.reference()[2]
+        err = self._reference_error(runner.prefill, runner.decode)
         with torch.no_grad():
-            logits, state = runner.prefill(self.tokens)
-            err = logits_error(logits, ref_prefill)
-            for t, ref in enumerate(ref_steps):
-                out, state = runner.decode(ref_tokens[:, t], state)
-                err = max(err, logits_error(out, ref))
             generated = runner.generate(self.tokens, self.gate_steps)
         mine = generated[:, self.workload.S:]
         same = tuple(mine.shape) == tuple(ref_tokens.shape) and bool(torch.equal(mine.to(ref_tokens.device), ref_tokens))
