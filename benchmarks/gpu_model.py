@@ -10,7 +10,10 @@ built directly on the GPU. Rows, side by side in one process on the same weights
                      state (CUDA graphs), prefill through compiled block pieces around our kernel;
                      ``runner+fused``: with ``fuse_projections`` (one matmul for q/k/v/o/i/f per block),
                      ``+mixed``: the prefill kernel with ``precision="mixed"`` (bf16 intra-chunk matmuls),
-                     ``+graphs``: with ``prefill_graphs`` (the whole prefill replayed as one CUDA graph).
+                     ``+graphs``: with ``prefill_graphs`` (the whole prefill replayed as one CUDA graph),
+                     ``+mlstm``: the prefill's mLSTM through ``mlstm_kernels``' kernel
+                     (``--triton-chunkwise`` at ``--triton-chunk``, ``xk.MlstmKernelsPrefill``) instead
+                     of ours: NX-AI's Triton kernels under the same compile.
 
 TTFT = prefill of the prompt + the first greedy token (the eager rows compute all positions' logits,
 as the model does; the runner only the last). Decode tok/s = B * N / wall time of N greedy steps
@@ -19,7 +22,8 @@ Peak memory = ``torch.cuda.max_memory_allocated`` during the row. ``--profile`` 
 top CUDA kernels of the runner's prefill and decode.
 
     python3 benchmarks/gpu_model.py --out $OUT/gpu_model.json [--profile]
-    python3 benchmarks/gpu_model.py --small --device cpu          # a smoke run of the script on a CPU
+    python3 benchmarks/gpu_model.py --small --device cpu --triton-chunkwise chunkwise--native_autograd \
+        --triton-chunk 64 --rows runner runner+fused+mlstm   # a smoke run of the script on a CPU
 """
 
 from __future__ import annotations
@@ -174,7 +178,8 @@ def main() -> None:
     p.add_argument("--precision", default="tf32")
     p.add_argument("--step-mode", default="reduce-overhead", choices=list(xk.runner.STEP_COMPILE_MODES))
     p.add_argument("--triton-chunkwise", default="chunkwise--triton_xl_chunk",
-                   help="mlstm_kernels' chunkwise kernel of the eager+triton row")
+                   help="mlstm_kernels' chunkwise kernel of the eager+triton and +mlstm rows")
+    p.add_argument("--triton-chunk", type=int, default=128, help="its chunk size in the +mlstm rows")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
@@ -212,8 +217,10 @@ def main() -> None:
                         restore_native_kernels(model)
             else:
                 if name not in runners:
+                    pre = (xk.MlstmKernelsPrefill(args.triton_chunkwise, args.triton_chunk) if "+mlstm" in name
+                           else kcfg.replace(precision="mixed") if "+mixed" in name else kcfg)
                     cfg = rcfg.replace(fuse_projections="+fused" in name, prefill_graphs="+graphs" in name,
-                                       prefill=kcfg.replace(precision="mixed") if "+mixed" in name else kcfg)
+                                       prefill=pre)
                     runners[name] = xk.compile_model(model, config=cfg, max_batch_size=max(args.batch),
                                                      max_seq_len=args.prompt + 4 * args.new + 8)
                 runner = runners[name]

@@ -14,6 +14,7 @@ import json
 import warnings
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -108,6 +109,34 @@ def test_graph_dimensions_are_tuned_on_cuda_only():
             tuner.ModelSpace.build(w, "cpu", **kwargs)
     with pytest.raises(ValueError, match="prefill_graphs choices must be booleans"):
         tuner.ModelSpace.build(w, "cuda", prefill_graphs=["yes"])
+
+
+NATIVE_PREFILL = xk.MlstmKernelsPrefill("chunkwise--native_autograd", 16)
+
+
+def test_mlstm_kernels_prefill_candidates_and_their_space():
+    """mlstm_kernels kernels as prefill candidates: none by default off CUDA; the setting's list where
+    it can run, an error naming one that cannot; the space encodes and decodes them like kernel configs."""
+    base = tuner.get_tuner_settings().model_copy(update={"tune_model_mlstm_kernels": None})
+    cpu = torch.device("cpu")
+    assert tuner.mlstm_kernels_candidates(cpu, base) == []
+    native = base.model_copy(update={"tune_model_mlstm_kernels": ["chunkwise--native_autograd@16"]})
+    assert tuner.mlstm_kernels_candidates(cpu, native) == [NATIVE_PREFILL]
+    if not torch.cuda.is_available():
+        triton = base.model_copy(update={"tune_model_mlstm_kernels": ["chunkwise--triton_xl_chunk@128"]})
+        with pytest.raises(ValueError, match="tune_model_mlstm_kernels: mlstm_kernels has no kernel "
+                           "'chunkwise--triton_xl_chunk' on this machine"):
+            tuner.mlstm_kernels_candidates(cpu, triton)
+    with pytest.raises(ValueError, match=r"(?s)tune_model_mlstm_kernels.*'<chunkwise kernel>@<chunk size>', got 'x'"):
+        tuner.TunerSettings(tune_model_mlstm_kernels=["x"])
+    w = xk.ModelWorkload.parse("model:3f2a9c1b7d04e5f6,1,64,float32")
+    space = tuner.ModelSpace.build(w, "cpu", prefills=[NATIVE_PREFILL], step_modes=["default"], threads=[1],
+                                   state_dtypes=["float32"], fuse_projections=[False])
+    assert space.dims["prefill"] == (None, NATIVE_PREFILL)
+    ext = [c for c in space.candidates() if c.prefill == NATIVE_PREFILL]
+    assert len(ext) == 2  # threads None and 1
+    for cfg in ext:
+        assert space.suggest(optuna.trial.FixedTrial(space.params_of(cfg))) == cfg
 
 
 def test_model_spec_errors(tmp_path):
@@ -278,6 +307,28 @@ def test_missing_model_entry_falls_back_with_one_warning(home):
     msgs = [str(w.message) for w in caught if issubclass(w.category, xk.ProfileWarning)]
     assert first.config == second.config == xk.ModelRunConfig()
     assert len(msgs) == 1 and "no model entry for model" in msgs[0] and "tune --model" in msgs[0]
+
+
+def test_an_entry_whose_mlstm_kernels_prefill_cannot_run_here_falls_back_with_one_warning(home):
+    """A model entry naming an mlstm_kernels kernel this machine lacks (a Triton kernel off CUDA) gives
+    the defaults with one warning saying so; one naming a kernel that runs here is used as it is."""
+    if torch.cuda.is_available():
+        pytest.skip("the Triton kernels run on this machine")
+    model = xk.build_model("tiny")
+    key = xk.model_key(model)
+    triton = xk.ModelRunConfig(prefill=xk.MlstmKernelsPrefill("chunkwise--triton_xl_chunk", 128))
+    native = xk.ModelRunConfig(prefill=NATIVE_PREFILL)
+    tuner.publish_entries(xk.fingerprint("cpu"), [], db=home / "tuning.db", model_entries=[
+        _entry(xk.ModelWorkload(key, 1, 256, "float32"), triton), _entry(xk.ModelWorkload(key, 2, 256, "float32"), native)])
+    xk.reload_profile()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = xk.explain_model_config(model, batch_size=1, prompt_len=256)
+        second = xk.explain_model_config(model, batch_size=1, prompt_len=300)
+    msgs = [str(w.message) for w in caught if issubclass(w.category, xk.ProfileWarning)]
+    assert (first.source, first.config) == (second.source, second.config) == ("unusable-entry", xk.ModelRunConfig())
+    assert len(msgs) == 1 and "cannot run here: mlstm_kernels has no kernel 'chunkwise--triton_xl_chunk'" in msgs[0]
+    assert xk.explain_model_config(model, batch_size=2, prompt_len=256).config == native
 
 
 def test_profiles_without_model_entries_keep_their_checksum(home):

@@ -186,17 +186,60 @@ def test_runner_never_modifies_the_model(run):
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
-def test_fused_projections_decode_matches_eager(run):
-    """fuse_projections: one matmul over a concatenated copy of each block's q/k/v/o/i/f weights."""
+def test_fused_projections_match_eager(run):
+    """fuse_projections: one matmul over a concatenated copy of each block's q/k/v/o/i/f weights, in
+    the prefill and in the decode step."""
     if run["family"] != "xlstm_large":
         pytest.skip("one family is enough: the fused weights are built from the same modules in all three")
     runner = xk.compile_model(run["model"], config=xk.ModelRunConfig(prefill=PREFILL_CFG, fuse_projections=True),
                               max_seq_len=MAX_SEQ)
     logits, state = runner.prefill(run["prompt"])
+    assert _max_err(logits, run["eager"][0][0]) < LOGIT_ATOL
     for tok, ref in zip(run["eager"][1][0, :STEPS], run["eager"][0][1:]):
         logits, state = runner.decode(tok[None], state)
         assert _max_err(logits[:, None], ref) < LOGIT_ATOL
     assert runner.compiled_graphs()["decode"] == 1
+
+
+MLSTM_PREFILL = xk.MlstmKernelsPrefill("chunkwise--native_autograd", chunk_size=16)
+
+
+def test_an_mlstm_kernels_prefill_matches_eager(run):
+    """prefill=MlstmKernelsPrefill: the prefill's mLSTM through mlstm_kernels' own inference backend
+    (here its native chunkwise kernel; NX-AI's Triton kernels on CUDA). A 20-token prompt is one
+    16-token chunk plus a 4-token tail (the backend's sequence kernel); the runner carries its state."""
+    if run["family"] != "xlstm_large":
+        pytest.skip("one family is enough: the external kernel sits between the same compiled pieces")
+    prompt = torch.randint(0, VOCAB, (1, 20), generator=torch.Generator().manual_seed(3))
+    eager = eager_steps(run["model"], run["family"], prompt)
+    runner = xk.compile_model(run["model"], config=xk.ModelRunConfig(prefill=MLSTM_PREFILL), max_seq_len=MAX_SEQ)
+    assert "prefill=mlstm_kernels:native_autograd@L16" in runner.config.short()
+    logits, state = runner.prefill(prompt)
+    assert _max_err(logits, eager[0][0]) < LOGIT_ATOL
+    for tok, ref in zip(eager[1][0, :STEPS], eager[0][1:]):
+        logits, state = runner.decode(tok[None], state)
+        assert _max_err(logits[:, None], ref) < LOGIT_ATOL
+    _assert_states_match(state.layers(), eager[2], "after the mlstm_kernels prefill and decode")
+
+
+def test_an_mlstm_kernels_prefill_that_cannot_run_here_is_refused():
+    """A kernel mlstm_kernels lacks on this machine (its Triton kernels off CUDA) fails at compile_model,
+    naming the kernel and what is available; malformed names and chunk sizes fail at construction."""
+    if torch.cuda.is_available():
+        pytest.skip("the Triton kernels run on this machine")
+    model = build("xlstm_large")
+    with pytest.raises(xk.PrefillKernelUnavailable, match=r"mlstm_kernels has no kernel 'chunkwise--triton_xl_chunk'"
+                       r" on this machine \(available here: \['chunkwise--native_autograd'"):
+        xk.compile_model(model, config=xk.ModelRunConfig(prefill=xk.MlstmKernelsPrefill()))
+    for bad, match in ((dict(chunkwise_kernel="parallel--native_autograd"), "parallel kernels return no final state"),
+                       (dict(chunk_size=24), "chunk_size must be a power of two >= 16, got 24"),
+                       (dict(chunk_size=8), "power of two >= 16, got 8")):
+        with pytest.raises(ValueError, match=match):
+            xk.MlstmKernelsPrefill(**bad)
+    with pytest.raises(ValueError, match=r"'<chunkwise kernel>@<chunk size>', got 'chunkwise--native_autograd'"):
+        xk.MlstmKernelsPrefill.parse("chunkwise--native_autograd")
+    assert xk.MlstmKernelsPrefill.parse("chunkwise--native_autograd@32") == xk.MlstmKernelsPrefill(
+        "chunkwise--native_autograd", 32)
 
 
 # bfloat16 state: each carried value is rounded to bf16 once per call (relative rounding <= 2**-8).
@@ -307,6 +350,10 @@ def test_model_run_config_validates_and_round_trips():
     assert "prefill-graphs" in cfg.short() and "prefill-graphs" not in xk.ModelRunConfig().short()
     assert cfg.uses_prefill_graphs(torch.device("cuda")) and not cfg.uses_prefill_graphs(torch.device("cpu"))
     assert xk.ModelRunConfig() == xk.ModelRunConfig.from_dict(xk.ModelRunConfig().to_dict())
+    external = xk.ModelRunConfig(prefill=MLSTM_PREFILL)
+    assert external.to_dict()["prefill"] == {"mlstm_kernels": "chunkwise--native_autograd", "chunk_size": 16}
+    assert xk.ModelRunConfig.from_dict(external.to_dict()) == external and external.external_prefill == MLSTM_PREFILL
+    assert cfg.external_prefill is None
     for bad, match in ((dict(step_compile_mode="fast"), "step_compile_mode must be one of"),
                        (dict(state_dtype="float16"), "state_dtype must be one of"),
                        (dict(threads=0), "threads must be a positive integer"),

@@ -76,6 +76,7 @@ from ._model_study import (
     UnknownModel,
     model_profile_entry,
     model_workload_for,
+    mlstm_kernels_candidates,
     prefill_candidates,
     tune_model,
 )
@@ -203,6 +204,7 @@ __all__ = [
     "paired_ratios",
     "parse_workload",
     "plan_target",
+    "mlstm_kernels_candidates",
     "prefill_candidates",
     "probe_key",
     "profile_choice",

@@ -8,7 +8,8 @@ Dimensions (``ModelRunConfig`` fields) and where they apply:
 * ``cuda_graphs`` — on/off on CUDA; elsewhere fixed to the default's value (it has no effect there);
 * ``prefill`` — ``None`` (the runner's own choice: the kernel profile's pick, else the default
   kernel config) plus this machine's kernel winners for the model's head shape (DHQK, DHV, dtype,
-  prefill; heads_per_band dividing NH), newest first, from the tuning DB's results and the profile;
+  prefill; heads_per_band dividing NH), newest first, from the tuning DB's results and the profile,
+  plus ``mlstm_kernels`` kernels (``MlstmKernelsPrefill``: NX-AI's Triton kernels on CUDA);
 * ``threads`` — CPU only: ``None`` (torch's current count) and half of it (a setting's list replaces
   the half; ``None`` is always a choice);
 * ``state_dtype`` — float32 (canonical) and bfloat16 (kept only if it passes the gate);
@@ -33,7 +34,8 @@ import torch
 from xlstm_kernels.kernels.config import KernelConfig
 from xlstm_kernels.device import supports_cuda_graphs
 from xlstm_kernels.models.workload import ModelWorkload, run_config_to_dict
-from xlstm_kernels.runner import ModelRunConfig
+from xlstm_kernels.runner import MlstmKernelsPrefill, ModelRunConfig
+from xlstm_kernels.runner.config import prefill_from_dict
 from .settings import TunerSettings
 
 STEP_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
@@ -50,7 +52,7 @@ def run_config_key(config: ModelRunConfig) -> str:
 def _encode(value: Any) -> Any:
     if value is None:
         return AUTO
-    if isinstance(value, KernelConfig):
+    if isinstance(value, (KernelConfig, MlstmKernelsPrefill)):
         return json.dumps(value.to_dict(), sort_keys=True)
     return value
 
@@ -59,7 +61,7 @@ def _decode(name: str, value: Any) -> Any:
     if value == AUTO:
         return None
     if name == "prefill":
-        return KernelConfig.from_dict(json.loads(value))
+        return prefill_from_dict(json.loads(value))
     return value
 
 
@@ -74,8 +76,8 @@ class ModelSpace:
     @classmethod
     def build(cls, workload: ModelWorkload, device: torch.device | str, *,
               step_modes: Sequence[str] | None = None, cuda_graphs: Sequence[bool] | None = None,
-              prefills: Sequence[KernelConfig | None] = (), threads: Sequence[int] | None = None,
-              state_dtypes: Sequence[str] | None = None,
+              prefills: Sequence[KernelConfig | MlstmKernelsPrefill | None] = (),
+              threads: Sequence[int] | None = None, state_dtypes: Sequence[str] | None = None,
               fuse_projections: Sequence[bool] | None = None,
               prefill_graphs: Sequence[bool] | None = None) -> ModelSpace:
         """The space on ``device``; keyword lists narrow a dimension (invalid values raise ValueError)."""
@@ -113,7 +115,7 @@ class ModelSpace:
         fuse = tuple(dict.fromkeys(fuse_projections)) if fuse_projections else (False, True)
         if any(not isinstance(x, bool) for x in fuse):
             raise ValueError(f"fuse_projections choices must be booleans, got {list(fuse)}")
-        pre: list[KernelConfig | None] = [None]
+        pre: list[KernelConfig | MlstmKernelsPrefill | None] = [None]
         for p in prefills:
             if p not in pre:
                 pre.append(p)
@@ -123,7 +125,7 @@ class ModelSpace:
 
     @classmethod
     def from_settings(cls, workload: ModelWorkload, device: torch.device | str, settings: TunerSettings,
-                      prefills: Sequence[KernelConfig | None] = ()) -> ModelSpace:
+                      prefills: Sequence[KernelConfig | MlstmKernelsPrefill | None] = ()) -> ModelSpace:
         """The space narrowed by the ``tune_model_*`` settings."""
         return cls.build(workload, device, step_modes=settings.tune_model_step_modes,
                          cuda_graphs=settings.tune_model_cuda_graphs, prefills=prefills,

@@ -35,7 +35,8 @@ from xlstm_kernels.device import default_device
 from xlstm_kernels.models.presets import ModelSpecError, build_model, head_shape, resolve_model_config
 from xlstm_kernels.models.workload import ModelWorkload, run_config_from_dict, run_config_short, run_config_to_dict
 from xlstm_kernels.profiles.profile import ModelProfileEntry, ProfileError, load_profile
-from xlstm_kernels.runner import ModelRunConfig, model_key
+from xlstm_kernels.runner import MlstmKernelsPrefill, ModelRunConfig, model_key
+from xlstm_kernels.runner.external import unavailable_reason
 
 from ._errors import CandidateFailed, TunerError
 from ._model_evaluate import ModelEvaluation, ModelEvaluator, RunnerFactory, default_runner_factory, timing_of
@@ -152,6 +153,24 @@ def prefill_candidates(db: TuningDB, machine_id: str, fields: dict[str, Any], dt
     return found[: settings.tune_model_prefill_winners]
 
 
+DEFAULT_MLSTM_KERNELS = ("chunkwise--triton_xl_chunk@128", "chunkwise--triton_limit_chunk@64")
+
+
+def mlstm_kernels_candidates(device: torch.device, settings: TunerSettings) -> list[MlstmKernelsPrefill]:
+    """The ``mlstm_kernels`` prefill candidates: the ``tune_model_mlstm_kernels`` setting's (ValueError
+    for one that cannot run here), else on CUDA those of ``DEFAULT_MLSTM_KERNELS`` that run here."""
+    if settings.tune_model_mlstm_kernels is not None:
+        out = [MlstmKernelsPrefill.parse(spec) for spec in settings.tune_model_mlstm_kernels]
+        for pre in out:
+            if (why := unavailable_reason(pre)) is not None:
+                raise ValueError(f"tune_model_mlstm_kernels: {why}")
+        return out
+    if device.type != "cuda":
+        return []
+    found = (MlstmKernelsPrefill.parse(spec) for spec in DEFAULT_MLSTM_KERNELS)
+    return [pre for pre in found if unavailable_reason(pre) is None]
+
+
 def study_name_for_model(machine_id: str, workload: ModelWorkload, space: ModelSpace) -> str:
     """The Optuna study of a (machine, model workload, space, software stack)."""
     return f"{machine_id}/{workload}/{space.signature()}/{software_tag()}"
@@ -182,7 +201,8 @@ def tune_model(
     n_trials: candidates to evaluate in a TPE space (default ``tune_model_n_trials``; with ``quick``
         a third of it, at least 2); a grid space runs every remaining candidate unless given.
     run_id: the run the trials belong to; None opens (and closes) a run of its own.
-    space: the ``ModelSpace`` (default: from settings, prefill candidates from this machine's winners).
+    space: the ``ModelSpace`` (default: from settings, prefill candidates from this machine's winners
+        and ``mlstm_kernels_candidates``).
     runner_factory: builds the runner of a candidate (default ``xk.compile_model``); a seam for
         putting another runner - in tests a deliberately wrong one - under the gate.
     """
@@ -205,8 +225,9 @@ def _tune_model(fields: dict[str, Any], wl: ModelWorkload, db: TuningDB, dev: to
     t0 = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     machine_id = db.run(run_id)["machine_id"]
-    space = space or ModelSpace.from_settings(wl, dev, settings,
-                                              prefill_candidates(db, machine_id, fields, wl.dtype, settings))
+    space = space or ModelSpace.from_settings(
+        wl, dev, settings, [*prefill_candidates(db, machine_id, fields, wl.dtype, settings),
+                            *mlstm_kernels_candidates(dev, settings)])
     candidates = space.candidates()
     by_key = {run_config_key(c): c for c in candidates}
     default_key = run_config_key(space.default)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import Field, field_serializer
+from pydantic import Field, field_serializer, field_validator
 
 from xlstm_kernels.settings import LayerCache, Settings, get_settings
 
@@ -121,6 +121,12 @@ class TunerSettings(Settings):
     tune_model_fuse_projections: list[bool] | None = Field(
         default=None, description="Narrow the model space: the runner's fuse_projections off/on (default: both)."
     )
+    tune_model_mlstm_kernels: list[str] | None = Field(
+        default=None, description="mlstm_kernels chunkwise kernels offered as prefill candidates, as "
+        "'<kernel>@<chunk size>' (NX-AI's kernels inside the runner, beside ours; docs/runner.md). Default: "
+        "on CUDA, chunkwise--triton_xl_chunk@128 and chunkwise--triton_limit_chunk@64 where mlstm_kernels' "
+        "Triton kernels run; elsewhere none. [] offers none."
+    )
     tol_model_fp32: float = Field(
         default=1e-4, gt=0, description="Max relative logits error (max|err|/max|ref| over prefill and the "
         "gate's decode steps) of a float32 model candidate vs. the eager float32 model, native kernels."
@@ -215,6 +221,15 @@ class TunerSettings(Settings):
         default=None, ge=1, description="CPU only: the most threads the kernel space's default counts "
         "go up to (default: os.cpu_count())."
     )
+
+    @field_validator("tune_model_mlstm_kernels")
+    @classmethod
+    def _valid_mlstm_kernels(cls, value: list[str] | None) -> list[str] | None:
+        from xlstm_kernels.runner import MlstmKernelsPrefill
+
+        for spec in value or ():
+            MlstmKernelsPrefill.parse(spec)  # ValueError: pydantic names the setting
+        return value
 
     @field_serializer("optuna_storage")
     def _mask_storage(self, url: str | None) -> str | None:

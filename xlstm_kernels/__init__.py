@@ -38,9 +38,11 @@ from .models.workload import ModelWorkload
 from .profiles.profile import ModelProfileEntry
 from .runner import (
     BatchSizeError,
+    MlstmKernelsPrefill,
     ModelGraphBreakError,
     ModelRunConfig,
     ModelRunner,
+    PrefillKernelUnavailable,
     RunnerError,
     RunnerState,
     SequenceTooLongError,
@@ -66,6 +68,7 @@ __all__ = [
     "Fingerprint",
     "FuseReport",
     "KernelConfig",
+    "MlstmKernelsPrefill",
     "ModelChoice",
     "ModelGraphBreakError",
     "ModelProfileEntry",
@@ -75,6 +78,7 @@ __all__ = [
     "ModelWorkload",
     "NonCanonicalWarning",
     "PathEscapeError",
+    "PrefillKernelUnavailable",
     "ProbeError",
     "ProbeResult",
     "Profile",

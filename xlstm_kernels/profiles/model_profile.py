@@ -8,7 +8,8 @@ profile's type:
 2. **nearest** — else, among model entries with the same K, B and D, the one nearest in prompt length
    (smallest |log2 S/S_e|, ties to the shorter prompt);
 3. **default** — else ``ModelRunConfig()``, with ONE :class:`~xlstm_kernels.profiles.runtime.ProfileWarning`
-   per (model key, B, dtype) saying how to tune it.
+   per (model key, B, dtype) saying how to tune it. An entry whose ``mlstm_kernels`` prefill kernel
+   cannot run here (package or kernel missing) also gives ``ModelRunConfig()``, with one warning.
 
 The profile is the one the kernel lookup loads (``xlstm_kernels.profiles.runtime``): a missing, foreign, stale
 or damaged profile gives its one warning there and defaults here, never an exception. Lookups are
@@ -40,6 +41,7 @@ class ModelChoice:
 
     config: ModelRunConfig
     source: str  # "exact" | "nearest" | "default" | "profile-disabled" | "no-profile" | "rejected-profile"
+    #              | "unusable-entry" (its mlstm_kernels prefill kernel cannot run here)
     workload: ModelWorkload
     entry: ModelProfileEntry | None
     profile_path: Path | None
@@ -85,6 +87,14 @@ def _default(workload: ModelWorkload, source: str, path: Path | None, reason: st
     return ModelChoice(ModelRunConfig(), source, workload, None, path, reason)
 
 
+def _unusable(entry: ModelProfileEntry) -> str | None:
+    """Why the entry's run config cannot run on this machine (its mlstm_kernels prefill kernel), or None."""
+    from ..runner.external import unavailable_reason
+
+    external = entry.run_config.external_prefill
+    return None if external is None else unavailable_reason(external)
+
+
 def choice_for_workload(workload: ModelWorkload, device: torch.device | str) -> ModelChoice:
     """The memoised :class:`ModelChoice` for a model workload on ``device`` (warns once on a fallback)."""
     state = runtime._state()
@@ -109,6 +119,11 @@ def choice_for_workload(workload: ModelWorkload, device: torch.device | str) -> 
                       f"in {state.path}; using ModelRunConfig() (run `xlstm-autotune tune --model ...`)")
             runtime._warn_once(("model", f"{workload.model_key},{workload.B},{workload.dtype}"), reason)
             choice = _default(workload, "default", state.path, reason)
+        elif (why_not := _unusable(entry)) is not None:
+            reason = (f"model entry {entry.workload} in {state.path} cannot run here: {why_not}; using "
+                      "ModelRunConfig() (tune the model again on this machine)")
+            runtime._warn_once(("model-entry", entry.workload), reason)
+            choice = _default(workload, "unusable-entry", state.path, reason)
         else:
             why = "exact workload match" if how == "exact" else f"nearest prompt bucket: entry {entry.workload}"
             choice = ModelChoice(entry.run_config, how, workload, entry, state.path, why)

@@ -11,16 +11,19 @@ from .errors import (
     StateMismatchError,
     UnsupportedModelError,
 )
+from .external import MlstmKernelsPrefill, PrefillKernelUnavailable
 from .runner import ModelRunner, compile_model
 from .state import RunnerState
 
 __all__ = [
     "BatchSizeError",
+    "MlstmKernelsPrefill",
     "ModelGraphBreakError",
     "ModelRunConfig",
     "ModelRunner",
     "RunnerError",
     "RunnerState",
+    "PrefillKernelUnavailable",
     "STATE_DTYPES",
     "STEP_COMPILE_MODES",
     "SequenceTooLongError",

@@ -9,6 +9,7 @@ from typing import Any, Literal, get_args
 import torch
 
 from ..kernels.config import KernelConfig, check_fields
+from .external import MlstmKernelsPrefill
 
 StepCompileMode = Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"]
 StateDtype = Literal["float32", "bfloat16"]
@@ -24,14 +25,16 @@ class ModelRunConfig:
         ``default`` plus CUDA graphs; whether CUDA graphs are used is ``cuda_graphs`` alone.
     cuda_graphs: replay the decode step as a CUDA graph (CUDA only; ignored on CPU and MPS).
     prefill: the chunkwise/recurrent kernel config of the prefill's mLSTM; ``None``: this machine's
-        profile entry for the prompt's shape (``xk.mlstm(config=None)``), else the default config.
+        profile entry for the prompt's shape (``xk.mlstm(config=None)``), else the default config;
+        an :class:`~xlstm_kernels.runner.external.MlstmKernelsPrefill`: NX-AI's ``mlstm_kernels``
+        kernel of that name instead of ours (e.g. its Triton kernels on CUDA).
     threads: torch's CPU thread count while the runner runs (restored after each call); ``None``: torch's.
     state_dtype: dtype of the recurrent state buffers between calls. ``float32`` is canonical;
         ``bfloat16`` halves the state traffic (the math stays float32; the state is rounded on write).
-    fuse_projections: the decode step computes each block's q, k, v, output gate and input/forget
-        gates with ONE matmul over a concatenated copy of those weights, made at ``compile_model``
-        (one weight read and launch instead of six; costs their size in memory again, and later
-        in-place changes of those weights are not seen by the decode step).
+    fuse_projections: the decode step and the prefill compute each block's q, k, v, output gate and
+        input/forget gates with ONE matmul over a concatenated copy of those weights, made at
+        ``compile_model`` (one weight read and launch instead of six; costs their size in memory
+        again, and later in-place changes of those weights are not seen by the runner).
     prefill_graphs: capture the prefill of a fresh sequence (no ``state``) as one CUDA graph per
         (batch size, prompt length, ``last_only``) at its first call and replay it afterwards (CUDA
         only; ignored elsewhere): no per-block launch overhead. Each new shape costs two warm-up
@@ -41,7 +44,7 @@ class ModelRunConfig:
 
     step_compile_mode: StepCompileMode = "default"
     cuda_graphs: bool = True
-    prefill: KernelConfig | None = None
+    prefill: KernelConfig | MlstmKernelsPrefill | None = None
     threads: int | None = None
     state_dtype: StateDtype = "float32"
     fuse_projections: bool = False
@@ -53,8 +56,9 @@ class ModelRunConfig:
                              f"got {self.step_compile_mode!r}")
         if not isinstance(self.cuda_graphs, bool):
             raise ValueError(f"cuda_graphs must be a bool, got {self.cuda_graphs!r}")
-        if self.prefill is not None and not isinstance(self.prefill, KernelConfig):
-            raise ValueError(f"prefill must be a KernelConfig or None, got {type(self.prefill).__name__}")
+        if self.prefill is not None and not isinstance(self.prefill, (KernelConfig, MlstmKernelsPrefill)):
+            raise ValueError("prefill must be a KernelConfig, an MlstmKernelsPrefill or None, got "
+                             f"{type(self.prefill).__name__}")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
@@ -73,6 +77,11 @@ class ModelRunConfig:
         """Whether the decode step is replayed as a CUDA graph on ``device``."""
         return self.cuda_graphs and device.type == "cuda"
 
+    @property
+    def external_prefill(self) -> MlstmKernelsPrefill | None:
+        """The ``mlstm_kernels`` prefill kernel, when ``prefill`` names one (else None: ours)."""
+        return self.prefill if isinstance(self.prefill, MlstmKernelsPrefill) else None
+
     def uses_prefill_graphs(self, device: torch.device) -> bool:
         """Whether a fresh sequence's prefill is replayed as a CUDA graph on ``device``."""
         return self.prefill_graphs and device.type == "cuda"
@@ -82,7 +91,7 @@ class ModelRunConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form (``prefill`` as a KernelConfig dict or None)."""
+        """Plain-JSON form (``prefill`` as its own ``to_dict()`` or None)."""
         data = dataclasses.asdict(self)
         data["prefill"] = None if self.prefill is None else self.prefill.to_dict()
         return data
@@ -93,7 +102,7 @@ class ModelRunConfig:
         check_fields(cls, data)
         data = dict(data)
         if isinstance(data.get("prefill"), dict):
-            data["prefill"] = KernelConfig.from_dict(data["prefill"])
+            data["prefill"] = prefill_from_dict(data["prefill"])
         return cls(**data)
 
     def short(self) -> str:
@@ -105,3 +114,8 @@ class ModelRunConfig:
         pre_graphs = " prefill-graphs" if self.prefill_graphs else ""
         return (f"step {self.step_compile_mode} {graphs}{fused} prefill={pre}{pre_graphs}{threads} "
                 f"state={self.state_dtype}")
+
+
+def prefill_from_dict(data: dict[str, Any]) -> KernelConfig | MlstmKernelsPrefill:
+    """A ``prefill`` field from its plain-JSON form: an ``mlstm_kernels`` key means MlstmKernelsPrefill."""
+    return MlstmKernelsPrefill.from_dict(data) if "mlstm_kernels" in data else KernelConfig.from_dict(data)

@@ -50,11 +50,12 @@ def make_decode_step(parts: ModelParts, buffers: StateBuffers, tokens: torch.Ten
 
 
 def make_prefill_pieces(parts: ModelParts) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
-    """(pre, post, head) of the prefill: ``pre(block, x)`` -> the mLSTM inputs, ``post(block, x, h, o)``
-    -> the block's output, ``logits(x)`` -> logits; the mLSTM kernel runs between pre and post."""
+    """(pre, post, head) of the prefill: ``pre(block, x, fused)`` -> the mLSTM inputs (``fused``: the
+    block's :func:`fused_projection` weights or None), ``post(block, x, h, o)`` -> the block's output,
+    ``logits(x)`` -> logits; the mLSTM kernel runs between pre and post."""
 
-    def prefill_pre(block, x):
-        return project(parts, block, x)
+    def prefill_pre(block, x, fused):
+        return project(parts, block, x, fused)
 
     def prefill_post(block, x, h, o):
         return finish_block(block, x, h, o)

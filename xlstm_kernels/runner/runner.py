@@ -27,6 +27,7 @@ from ..threads import use_threads
 from .arch import ModelParts, model_key, model_parts
 from .config import ModelRunConfig
 from .errors import BatchSizeError, SequenceTooLongError, StaleStateError, StateMismatchError
+from .external import mlstm_kernels_backend
 from .graphs import (
     cache_entries,
     call_graph,
@@ -81,6 +82,8 @@ class ModelRunner:
             self._fused = [fused_projection(p, block) for block in p.blocks]
             for t in (x for wb in self._fused for x in wb):
                 torch._dynamo.mark_static_address(t)
+        external = config.external_prefill
+        self._external = None if external is None else mlstm_kernels_backend(external, p.dtype, p.eps)
         self._fns = {fn.__name__: fresh_code(fn, f"r{self.id}") for fn in make_prefill_pieces(p)}
         opts = prefill_options(p.device)
         self._pre = compile_fn(self._fns["prefill_pre"], opts, dynamic=None)
@@ -180,10 +183,14 @@ class ModelRunner:
         p, eps, B = self.parts, self.parts.eps, tokens.shape[0]
         x = p.embedding(tokens)  # (B, S, D)
         for idx, block in enumerate(p.blocks):
-            q, k, v, o, i, f = call_graph(self._pre, self.model, "prefill", block, x)
+            fused = None if self._fused is None else self._fused[idx]
+            q, k, v, o, i, f = call_graph(self._pre, self.model, "prefill", block, x, fused)
             init = buffers.layer(idx, B) if from_state else (None, None, None)
-            kcfg = self._graph_kernel_config(q, v) if in_graph else self.config.prefill
-            h, (c, n, m) = api.mlstm(q, k, v, i, f, *init, return_last_states=True, eps=eps, config=kcfg)
+            if self._external is not None:  # mlstm_kernels' own inference path (ModelRunConfig.prefill)
+                h, (c, n, m) = self._external(q, k, v, i, f, *init, return_last_states=True, mode="inference")
+            else:
+                kcfg = self._graph_kernel_config(q, v) if in_graph else self.config.prefill
+                h, (c, n, m) = api.mlstm(q, k, v, i, f, *init, return_last_states=True, eps=eps, config=kcfg)
             buffers.write(idx, B, c, n, m)
             x = call_graph(self._post, self.model, "prefill", block, x, h, o)
         return call_graph(self._head, self.model, "prefill", x[:, -1:] if last_only else x)
