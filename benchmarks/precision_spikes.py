@@ -11,6 +11,7 @@ Run (CUDA): ``python benchmarks/precision_spikes.py [--old /path/to/old_families
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import sys
@@ -79,7 +80,9 @@ def main() -> None:
         if old is not None:
             for prec in ("tf32", "mixed"):
                 mixed, tf32 = prec == "mixed", prec == "tf32"
-                before = eager_block(old.make_chunkwise_block(math.ceil(shape["S"] / L), L, 1e-6, mixed), x, tf32)
+                old_fn = old.make_chunkwise_block  # an old block with float32 scores gets them, as xk.mlstm's does
+                extra = {"fp32_scores": True} if "fp32_scores" in inspect.signature(old_fn).parameters else {}
+                before = eager_block(old_fn(math.ceil(shape["S"] / L), L, 1e-6, mixed, **extra), x, tf32)
                 after = eager_block(make_chunkwise_block(math.ceil(shape["S"] / L), L, 1e-6, mixed, True), x, tf32)
                 rows.append({**base, "case": f"eager {prec} before", **errors(before, ref)})
                 rows.append({**base, "case": f"eager {prec} after", **errors(after, ref)})

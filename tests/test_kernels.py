@@ -183,7 +183,8 @@ def test_step_eps_matches_reference(inputs):
 def test_mixed_precision_within_gate():
     """precision="mixed" (S·v and q·C in bf16, float32 accumulation) on the gate's own spiky inputs
     with carried-in states, DHQK=64: within the tuner's low-precision gate. On this draw a bf16 q·kᵀ
-    and normalizer (before they became float32 reductions) made h 4.9e-2 off; now 2.9e-3. Other draws
+    and normalizer (before both became float32: q·kᵀ a float32 matmul of the upcast bf16 inputs, q·n a
+    float32 reduction) made h 4.9e-2 off; now 2.9e-3. Other draws
     show that the remaining bf16 rounding alone can exceed the gate (0.1 seen on DHQK=16): mixed is
     a tuned candidate that the gate checks per workload, never assumed within it."""
     from tuner.settings import get_tuner_settings  # the gate's tolerance is a tuner setting

@@ -112,6 +112,9 @@ def _intra_weights(b: torch.Tensor, bb: torch.Tensor, closed: torch.Tensor, i: t
     return torch.where(same, diag[..., None, :], off).reshape(*lead, L, L)
 
 
+HALF_DTYPES = (torch.bfloat16, torch.float16)  # input dtypes whose values TF32 holds exactly
+
+
 def make_chunkwise_block(t_inner: int, chunk_size: int, eps: float, mixed: bool = False,
                          fp32_scores: bool = False) -> BlockFn:
     """A block of ``t_inner`` chunks of ``chunk_size`` steps in parallel (chunkwise) form.
@@ -123,6 +126,9 @@ def make_chunkwise_block(t_inner: int, chunk_size: int, eps: float, mixed: bool 
     ``fp32_scores`` (set for every precision but fp32) q·kᵀ and the normalizer q·n are float32
     reductions, not matmuls, so no TF32 or half rounding reaches the sums that cancel: with carried-in
     states and a spiky input gate q·n cancels to ~1e-4 of its terms, and a TF32 q·kᵀ made h 1e-1 off.
+    The exception is q·kᵀ of bf16/fp16 inputs: their values are exact in TF32's (and float32's)
+    inputs and their products exact in float32, so a float32 matmul of the upcast inputs (TF32 or not)
+    is as exact as the reduction, and far faster (tensor cores on CUDA).
     """
     NC, L = t_inner, chunk_size
 
@@ -173,7 +179,10 @@ def make_chunkwise_block(t_inner: int, chunk_size: int, eps: float, mixed: bool 
         d = _intra_weights(b, bb, closed, i, m_comb, L)  # (B, HB, NC, L, L) == exp(log_d - m_comb)
         qg = qf * (torch.exp(m_inter - m_comb) * scale)[..., None]  # (B, HB, NC, L, DHQK)
         if fp32_scores:  # float32 sums of products whatever the matmul precision
-            qk = (qf[..., :, None, :] * kf[..., None, :, :]).sum(-1)  # (B, HB, NC, L, L)
+            if q.dtype in HALF_DTYPES:  # exact products either way (docstring): the matmul is the fast one
+                qk = qf @ kf.transpose(-2, -1)  # (B, HB, NC, L, L)
+            else:
+                qk = (qf[..., :, None, :] * kf[..., None, :, :]).sum(-1)  # (B, HB, NC, L, L)
             s = qk * (scale * d)
             den = (qg * n_start[..., None, :]).sum(-1, keepdim=True) + s.sum(-1, keepdim=True)
         else:
