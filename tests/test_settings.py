@@ -59,6 +59,23 @@ def test_a_field_of_another_layer_is_refused_not_dropped():
     assert FlowSettings(serve_cron="1 2 * * *", tune_n_trials=2, compile_timeout_s=9.0).tune_n_trials == 2
 
 
+def test_tuner_functions_take_kernel_settings_too():
+    """A kernel-layer xk.Settings given to a tuner function runs with its fields and the tuner's own
+    defaults (it used to fail deep inside with an AttributeError); anything else is a clear TypeError."""
+    import tuner
+
+    kernel = xk.Settings(metal_buffer_limit=17)
+    resolved = tuner.resolve_tuner_settings(kernel)
+    assert isinstance(resolved, TunerSettings) and resolved.metal_buffer_limit == 17
+    assert resolved.tune_n_trials == TunerSettings().tune_n_trials
+    assert tuner.resolve_tuner_settings(None) is get_tuner_settings()
+    assert [str(w) for w in tuner.check_workloads(["1,2,64,16,16,float32"], "cpu", settings=kernel)] == [
+        "1,2,64,16,16,float32,prefill"]
+    with pytest.raises(TypeError, match="settings must be a tuner.TunerSettings, an xlstm_kernels.Settings or "
+                       "None, got dict"):
+        tuner.check_workloads(["1,2,64,16,16,float32"], "cpu", settings={"tune_n_trials": 2})
+
+
 def test_kernel_settings_hold_no_tuner_or_flow_field():
     """What the kernel layer holds (and storage reads): home, paths, device, compile/probe bounds, limits."""
     kernel = set(xk.Settings.model_fields)

@@ -93,7 +93,7 @@ from ._timing import (
     paired_ratios,
     wait_for_quiet,
 )
-from .settings import TunerSettings, get_tuner_settings, mask_url, reset_tuner_settings
+from .settings import TunerSettings, get_tuner_settings, mask_url, reset_tuner_settings, resolve_tuner_settings
 from ._study import (
     Candidate,
     Rejected,
@@ -220,6 +220,7 @@ __all__ = [
     "render_report",
     "report_path",
     "reset_tuner_settings",
+    "resolve_tuner_settings",
     "revalidate",
     "run_config_key",
     "run_kernel",

@@ -24,7 +24,7 @@ from ._errors import CandidateFailed
 from ._evaluate import Evaluation, Evaluator, calls_per_sample
 from ._timing import Interval, LoadMeter, MachineLoad, median_interval, paired_ratios, summarize
 from ._space import parse_workload
-from .settings import TunerSettings, get_tuner_settings
+from .settings import TunerSettings, resolve_tuner_settings
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def bench(
     Raises ``UnknownWorkload`` for a bad workload and ``CandidateFailed`` when either config fails to
     compile/run or fails the equivalence check (it is then not timed).
     """
-    settings = settings or get_tuner_settings()
+    settings = resolve_tuner_settings(settings)
     wl = parse_workload(workload)
     dev = torch.device(device) if device is not None else default_device()
     if config is None:

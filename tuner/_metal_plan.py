@@ -27,7 +27,7 @@ from xlstm_kernels.device import default_device
 from xlstm_kernels.probe import TARGETS, ProbeResult, probe, resolve_max_buffers
 
 from ._space import SearchSpace, effective_key, parse_workload
-from .settings import TunerSettings, get_tuner_settings
+from .settings import TunerSettings, resolve_tuner_settings
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ class TargetPlan:
 
 def candidates_for(workload: Workload, target: str, settings: TunerSettings | None = None) -> list[KernelConfig]:
     """The configs a tuning run on ``target`` would try for ``workload`` (its search space, tune_* settings)."""
-    return SearchSpace.from_settings(workload, torch.device(target), settings or get_tuner_settings()).candidates()
+    return SearchSpace.from_settings(workload, torch.device(target), resolve_tuner_settings(settings)).candidates()
 
 
 def plan_target(
@@ -152,7 +152,7 @@ def plan_target(
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {list(TARGETS)}, got {target!r}")
-    settings = settings or get_tuner_settings()
+    settings = resolve_tuner_settings(settings)
     wls = [parse_workload(w) for w in workloads]
     t0 = time.perf_counter()
     limit = resolve_max_buffers("auto", torch.device(target))

@@ -27,7 +27,7 @@ from ._progress import Progress
 from ._publish import publish_entries
 from ._run import PublishFn, StepRunner, call_step, failure, fingerprint_step
 from ._study import tuning_run
-from .settings import TunerSettings, get_tuner_settings
+from .settings import TunerSettings, resolve_tuner_settings
 
 ModelTuneFn = Callable[..., ModelWorkloadResult]
 """Tunes one model workload (``tuner.tune_model``): called as ``tune_fn(model, *, batch_size: int,
@@ -97,7 +97,7 @@ def autotune_model(
     """Tune ``model`` (preset, config JSON file or dict) at B, S, dtype on this machine in one run; publish
     the winner as a model entry of this machine's profile. ``db``: an open ``TuningDB``, a path, or None
     for the settings' DB."""
-    settings = settings or get_tuner_settings()
+    settings = resolve_tuner_settings(settings)
     log = log or logging.getLogger("tuner.run")
     dev = str(device or settings.device or default_device())
     fp = fingerprint_step(step, dev, log)

@@ -43,7 +43,7 @@ from ._model_evaluate import ModelEvaluation, ModelEvaluator, RunnerFactory, def
 from ._model_space import ModelSpace, run_config_key
 from ._progress import Progress, ProgressEvent
 from ._study import _finished, optuna_storage, software_tag, tuning_run
-from .settings import TunerSettings, get_tuner_settings
+from .settings import TunerSettings, resolve_tuner_settings
 
 
 class UnknownModel(TunerError, ValueError):
@@ -206,7 +206,7 @@ def tune_model(
     runner_factory: builds the runner of a candidate (default ``xk.compile_model``); a seam for
         putting another runner - in tests a deliberately wrong one - under the gate.
     """
-    settings = settings or get_tuner_settings()
+    settings = resolve_tuner_settings(settings)
     fields, wl = model_workload_for(model, batch_size, prompt_len, dtype)
     dev = torch.device(device) if device is not None else default_device()
     with using_db(db) as tdb:

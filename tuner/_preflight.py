@@ -16,13 +16,13 @@ from xlstm_kernels.device import default_device
 from xlstm_kernels.kernels.validation import check_workload_memory
 
 from ._space import SearchSpace, parse_workload
-from .settings import TunerSettings, get_tuner_settings
+from .settings import TunerSettings, resolve_tuner_settings
 
 
 def check_workloads(workloads: Sequence[Workload | str], device: torch.device | str | None = None,
                     settings: TunerSettings | None = None) -> list[Workload]:
     """Parse every workload, build its search space and check its memory estimate; returns them parsed."""
-    settings = settings or get_tuner_settings()
+    settings = resolve_tuner_settings(settings)
     dev = torch.device(device) if device is not None else default_device()
     out = []
     for text in workloads:

@@ -37,7 +37,7 @@ from ._revalidate import Revalidation, revalidate as revalidate_profile
 from ._space import parse_workload
 from ._study import WorkloadResult, tune_workload, tuning_run
 from ._timing import wait_for_quiet
-from .settings import TunerSettings, get_tuner_settings
+from .settings import TunerSettings, resolve_tuner_settings
 
 T = TypeVar("T")
 
@@ -94,7 +94,7 @@ def autotune(
     holds the lock. ``report``: write the run's HTML report. Bad workloads raise ``UnknownWorkload``
     before anything is written; a held lock raises ``TuneLocked``.
     """
-    settings = settings or get_tuner_settings()
+    settings = resolve_tuner_settings(settings)
     log = log or logging.getLogger("tuner.run")
     names = [str(parse_workload(w)) for w in (workloads or settings.workloads)]
     held = contextlib.nullcontext() if lock_wait_s is None else \

@@ -49,7 +49,7 @@ from ._fleet import claim_of, heartbeat_enabled, make_storage, node_name, storag
 from ._timing import Interval, LoadMeter, instability, median_interval, paired_ratios
 from ._progress import Progress, ProgressEvent
 from ._space import SearchSpace, effective_key, effective_t_inner, parse_workload, probe_key
-from .settings import TunerSettings, get_tuner_settings
+from .settings import TunerSettings, get_tuner_settings, resolve_tuner_settings
 
 SamplerChoice = Literal["auto", "grid", "tpe"]
 
@@ -165,7 +165,7 @@ def tuning_run(db: TuningDB, device: torch.device | str, quick: bool = False,
     on exit closes it ``completed``, on Ctrl-C ``interrupted``, on an error ``failed`` (re-raised).
     For flows that call ``tune_workload(..., run_id=run_id)`` per workload themselves.
     """
-    settings = settings or get_tuner_settings()
+    settings = resolve_tuner_settings(settings)
     device = torch.device(device)
     fp = xk.fingerprint(device)
     machine_id = db.record_machine(fp)
@@ -274,7 +274,7 @@ def tune_workload(
     Returns a ``WorkloadResult``; Ctrl-C keeps the finished trials, marks an own run interrupted and
     re-raises; calling again resumes the study.
     """
-    settings = settings or get_tuner_settings()
+    settings = resolve_tuner_settings(settings)
     wl = parse_workload(workload)
     dev = torch.device(device) if device is not None else default_device()
     space = space or SearchSpace.from_settings(wl, dev, settings)

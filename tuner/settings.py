@@ -249,6 +249,19 @@ def get_tuner_settings() -> TunerSettings:
     return _LAYER.get()
 
 
+def resolve_tuner_settings(settings: Settings | None) -> TunerSettings:
+    """The settings a tuner function runs with: ``None`` -> :func:`get_tuner_settings`; a kernel-layer
+    ``xlstm_kernels.Settings`` -> its fields, with the tuner's from the environment and defaults."""
+    if settings is None:
+        return get_tuner_settings()
+    if isinstance(settings, TunerSettings):
+        return settings
+    if isinstance(settings, Settings):
+        return TunerSettings(**settings.model_dump())
+    raise TypeError(f"settings must be a tuner.TunerSettings, an xlstm_kernels.Settings or None, "
+                    f"got {type(settings).__name__}")
+
+
 def reset_tuner_settings() -> None:
     """Forget the cached tuner settings only; the kernel's settings and the runtime's state stay."""
     _LAYER.reset()
