@@ -23,6 +23,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import socket
 import time
 import warnings
@@ -327,7 +328,19 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
         total = max(0, target - len(done))
     fleet_target = len(candidates) if use_grid else min(len(candidates), max(target, len(done)))
     in_space = {effective_key(c, wl) for c in candidates}
+    unexplored_order = random.Random(settings.tune_seed).sample(candidates, len(candidates))
     evaluator = Evaluator(wl, dev, settings, runner=runner, probe=probe, quick=quick)
+
+    def queue_unexplored() -> None:
+        """After a wasted draw (a duplicate, or outside the space), queue one candidate that is neither
+        evaluated nor queued (seeded order): late in a small space TPE keeps proposing what it has,
+        and each such draw costs a trial of storage round trips."""
+        for cfg in unexplored_order:
+            key = effective_key(cfg, wl)
+            if key not in done and key not in waiting:
+                study.enqueue_trial(space.params_of(cfg))
+                waiting.add(key)
+                return
     state: dict[str, Any] = {"evaluated": 0, "skipped": []}
 
     def best_now() -> tuple[float | None, str | None]:
@@ -354,6 +367,7 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
         trial.set_user_attr("config", cfg.to_dict())
         if key not in in_space:  # TPE drew a default-only value in a non-default combination
             trial.set_user_attr("outside_space", True)
+            queue_unexplored()
             raise optuna.TrialPruned("outside the search space")
         if fleet:  # another machine may have this candidate: the lowest live trial owns it
             claim = claim_of(study.get_trials(deepcopy=False), trial.number, key, key_of)
@@ -367,6 +381,7 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
         prior = done.get(key)
         if prior is not None:  # TPE proposed an already evaluated kernel: reuse, do not re-run
             trial.set_user_attr("duplicate_of", prior.number)
+            queue_unexplored()
             report("duplicate", cfg, None)
             if prior.state != optuna.trial.TrialState.COMPLETE:
                 raise CandidateFailed(f"duplicate of failed trial {prior.number}")
