@@ -5,12 +5,14 @@ The model is ``examples/generate.py``'s default small ``xLSTMLarge`` (d 256, 4 h
 milliseconds per prefill, the share of the matrix multiplies (``aten::mm``/``addmm``/``bmm``, the
 same MKL calls in both paths) and the top operators by self CPU time.
 
-Run: ``PYTHONPATH=. python benchmarks/cpu_prefill_profile.py --threads 1``
+Run: ``PYTHONPATH=. python benchmarks/cpu_prefill_profile.py --threads 1 [--python-wrapper] [--fused]``
+(``--python-wrapper``: the runner's GEMMs and fused C++ kernels by name instead of one entry per graph)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -46,11 +48,18 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=256)
     ap.add_argument("--calls", type=int, default=10)
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--python-wrapper", action="store_true", help="compile the runner with Inductor's "
+                    "Python wrapper and kernel profiling, so its GEMMs and fused kernels show by name")
+    ap.add_argument("--fused", action="store_true", help="the runner with fuse_projections")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.python_wrapper:
+        os.environ["XLSTM_AUTOTUNE_CPP_WRAPPER"] = "0"
+        xk.reset_settings()
+        torch._inductor.config.cpp.enable_kernel_profile = True
     model = build_model(argparse.Namespace(embedding_dim=256, heads=4, blocks=2, vocab=512))
     prompt = torch.randint(0, 512, (1, args.prompt), generator=torch.Generator().manual_seed(0))
-    runner = xk.compile_model(model, max_seq_len=args.prompt + 8)
+    runner = xk.compile_model(model, config=xk.ModelRunConfig(fuse_projections=args.fused), max_seq_len=args.prompt + 8)
     print(f"# torch {torch.__version__}, {args.threads} thread(s), prompt {args.prompt}, {runner.config.short()}")
     with torch.no_grad():
         profiled("native eager", lambda: model(prompt), args.calls, args.top)

@@ -318,8 +318,9 @@ def test_an_entry_whose_mlstm_kernels_prefill_cannot_run_here_falls_back_with_on
     key = xk.model_key(model)
     triton = xk.ModelRunConfig(prefill=xk.MlstmKernelsPrefill("chunkwise--triton_xl_chunk", 128))
     native = xk.ModelRunConfig(prefill=NATIVE_PREFILL)
-    tuner.publish_entries(xk.fingerprint("cpu"), [], db=home / "tuning.db", model_entries=[
-        _entry(xk.ModelWorkload(key, 1, 256, "float32"), triton), _entry(xk.ModelWorkload(key, 2, 256, "float32"), native)])
+    entries = [_entry(xk.ModelWorkload(key, 1, 256, "float32"), triton),
+               _entry(xk.ModelWorkload(key, 2, 256, "float32"), native)]
+    tuner.publish_entries(xk.fingerprint("cpu"), [], db=home / "tuning.db", model_entries=entries)
     xk.reload_profile()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -13,7 +13,7 @@ Dimensions (``ModelRunConfig`` fields) and where they apply:
 * ``threads`` — CPU only: ``None`` (torch's current count) and half of it (a setting's list replaces
   the half; ``None`` is always a choice);
 * ``state_dtype`` — float32 (canonical) and bfloat16 (kept only if it passes the gate);
-* ``fuse_projections`` — off/on (the decode step's six block projections as one matmul);
+* ``fuse_projections`` — off/on (each block's six projections as one matmul, decode and prefill);
 * ``prefill_graphs`` — off/on on CUDA (a fresh prefill replayed as one CUDA graph); elsewhere off.
 
 ``ModelRunConfig()`` is always a candidate and listed first. Settings ``tune_model_*`` narrow each.
