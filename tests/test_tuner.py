@@ -277,6 +277,25 @@ def test_tpe_queues_an_unexplored_candidate_after_each_wasted_draw(db_path, fast
     assert len(study.trials) == n + len(wasted) <= 2 * n, (len(study.trials), n)
 
 
+def test_queue_one_unexplored_skips_what_is_done_or_queued():
+    """The helper both studies (kernel and model) call after a wasted draw: one trial, the first
+    candidate of the seeded order that is neither done nor waiting; nothing once all are taken."""
+    from tuner._study import queue_one_unexplored, unexplored_order
+
+    cands = [(f"k{i}", {"x": i}) for i in range(5)] + [("k0", {"x": 99})]  # a repeated key counts once
+    order = unexplored_order(cands, seed=0)
+    assert sorted(k for k, _ in order) == ["k0", "k1", "k2", "k3", "k4"] and order == unexplored_order(cands, 0)
+    study = optuna.create_study()
+    done, waiting = {order[0][0]}, {order[1][0]}
+    queue_one_unexplored(study, order, done, waiting, key_attr=True)
+    queued = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert len(queued) == 1 and queued[0].user_attrs == {"config_key": order[2][0]}
+    assert queued[0].system_attrs["fixed_params"] == order[2][1] and order[2][0] in waiting
+    done |= {k for k, _ in order}
+    queue_one_unexplored(study, order, done, waiting)
+    assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 1
+
+
 def test_decode_workload(db_path, fast):
     events = []
     wr = tuner.tune_workload("1,2,1,8,8,float32,decode", db=db_path, device="cpu", progress=events.append)

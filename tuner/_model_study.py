@@ -42,7 +42,7 @@ from ._errors import CandidateFailed, TunerError
 from ._model_evaluate import ModelEvaluation, ModelEvaluator, RunnerFactory, default_runner_factory, timing_of
 from ._model_space import ModelSpace, run_config_key
 from ._progress import Progress, ProgressEvent
-from ._study import _finished, optuna_storage, software_tag, tuning_run
+from ._study import _finished, optuna_storage, queue_one_unexplored, software_tag, tuning_run, unexplored_order
 from .settings import TunerSettings, resolve_tuner_settings
 
 
@@ -255,6 +255,7 @@ def _tune_model(fields: dict[str, Any], wl: ModelWorkload, db: TuningDB, dev: to
         total = max(0, target - len(done))
     evaluator = ModelEvaluator(fields, wl, dev, settings, quick=quick, runner_factory=runner_factory)
     state = {"evaluated": 0}
+    order = unexplored_order([(k, space.params_of(c)) for k, c in by_key.items()], settings.tune_seed)
 
     def report(status: str, cfg: ModelRunConfig, median: float | None) -> None:
         if progress is not None:
@@ -273,10 +274,12 @@ def _tune_model(fields: dict[str, Any], wl: ModelWorkload, db: TuningDB, dev: to
         trial.set_user_attr("config_key", key)
         trial.set_user_attr("config", run_config_to_dict(cfg))
         if key not in by_key:
+            queue_one_unexplored(study, order, done, waiting, key_attr=True)
             raise optuna.TrialPruned("outside the search space")
         prior = done.get(key)
         if prior is not None:  # TPE proposed an evaluated candidate: reuse its value
             trial.set_user_attr("duplicate_of", prior.number)
+            queue_one_unexplored(study, order, done, waiting, key_attr=True)
             if prior.state != optuna.trial.TrialState.COMPLETE:
                 raise CandidateFailed(f"duplicate of failed trial {prior.number}")
             return float(prior.value)

@@ -27,7 +27,7 @@ import random
 import socket
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -328,19 +328,11 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
         total = max(0, target - len(done))
     fleet_target = len(candidates) if use_grid else min(len(candidates), max(target, len(done)))
     in_space = {effective_key(c, wl) for c in candidates}
-    unexplored_order = random.Random(settings.tune_seed).sample(candidates, len(candidates))
+    order = unexplored_order([(effective_key(c, wl), space.params_of(c)) for c in candidates], settings.tune_seed)
     evaluator = Evaluator(wl, dev, settings, runner=runner, probe=probe, quick=quick)
 
     def queue_unexplored() -> None:
-        """After a wasted draw (a duplicate, or outside the space), queue one candidate that is neither
-        evaluated nor queued (seeded order): late in a small space TPE keeps proposing what it has,
-        and each such draw costs a trial of storage round trips."""
-        for cfg in unexplored_order:
-            key = effective_key(cfg, wl)
-            if key not in done and key not in waiting:
-                study.enqueue_trial(space.params_of(cfg))
-                waiting.add(key)
-                return
+        queue_one_unexplored(study, order, done, waiting)
     state: dict[str, Any] = {"evaluated": 0, "skipped": []}
 
     def best_now() -> tuple[float | None, str | None]:
@@ -464,6 +456,28 @@ def _tune(wl: Workload, db: TuningDB, dev: torch.device, run_id: int, n_trials: 
                      progress, state["evaluated"], len(candidates), "grid" if use_grid else "tpe", t0)
     result.skipped = state["skipped"]
     return result
+
+
+Unexplored = list[tuple[str, dict[str, Any]]]  # (candidate key, its Optuna params)
+
+
+def unexplored_order(candidates: Unexplored, seed: int) -> Unexplored:
+    """The candidates, one per key, in the seeded order a study fills its wasted draws with."""
+    unique = list(dict(candidates).items())
+    return random.Random(seed).sample(unique, len(unique))
+
+
+def queue_one_unexplored(study: optuna.Study, order: Unexplored, done: Container[str], waiting: set[str],
+                         key_attr: bool = False) -> None:
+    """After a wasted TPE draw (a duplicate, or a point outside the space), enqueue the first candidate
+    of ``order`` neither evaluated (``done``) nor queued (``waiting``, updated): late in a small space
+    TPE keeps proposing what it has, and each such draw costs a whole trial of storage round trips.
+    ``key_attr``: give the queued trial its ``config_key`` user attribute (the model study's)."""
+    for key, params in order:
+        if key not in done and key not in waiting:
+            study.enqueue_trial(params, user_attrs={"config_key": key} if key_attr else None)
+            waiting.add(key)
+            return
 
 
 def _record(db: TuningDB, run_id: int, wl: Workload, machine_id: str, study_name: str, number: int,
