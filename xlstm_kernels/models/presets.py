@@ -120,10 +120,9 @@ def build_model(spec: str | Path | dict[str, Any], *, dtype: str | torch.dtype =
 
     fields = resolve_model_config(spec)
     dt = parse_dtype(dtype) if isinstance(dtype, str) else dtype
-    dtype_name(dt)  # refuses dtypes the kernels do not support
+    kernel_dtype = dtype_name(dt)  # refuses dtypes the kernels do not support
     # the eager model's states in its own dtype: xlstm's native step kernel multiplies the state with
     # the inputs and refuses float32 states beside bf16 inputs (the runner keeps its own state buffers)
-    kernel_dtype = "float32" if dt == torch.float32 else dtype_name(dt)
     cfg = _config_class()(**{**fields, **NATIVE_BACKEND, "autocast_kernel_dtype": kernel_dtype,
                              "inference_state_dtype": kernel_dtype})
     torch.manual_seed(seed)

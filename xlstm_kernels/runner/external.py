@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..kernels.config import check_fields
+from ..kernels.config import check_fields, dtype_name
 from .errors import RunnerError
 
 DEFAULT_CHUNKWISE = "chunkwise--triton_xl_chunk"
@@ -98,10 +98,11 @@ def mlstm_kernels_backend(prefill: MlstmKernelsPrefill, dtype: torch.dtype, eps:
         raise PrefillKernelUnavailable(why)
     from mlstm_kernels.torch.backend_module import mLSTMBackend, mLSTMBackendConfig
 
-    names = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-    if dtype not in names:
-        raise PrefillKernelUnavailable(f"mlstm_kernels runs float32, bfloat16 or float16 inputs, not {dtype}")
+    try:
+        name = dtype_name(dtype)
+    except ValueError as exc:
+        raise PrefillKernelUnavailable(f"mlstm_kernels: {exc}") from None
     return mLSTMBackend(mLSTMBackendConfig(
         chunkwise_kernel=prefill.chunkwise_kernel, sequence_kernel=prefill.sequence_kernel,
         step_kernel=prefill.step_kernel, mode="inference", chunk_size=prefill.chunk_size,
-        autocast_kernel_dtype=names[dtype], eps=eps, inference_state_dtype="float32"))
+        autocast_kernel_dtype=name, eps=eps, inference_state_dtype="float32"))
