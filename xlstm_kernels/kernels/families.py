@@ -115,6 +115,19 @@ def _intra_weights(b: torch.Tensor, bb: torch.Tensor, closed: torch.Tensor, i: t
 HALF_DTYPES = (torch.bfloat16, torch.float16)  # input dtypes whose values TF32 holds exactly
 
 
+def half_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` of bf16/fp16 inputs (..., M, K) and (..., K, N) with float32 products and sums, as float32.
+
+    On CUDA a half-input tensor-core matmul with float32 output (``bmm(out_dtype=float32)``); elsewhere
+    the float32 matmul of the upcast inputs. The products of half values are exact in float32.
+    """
+    if a.device.type != "cuda":
+        return a.float() @ b.float()
+    *lead, M, K = a.shape
+    out = torch.bmm(a.reshape(-1, M, K), b.reshape(-1, K, b.shape[-1]), out_dtype=torch.float32)
+    return out.reshape(*lead, M, -1)
+
+
 def make_chunkwise_block(t_inner: int, chunk_size: int, eps: float, mixed: bool = False,
                          fp32_scores: bool = False) -> BlockFn:
     """A block of ``t_inner`` chunks of ``chunk_size`` steps in parallel (chunkwise) form.
@@ -127,8 +140,8 @@ def make_chunkwise_block(t_inner: int, chunk_size: int, eps: float, mixed: bool 
     reductions, not matmuls, so no TF32 or half rounding reaches the sums that cancel: with carried-in
     states and a spiky input gate q·n cancels to ~1e-4 of its terms, and a TF32 q·kᵀ made h 1e-1 off.
     The exception is q·kᵀ of bf16/fp16 inputs: their values are exact in TF32's (and float32's)
-    inputs and their products exact in float32, so a float32 matmul of the upcast inputs (TF32 or not)
-    is as exact as the reduction, and far faster (tensor cores on CUDA).
+    inputs and their products exact in float32, so a matmul with float32 products and sums
+    (``half_matmul``) is as exact as the reduction, and far faster.
     """
     NC, L = t_inner, chunk_size
 
@@ -180,7 +193,7 @@ def make_chunkwise_block(t_inner: int, chunk_size: int, eps: float, mixed: bool 
         qg = qf * (torch.exp(m_inter - m_comb) * scale)[..., None]  # (B, HB, NC, L, DHQK)
         if fp32_scores:  # float32 sums of products whatever the matmul precision
             if q.dtype in HALF_DTYPES:  # exact products either way (docstring): the matmul is the fast one
-                qk = qf @ kf.transpose(-2, -1)  # (B, HB, NC, L, L)
+                qk = half_matmul(q, k.transpose(-2, -1))  # (B, HB, NC, L, L)
             else:
                 qk = (qf[..., :, None, :] * kf[..., None, :, :]).sum(-1)  # (B, HB, NC, L, L)
             s = qk * (scale * d)
