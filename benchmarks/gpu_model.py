@@ -3,8 +3,10 @@
 The model: ``xLSTMLarge`` with embedding 4096, 8 heads, 32 blocks, vocab 50304, random bf16 weights,
 built directly on the GPU. Rows, side by side in one process on the same weights and prompt:
 
-* ``eager+triton``   the model eagerly with ``mlstm_kernels``' Triton kernels (chunkwise--triton_xl_chunk,
-                     native_sequence__triton, triton step): NX-AI's own inference path;
+* ``eager+triton``   the model eagerly with ``mlstm_kernels``' Triton kernels (``--triton-chunkwise``,
+                     default chunkwise--triton_limit_chunk; native_sequence__triton, triton step): NX-AI's
+                     own inference path. chunkwise--triton_xl_chunk aborts the process at this head shape
+                     (an LLVM assertion in Triton 3.6, H200, torch 2.11, 2026-12-01);
 * ``eager+ours``     the same model after ``use_xlstm_kernels`` (our chunkwise kernel, our step);
 * ``runner``         ``xk.compile_model(model)``: the whole decode step as one compiled graph over static
                      state (CUDA graphs), prefill through compiled block pieces around our kernel;
@@ -47,7 +49,7 @@ SHAPE_SMALL = dict(embedding_dim=256, num_heads=4, num_blocks=2, vocab_size=512)
 
 
 def build_model(shape: dict, device: str, dtype: torch.dtype, triton: bool,
-                triton_chunkwise: str = "chunkwise--triton_xl_chunk") -> torch.nn.Module:
+                triton_chunkwise: str = "chunkwise--triton_limit_chunk") -> torch.nn.Module:
     """xLSTMLarge of ``shape`` with random weights created on ``device`` in ``dtype`` (no float32 copy)."""
     from xlstm.xlstm_large.model import xLSTMLarge, xLSTMLargeConfig
 
@@ -177,9 +179,9 @@ def main() -> None:
     p.add_argument("--t-inner", type=int, default=8)
     p.add_argument("--precision", default="tf32")
     p.add_argument("--step-mode", default="reduce-overhead", choices=list(xk.runner.STEP_COMPILE_MODES))
-    p.add_argument("--triton-chunkwise", default="chunkwise--triton_xl_chunk",
+    p.add_argument("--triton-chunkwise", default="chunkwise--triton_limit_chunk",
                    help="mlstm_kernels' chunkwise kernel of the eager+triton and +mlstm rows")
-    p.add_argument("--triton-chunk", type=int, default=128, help="its chunk size in the +mlstm rows")
+    p.add_argument("--triton-chunk", type=int, default=64, help="its chunk size in the +mlstm rows")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--out", type=Path)
     args = p.parse_args()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -114,6 +115,18 @@ def test_graph_dimensions_are_tuned_on_cuda_only():
 NATIVE_PREFILL = xk.MlstmKernelsPrefill("chunkwise--native_autograd", 16)
 
 
+def test_child_failure_says_how_the_child_ended():
+    """A crash that would kill the study's process (a Triton compile's abort) only ends a child, and
+    the reason says how: the signal, the exit status with the last stderr line, or the timeout."""
+    from tuner._external_check import child_failure
+
+    py = sys.executable
+    assert child_failure([py, "-c", "pass"], 30) is None
+    assert child_failure([py, "-c", "import os; os.abort()"], 30).startswith("was killed by SIGABRT")
+    assert child_failure([py, "-c", "raise SystemExit('bad shape')"], 30) == "exited with status 1: bad shape"
+    assert child_failure([py, "-c", "import time; time.sleep(20)"], 0.5) == "did not finish within 0.5 s"
+
+
 def test_mlstm_kernels_prefill_candidates_and_their_space():
     """mlstm_kernels kernels as prefill candidates: none by default off CUDA; the setting's list where
     it can run, an error naming one that cannot; the space encodes and decodes them like kernel configs."""
@@ -130,6 +143,12 @@ def test_mlstm_kernels_prefill_candidates_and_their_space():
     with pytest.raises(ValueError, match=r"(?s)tune_model_mlstm_kernels.*'<chunkwise kernel>@<chunk size>', got 'x'"):
         tuner.TunerSettings(tune_model_mlstm_kernels=["x"])
     w = xk.ModelWorkload.parse("model:3f2a9c1b7d04e5f6,1,64,float32")
+    # with a head shape each candidate first runs once in a child process: it ran, or it is an error
+    assert tuner.mlstm_kernels_candidates(cpu, native, (1, 2, 40, 16, 32), "float32") == [NATIVE_PREFILL]
+    hasty = native.model_copy(update={"tune_model_mlstm_kernels_check_s": 0.01})
+    with pytest.raises(ValueError, match=r"tune_model_mlstm_kernels: a trial run of mlstm_kernels:native_autograd@L16 "
+                       r"at B=1 NH=2 S=40 DHQK=16 DHV=32 float32 on cpu in a child process did not finish within 0.01 s"):
+        tuner.mlstm_kernels_candidates(cpu, hasty, (1, 2, 40, 16, 32), "float32")
     space = tuner.ModelSpace.build(w, "cpu", prefills=[NATIVE_PREFILL], step_modes=["default"], threads=[1],
                                    state_dtypes=["float32"], fuse_projections=[False])
     assert space.dims["prefill"] == (None, NATIVE_PREFILL)

@@ -78,8 +78,10 @@ from ._model_study import (
     model_profile_entry,
     model_workload_for,
     prefill_candidates,
+    prefill_shape,
     tune_model,
 )
+from ._external_check import external_prefill_failure
 from ._metal_plan import FamilyLanding, TargetPlan, WorkloadPlan, candidates_for, plan_target
 from ._timing import (
     Interval,
@@ -183,6 +185,7 @@ __all__ = [
     "effective_key",
     "effective_t_inner",
     "existing_storage_url",
+    "external_prefill_failure",
     "fleet_best",
     "generate_side_by_side",
     "get_tuner_settings",
@@ -206,6 +209,7 @@ __all__ = [
     "parse_workload",
     "plan_target",
     "prefill_candidates",
+    "prefill_shape",
     "probe_key",
     "profile_choice",
     "profile_entry",

@@ -39,6 +39,7 @@ from xlstm_kernels.runner import MlstmKernelsPrefill, ModelRunConfig, model_key
 from xlstm_kernels.runner.external import unavailable_reason
 
 from ._errors import CandidateFailed, TunerError
+from ._external_check import HeadShape, external_prefill_failure
 from ._model_evaluate import ModelEvaluation, ModelEvaluator, RunnerFactory, default_runner_factory, timing_of
 from ._model_space import ModelSpace, run_config_key
 from ._progress import Progress, ProgressEvent
@@ -156,19 +157,44 @@ def prefill_candidates(db: TuningDB, machine_id: str, fields: dict[str, Any], dt
 DEFAULT_MLSTM_KERNELS = ("chunkwise--triton_xl_chunk@128", "chunkwise--triton_limit_chunk@64")
 
 
-def mlstm_kernels_candidates(device: torch.device, settings: TunerSettings) -> list[MlstmKernelsPrefill]:
+def mlstm_kernels_candidates(device: torch.device, settings: TunerSettings, shape: HeadShape | None = None,
+                             dtype: str = "float32") -> list[MlstmKernelsPrefill]:
     """The ``mlstm_kernels`` prefill candidates: the ``tune_model_mlstm_kernels`` setting's (ValueError
-    for one that cannot run here), else on CUDA those of ``DEFAULT_MLSTM_KERNELS`` that run here."""
-    if settings.tune_model_mlstm_kernels is not None:
+    for one that cannot run here), else on CUDA those of ``DEFAULT_MLSTM_KERNELS`` that run here.
+
+    With ``shape`` (B, NH, S, DHQK, DHV), each candidate is first run once in a child process
+    (``external_prefill_failure``, ``tune_model_mlstm_kernels_check_s``): one that fails there is an
+    error when the setting names it, and is left out with a warning when it is a default.
+    """
+    explicit = settings.tune_model_mlstm_kernels is not None
+    if explicit:
         out = [MlstmKernelsPrefill.parse(spec) for spec in settings.tune_model_mlstm_kernels]
         for pre in out:
             if (why := unavailable_reason(pre)) is not None:
                 raise ValueError(f"tune_model_mlstm_kernels: {why}")
-        return out
-    if device.type != "cuda":
+    elif device.type != "cuda":
         return []
-    found = (MlstmKernelsPrefill.parse(spec) for spec in DEFAULT_MLSTM_KERNELS)
-    return [pre for pre in found if unavailable_reason(pre) is None]
+    else:
+        found = (MlstmKernelsPrefill.parse(spec) for spec in DEFAULT_MLSTM_KERNELS)
+        out = [pre for pre in found if unavailable_reason(pre) is None]
+    if shape is None or not settings.tune_model_mlstm_kernels_check_s:
+        return out
+    kept = []
+    for pre in out:
+        why = external_prefill_failure(pre, shape, dtype, device, settings.tune_model_mlstm_kernels_check_s)
+        if why is None:
+            kept.append(pre)
+        elif explicit:
+            raise ValueError(f"tune_model_mlstm_kernels: {why}")
+        else:
+            warnings.warn(f"{why}; the model study leaves it out", stacklevel=2)
+    return kept
+
+
+def prefill_shape(fields: dict[str, Any], wl: ModelWorkload) -> HeadShape:
+    """(B, NH, S, DHQK, DHV) of the workload's prefill mLSTM calls."""
+    NH, DHQK, DHV = head_shape(fields)
+    return wl.B, NH, wl.S, DHQK, DHV
 
 
 def study_name_for_model(machine_id: str, workload: ModelWorkload, space: ModelSpace) -> str:
@@ -227,7 +253,7 @@ def _tune_model(fields: dict[str, Any], wl: ModelWorkload, db: TuningDB, dev: to
     machine_id = db.run(run_id)["machine_id"]
     space = space or ModelSpace.from_settings(
         wl, dev, settings, [*prefill_candidates(db, machine_id, fields, wl.dtype, settings),
-                            *mlstm_kernels_candidates(dev, settings)])
+                            *mlstm_kernels_candidates(dev, settings, prefill_shape(fields, wl), wl.dtype)])
     candidates = space.candidates()
     by_key = {run_config_key(c): c for c in candidates}
     default_key = run_config_key(space.default)

@@ -127,6 +127,11 @@ class TunerSettings(Settings):
         "on CUDA, chunkwise--triton_xl_chunk@128 and chunkwise--triton_limit_chunk@64 where mlstm_kernels' "
         "Triton kernels run; elsewhere none. [] offers none."
     )
+    tune_model_mlstm_kernels_check_s: float = Field(
+        default=300, ge=0, description="Seconds a child process may take to run an mlstm_kernels "
+        "prefill once at the model's head shape (its compile included) before the model study offers it: "
+        "a Triton compile can abort the interpreter, which then kills the child, not the study. 0 skips the check."
+    )
     tol_model_fp32: float = Field(
         default=1e-4, gt=0, description="Max relative logits error (max|err|/max|ref| over prefill and the "
         "gate's decode steps) of a float32 model candidate vs. the eager float32 model, native kernels."
