@@ -8,6 +8,7 @@ import torch
 import torch._dynamo.config
 
 import xlstm_kernels as xk
+from conftest import CONFIGS, REF_RTOL, SHAPE, make_inputs, rel_err
 from xlstm_kernels.kernels.compiler import CompileCache, CompileKey
 
 
@@ -35,6 +36,26 @@ def test_many_keys_do_not_hit_the_recompile_limit():
             assert kernel.compile_s is not None and kernel.compile_s > 0
     assert len(cache) == n_keys
     assert cache.get(_key(1)) is cache.get(_key(1))
+
+
+def test_sequence_lengths_share_one_compiled_block(inputs):
+    """Calls of one config at more sequence lengths than Dynamo's recompile limit, each several blocks
+    long and carrying the previous call's states, reuse the block compiled once: no new graph, and the
+    answers stay the reference's. (Fed views of the whole call, the block recompiled for every length
+    and then failed with FailOnRecompileLimitHit.)"""
+    from torch._dynamo.utils import counters
+
+    cfg = CONFIGS["rec_t4"]  # 2 bands of 2 heads, blocks of 32 steps
+    h, st = xk.mlstm(*inputs, config=cfg)  # the suite's compile of this config
+    unique = counters["stats"]["unique_graphs"]
+    for n in range(torch._dynamo.config.recompile_limit + 2):
+        x = make_inputs(**{**SHAPE, "S": 40 + 5 * n}, seed=n)
+        h, st_next = xk.mlstm(*x, *st, config=cfg)
+        if n in (0, 9):
+            h_ref, _ = xk.mlstm_reference(*x, *st)
+            assert rel_err(h, h_ref) < REF_RTOL[torch.float32]
+        st = st_next
+    assert counters["stats"]["unique_graphs"] == unique, "a new sequence length compiled the block again"
 
 
 def test_eager_fallback_is_detected_and_warned():

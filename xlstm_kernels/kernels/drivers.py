@@ -125,6 +125,13 @@ def _band_states(states: States, p: Plan) -> list[list[torch.Tensor]]:
     ]
 
 
+def block_args(inputs, heads: slice, steps: slice) -> list[torch.Tensor]:
+    """The inputs of one block (``heads`` x ``steps``) as contiguous copies: a slice's strides depend
+    on the whole call's length and head count, and the compiled block guards on strides, so views would
+    recompile it for every new prompt length (and fail at Dynamo's recompile limit)."""
+    return [x[:, heads, steps].contiguous() for x in inputs]
+
+
 def run_queued(inputs, states: States, key: CompileKey, p: Plan) -> tuple[torch.Tensor, States]:
     """In-process driver: for each block, advance every band; outputs land in one buffer."""
     q, k, v, i, f = inputs
@@ -144,12 +151,11 @@ def run_queued(inputs, states: States, key: CompileKey, p: Plan) -> tuple[torch.
         t = slice(j * span, (j + 1) * span)
         for b in range(p.bands):
             hs = slice(b * hb, (b + 1) * hb)
-            h, c, n, m = kernel(q[:, hs, t], k[:, hs, t], v[:, hs, t], i[:, hs, t], f[:, hs, t],
-                                *band_states[b])
+            h, c, n, m = kernel(*block_args((q, k, v, i, f), hs, t), *band_states[b])
             if cudagraphs:
                 c, n, m = c.clone(), n.clone(), m.clone()
             h_out[:, hs, t] = h
-            band_states[b] = [c, n, m]
+            band_states[b] = [x.contiguous() for x in (c, n, m)]
     if p.bands == 1:
         return h_out, tuple(band_states[0])  # type: ignore[return-value]
     final = tuple(torch.cat([bs[x] for bs in band_states], dim=1) for x in range(3))
@@ -165,7 +171,8 @@ def _ray_band(key: CompileKey, p: Plan, band_inputs, band_state):
     hs = []
     for j in range(p.blocks):
         t = slice(j * p.span, (j + 1) * p.span)
-        h, c, n, m = kernel(q[:, :, t], k[:, :, t], v[:, :, t], i[:, :, t], f[:, :, t], c, n, m)
+        h, c, n, m = kernel(*block_args((q, k, v, i, f), slice(None), t), c, n, m)
+        c, n, m = (x.contiguous() for x in (c, n, m))
         hs.append(h.cpu())
     return torch.cat(hs, dim=2), (c.cpu(), n.cpu(), m.cpu())
 
