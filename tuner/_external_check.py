@@ -12,16 +12,15 @@ kill the whole study; run here, it kills a child and the candidate is left out, 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from xlstm_kernels.kernels.config import dtype_name
+from xlstm_kernels.probe.runners import child_env
 from xlstm_kernels.runner import MlstmKernelsPrefill
 
 HeadShape = tuple[int, int, int, int, int]  # (B, NH, S, DHQK, DHV)
@@ -30,11 +29,8 @@ HeadShape = tuple[int, int, int, int, int]  # (B, NH, S, DHQK, DHV)
 def child_failure(argv: list[str], timeout_s: float) -> str | None:
     """Run ``argv`` as a child process: None when it exits 0, else why not (the signal that killed it,
     its exit status and last stderr line, or the timeout it ran past)."""
-    root = str(Path(__file__).resolve().parents[1])  # the directory holding tuner and xlstm_kernels
-    env = dict(os.environ)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, env=env)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, env=child_env())
     except subprocess.TimeoutExpired:
         return f"did not finish within {timeout_s:g} s"
     if done.returncode == 0:

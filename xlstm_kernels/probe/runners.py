@@ -64,6 +64,15 @@ def key_from_dict(d: dict[str, Any]) -> CompileKey:
     return CompileKey(**d)
 
 
+def child_env() -> dict[str, str]:
+    """This process's environment with the directory holding ``xlstm_kernels`` (and the tuner,
+    storage and flows packages beside it) first on PYTHONPATH, so a child ``python -m`` imports this tree."""
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
 class ChildRunner:
     """Attempts in one child process (``python -m xlstm_kernels.probe._worker``), each bounded in time."""
 
@@ -74,9 +83,7 @@ class ChildRunner:
         self._stderr = tempfile.TemporaryFile(mode="w+")
 
     def _start(self) -> subprocess.Popen[str]:
-        root = str(Path(__file__).resolve().parents[2])  # the directory holding xlstm_kernels
-        env = dict(os.environ)
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env = child_env()
         proc = subprocess.Popen(
             [sys.executable, "-m", "xlstm_kernels.probe._worker"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env, start_new_session=True,
